@@ -1,0 +1,83 @@
+"""Shared fixtures: where ../shared is, small motif sets and datasets made on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "data" / "reference_tisfm"
+CISBP = SHARED / "data" / "motifs" / "cisBP_mouse.meme"
+IMMGEN = SHARED / "data" / "immgen_sample"
+
+# (folder, variant, era, parameter count stated in info.json)
+REFERENCE_FIXTURES = [
+    ("full_paper", "full", "paper", 966_182),
+    ("full_head", "full", "head", 966_190),
+    ("base_head", "base", "head", 218_750),
+    ("interaction_head", "interaction", "head", 966_110),
+    ("attention_head", "attention", "head", 218_830),
+]
+
+
+def need(path):
+    """Skip the test when a file from ../shared is absent."""
+    if not Path(path).exists():
+        pytest.skip(f"{path} is not available")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def cisbp():
+    from tisfm_core.motifs import read_meme
+
+    return read_meme(need(CISBP))
+
+
+def random_motifs(n=6, *, widths=(6, 8, 10), random_state=0):
+    """A small MotifSet of random PWMs with distinct widths."""
+    from tisfm_core.motifs import MotifSet
+
+    rng = np.random.default_rng(random_state)
+    mats = []
+    for i in range(n):
+        w = widths[i % len(widths)]
+        m = rng.dirichlet(np.full(4, 0.3), size=w)
+        mats.append(m)
+    ids = tuple(f"M{i}" for i in range(n))
+    return MotifSet(ids=ids, names=tuple(f"TF{i}" for i in range(n)), matrices=tuple(mats),
+                    source="random")
+
+
+def planted_dataset(tmp_path, *, n=600, length=60, n_outputs=3, random_state=0, motifs=None):
+    """Write a FASTA + targets TSV where output k is driven by motif k (known answer).
+
+    Returns (fasta, targets_tsv, meme, motifs).
+    """
+    from tisfm_core.motifs import write_meme
+
+    rng = np.random.default_rng(random_state)
+    motifs = motifs or random_motifs(6, random_state=random_state)
+    seqs = rng.choice(list("ACGT"), size=(n, length))
+    counts = np.zeros((n, len(motifs)))
+    for i in range(n):
+        for k in range(len(motifs)):
+            if rng.random() < 0.3:
+                m = motifs.matrices[k]
+                site = [("ACGT")[rng.choice(4, p=row / row.sum())] for row in m]
+                pos = rng.integers(0, length - len(site))
+                seqs[i, pos:pos + len(site)] = site
+                counts[i, k] += 1
+    y = counts[:, :n_outputs] * 1.0 + 0.1 * rng.normal(size=(n, n_outputs))
+    fasta = tmp_path / "seqs.fa"
+    fasta.write_text("".join(f">r{i}\n{''.join(s)}\n" for i, s in enumerate(seqs)))
+    tsv = tmp_path / "targets.tsv"
+    header = "id\t" + "\t".join(f"out{k}" for k in range(n_outputs)) + "\n"
+    tsv.write_text(header + "".join(f"r{i}\t" + "\t".join(f"{v:.5f}" for v in y[i]) + "\n"
+                                    for i in range(n)))
+    meme = tmp_path / "motifs.meme"
+    write_meme(motifs, meme)
+    return fasta, tsv, meme, motifs
