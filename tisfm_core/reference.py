@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -62,7 +61,7 @@ def read_state_dict(path):
         raise TisfmError(
             f"{path.name} was refused: it is not a plain PyTorch state dict (it asks to load "
             f"Python objects, which could run code). Detail: {str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many types for truncated or non-PyTorch files
         raise TisfmError(f"{path.name} is not a readable PyTorch checkpoint (truncated or another "
                          f"format): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
