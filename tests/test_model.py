@@ -181,3 +181,19 @@ def test_seeded_initialisation_is_reproducible_and_follows_the_reference_scheme(
     bound = math.sqrt(6 / a.config.n_features)   # kaiming_uniform(relu)
     assert a.final.weight.abs().max() <= bound and a.interaction.weight.abs().max() <= bound
     assert a.attention.unify.abs().max() <= math.sqrt(6 / 12) + 1e-7  # xavier on (2, 4, 2)
+
+
+def test_chunked_block_gives_the_same_outputs_and_gradients():
+    m = make(n_motifs=12, n_outputs=3, length=80, width=12)
+    m.set_kernels_trainable(True)
+    x = F.one_hot(torch.randint(0, 4, (37, 80)), 4).permute(0, 2, 1).float()
+    grads = []
+    for chunk in (None, 5):
+        m.chunk_size = chunk
+        m.zero_grad()
+        out = m(x)
+        (out ** 2).sum().backward()
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    for name, g in grads[0][1].items():
+        assert torch.allclose(g, grads[1][1][name], atol=1e-4, rtol=1e-4), name
