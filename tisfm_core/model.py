@@ -339,10 +339,8 @@ class TISFM(nn.Module):
         """(N, M, P) -> (N, M): programmable softmax pooling or max pooling over both strands."""
         if self.config.pooling == "max":
             return v.amax(dim=-1)
-        # softmax without a max pass: v is in (0, 1), so a*v <= max(a, 0) and exp cannot overflow
-        a = self.pool_weight[:, None]
-        e = torch.exp(torch.addcmul(-a.clamp(min=0), v, a))
-        return (e * v).sum(dim=-1) / e.sum(dim=-1)
+        w = torch.softmax(v * self.pool_weight[:, None], dim=-1)
+        return (w * v).sum(dim=-1)
 
     def gate(self, y):
         """Interaction gate u = y * sigmoid(A y + c) (identity without interaction)."""
