@@ -1,0 +1,127 @@
+"""Crash-safe writes: every file of a run or job goes through a temporary file and a rename.
+
+A reader (or a process killed mid-write) sees either the old file or the new one, never a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TisfmError
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
+
+    Raises
+    ------
+    TisfmError
+        When the folder is not writable or the disk is full (the old file is left untouched).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise TisfmError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise TisfmError(f"could not write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_bytes(path, data):
+    def write(tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+    atomic_write(path, write)
+
+
+def write_text(path, text):
+    write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_json(path, data):
+    """Atomically write ``data`` as indented JSON (NumPy scalars and arrays converted; NaN as null)."""
+    text = json.dumps(_nan_to_none(data), indent=1, default=_json_default, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.floating) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return [_nan_to_none(v) for v in value.tolist()]
+    return value
+
+
+def read_json(path, *, what="file"):
+    """Read a JSON object, with a clear error for a missing, empty or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TisfmError(f"{what} {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise TisfmError(f"{what} {path} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise TisfmError(f"{what} {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise TisfmError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def write_npz(path, **arrays):
+    """Atomically write an uncompressed ``.npz`` (no object arrays: readable without pickle)."""
+    for name, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise TypeError(f"array {name!r} has dtype object; convert it to str or numbers")
+
+    def write(tmp):
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    atomic_write(path, write)

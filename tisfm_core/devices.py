@@ -1,0 +1,60 @@
+"""Device and precision choice: CUDA when present, fast bf16 paths where they are accurate."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import TisfmError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device="auto"):
+    """Map "auto" | "cpu" | "cuda" | "cuda:N" (or a torch.device) to a torch.device.
+
+    Raises
+    ------
+    TisfmError
+        For "cuda" on a machine without a usable CUDA device, or an unknown name.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = str(device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TisfmError(f"--device {device} was requested but this machine has no usable CUDA "
+                             "GPU (use --device auto or cpu)")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise TisfmError(f"unknown device {device!r}") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise TisfmError(f"{device} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+        return dev
+    raise TisfmError(f"unknown device {device!r}; use auto, cpu or cuda")
+
+
+def cpu_supports_fast_bf16():
+    """True when oneDNN can run bf16 convolutions natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def conv_precision(device, precision="auto"):
+    """Precision of the motif convolution: "bf16" on CPUs that run it natively, else "fp32".
+
+    On CUDA the training loop uses bf16 autocast instead, so the module itself stays fp32.
+    """
+    if precision not in ("auto", "fp32", "bf16"):
+        raise TisfmError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cpu" and cpu_supports_fast_bf16():
+        return "bf16"
+    return "fp32"

@@ -1,0 +1,341 @@
+"""The run directory: everything a trained model needs, in open formats.
+
+::
+
+    RUN/
+      model.safetensors   weights (our parameter names; fp32, or fp16 for shipped demo runs)
+      config.json         format version, model config, motif ids/source/fingerprint, output
+                          names, data and transform, split summary, training settings, per-epoch
+                          history, metrics, package versions, device and time
+      motifs.meme         the original PWMs (logos, kernel drift), absent for the AI-TAC baseline
+      split.json          train/val/test indices into the dataset the run was trained on
+      checkpoint/         the last completed epoch (for --resume), removed when training ends
+
+No pickles anywhere: weights are safetensors, everything else JSON or MEME text. Every file is
+written atomically (:mod:`tisfm_core.atomic`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .aitac import AITAC
+from .atomic import atomic_write, read_json, write_json
+from .errors import TisfmError
+from .model import TISFM, TISFMConfig
+from .motifs import MotifSet, read_meme, write_meme
+
+FORMAT = "tisfm-run"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+MOTIFS = "motifs.meme"
+SPLIT = "split.json"
+
+
+def package_versions():
+    import numpy
+    import pandas
+    return {"tisfm": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "pandas": pandas.__version__, "python": platform.python_version()}
+
+
+def now_iso():
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- model <-> config ---------------------------------------------------------------------------
+
+def model_spec(model):
+    """JSON description from which :func:`build_model` rebuilds an untrained twin of ``model``."""
+    if isinstance(model, TISFM):
+        return {"kind": "tisfm", "config": model.config.to_dict()}
+    if isinstance(model, AITAC):
+        return {"kind": "aitac", "config": model.init_args()}
+    raise TypeError(f"cannot save a {type(model).__name__}")
+
+
+def build_model(spec):
+    """Rebuild a model (weights uninitialised in meaning, to be loaded) from :func:`model_spec`."""
+    if not isinstance(spec, dict) or "kind" not in spec or not isinstance(spec.get("config"), dict):
+        raise TisfmError("config.json field 'model' must be an object with 'kind' and 'config'")
+    kind, cfg = spec["kind"], spec["config"]
+    if kind == "tisfm":
+        config = TISFMConfig.from_dict(cfg)
+        kernels = torch.zeros(config.n_channels, 4, config.kernel_width)
+        return TISFM(config, kernels)
+    if kind == "aitac":
+        try:
+            return AITAC(**cfg)
+        except TypeError as exc:
+            raise TisfmError(f"config.json AI-TAC settings are invalid: {exc}") from None
+    raise TisfmError(f"config.json names an unknown model kind {kind!r} (expected 'tisfm' or 'aitac')")
+
+
+# -- saving -------------------------------------------------------------------------------------
+
+def save_weights(path, model, *, half=False):
+    """Atomically write the model's state dict as safetensors (fp16 when ``half``)."""
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if half and tensor.is_floating_point():
+            tensor = tensor.half()
+        state[name] = tensor.contiguous()
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            "dtype": "float16" if half else "float32"}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+
+
+def save_run(path, model, *, outputs, motifs=None, meta=None, split=None, half=False):
+    """Write a complete run directory.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run folder (created if needed; files in it are replaced atomically).
+    model : TISFM or AITAC
+    outputs : list of str, length n_outputs
+    motifs : MotifSet, optional
+        Required for tiSFM models: ids, names, source and fingerprint go to config.json and the
+        PWMs to motifs.meme.
+    meta : dict, optional
+        Extra JSON fields (data, transform, training, history, metrics, ...).
+    split : dict of arrays, optional
+        Written to split.json.
+    half : bool, default False
+        Store weights in float16 (halves the size; reload error about 1e-3).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    outputs = [str(o) for o in outputs]
+    spec = model_spec(model)
+    n_out = spec["config"]["n_outputs"]
+    if len(outputs) != n_out:
+        raise TisfmError(f"{len(outputs)} output names for a model with {n_out} outputs")
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": now_iso(),
+              "model": spec, "outputs": outputs, "versions": package_versions()}
+    if isinstance(model, TISFM):
+        if motifs is None:
+            raise TisfmError("a tiSFM run needs its motif set")
+        if len(motifs) != model.config.n_motifs:
+            raise TisfmError(f"{len(motifs)} motifs for a model built with {model.config.n_motifs}")
+        config["motifs"] = {"ids": list(motifs.ids), "names": list(motifs.names),
+                            "source": motifs.source, "fingerprint": motifs.fingerprint}
+        write_meme(motifs, path / MOTIFS)
+    config.update(meta or {})
+    save_weights(path / WEIGHTS, model, half=half)
+    if split is not None:
+        write_json(path / SPLIT, {k: np.asarray(v).astype(int).tolist() for k, v in split.items()})
+    write_json(path / CONFIG, config)
+    return path
+
+
+def update_config(path, **fields):
+    """Atomically merge ``fields`` into a run's config.json (metrics added after training, etc.)."""
+    path = Path(path)
+    config = read_run_config(path)
+    config.update(fields)
+    write_json(path / CONFIG, config)
+    return config
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+def read_run_config(path):
+    """Read and validate a run's config.json (without loading weights)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TisfmError(f"run directory {path} does not exist")
+    config = read_json(path / CONFIG, what="run config")
+    if config.get("format") != FORMAT:
+        raise TisfmError(f"{path / CONFIG} is not a tiSFM run config (field 'format' should be "
+                         f"{FORMAT!r}, got {config.get('format')!r})")
+    version = config.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TisfmError(f"{path / CONFIG}: 'format_version' must be an integer")
+    if version > FORMAT_VERSION:
+        raise TisfmError(f"{path} was written by a newer tisfm (run format {version}; this version "
+                         f"reads up to {FORMAT_VERSION}); upgrade tisfm")
+    outputs = config.get("outputs")
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
+        raise TisfmError(f"{path / CONFIG}: 'outputs' must be a non-empty list of names")
+    if "model" not in config:
+        raise TisfmError(f"{path / CONFIG}: missing field 'model'")
+    spec = config["model"]
+    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+        raise TisfmError(f"{path / CONFIG}: 'model' must be an object with 'kind' and 'config'")
+    if spec.get("kind") == "tisfm":
+        motifs = config.get("motifs")
+        if not isinstance(motifs, dict) or not isinstance(motifs.get("ids"), list):
+            raise TisfmError(f"{path / CONFIG}: a tiSFM run needs 'motifs' with a list of 'ids'")
+    return config
+
+
+@dataclass
+class Run:
+    """A loaded run: its folder, config, model (eval mode) and motif set."""
+
+    path: Path
+    config: dict
+    model: torch.nn.Module
+    motifs: MotifSet | None
+
+    @property
+    def name(self):
+        return self.path.name
+
+    @property
+    def outputs(self):
+        return list(self.config["outputs"])
+
+    @property
+    def kind(self):
+        return self.config["model"]["kind"]
+
+    @property
+    def motif_ids(self):
+        return list(self.config["motifs"]["ids"]) if self.kind == "tisfm" else []
+
+    @property
+    def motif_names(self):
+        if self.kind != "tisfm":
+            return []
+        return list(self.config["motifs"].get("names") or self.config["motifs"]["ids"])
+
+    @property
+    def metrics(self):
+        return self.config.get("metrics", {})
+
+
+def load_weights(path, model):
+    """Load ``model.safetensors`` into ``model`` with checks on keys and shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise TisfmError(f"{path} is missing: the run has no weights")
+    try:
+        state = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TisfmError(f"{path} is not a readable safetensors file (truncated or corrupt): "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state))
+    extra = sorted(set(state) - set(ours))
+    if missing or extra:
+        detail = []
+        if missing:
+            detail.append(f"missing {', '.join(missing[:4])}")
+        if extra:
+            detail.append(f"unexpected {', '.join(extra[:4])}")
+        raise TisfmError(f"{path} does not fit the model in config.json ({'; '.join(detail)})")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(ours[name].shape):
+            raise TisfmError(f"{path}: {name} has shape {tuple(tensor.shape)} but config.json implies "
+                             f"{tuple(ours[name].shape)} (the weights belong to another model)")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TisfmError(f"{path}: {name} contains NaN or infinite values")
+    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()})
+    return model
+
+
+def load_run(path, *, device="cpu"):
+    """Load a run directory.
+
+    Parameters
+    ----------
+    path : str or Path
+    device : str, default "cpu"
+        Where to put the model ("auto" picks CUDA when present). Runs trained on CUDA load on
+        CPU-only machines.
+
+    Returns
+    -------
+    Run
+    """
+    from .devices import resolve_device
+
+    path = Path(path)
+    config = read_run_config(path)
+    model = build_model(config["model"])
+    n_out = config["model"]["config"].get("n_outputs")
+    if n_out != len(config["outputs"]):
+        raise TisfmError(f"{path / CONFIG}: {len(config['outputs'])} output names for a model with "
+                         f"{n_out} outputs")
+    motifs = None
+    if config["model"]["kind"] == "tisfm":
+        ids = config["motifs"]["ids"]
+        if len(ids) != model.config.n_motifs:
+            raise TisfmError(f"{path / CONFIG}: {len(ids)} motif ids for a model built with "
+                             f"{model.config.n_motifs} motifs (the motif set does not match the weights)")
+        if (path / MOTIFS).exists():
+            motifs = read_meme(path / MOTIFS)
+            want = config["motifs"].get("fingerprint")
+            if want and motifs.fingerprint != want:
+                raise TisfmError(f"{path / MOTIFS} does not match the fingerprint in config.json "
+                                 "(the motif file was changed after training)")
+            if list(motifs.ids) != list(ids):
+                raise TisfmError(f"{path / MOTIFS} lists other motif ids than config.json")
+    load_weights(path / WEIGHTS, model)
+    model.kernels_trained = bool(config.get("training", {}).get("finetune_epochs", 0))
+    return Run(path=path, config=config, model=model.to(resolve_device(device)).eval(), motifs=motifs)
+
+
+def is_run(path):
+    path = Path(path)
+    return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
+
+
+def find_runs(folder):
+    """Run directories under ``folder`` (recursively, sorted by path)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.parent for p in folder.rglob(CONFIG) if is_run(p.parent))
+
+
+def run_summary(path):
+    """One JSON-friendly row describing a run, without loading its weights.
+
+    Broken runs are reported with an ``error`` field instead of raising, so that one bad folder
+    does not hide the others.
+    """
+    path = Path(path)
+    row = {"name": path.name, "path": str(path)}
+    try:
+        config = read_run_config(path)
+    except TisfmError as exc:
+        return {**row, "error": str(exc)}
+    spec = config["model"]
+    cfg = spec["config"]
+    test = config.get("metrics", {}).get("test", {})
+    r2 = test.get("r2")
+    row.update({
+        "kind": spec["kind"],
+        "variant": TISFMConfig.from_dict(cfg).variant if spec["kind"] == "tisfm" else "aitac",
+        "outputs": len(config["outputs"]),
+        "motifs": len(config.get("motifs", {}).get("ids", [])),
+        "motif_source": config.get("motifs", {}).get("source", ""),
+        "length": cfg.get("length"),
+        "mean_test_r2": float(np.nanmean([v for v in r2 if v is not None])) if r2 else None,
+        "created": config.get("created", ""),
+        "group": config.get("group", ""),
+    })
+    return row
+
+
+def remove_run(path):
+    """Delete a run directory (only if it is one)."""
+    path = Path(path)
+    if not is_run(path):
+        raise TisfmError(f"{path} is not a run directory; nothing deleted")
+    shutil.rmtree(path)

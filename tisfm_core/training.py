@@ -1,0 +1,446 @@
+"""Training: the paper's protocol with proximal Adam, checkpoints every epoch and exact resume.
+
+Protocol (reference document, section 4): Adam (AdamW, weight decay 0.01, when no penalty) at
+lr 0.01; the learning rate is divided by 10 after ``lr_patience`` epochs without validation
+improvement and training stops once it falls below ``min_lr`` (5e-7) or after ``epochs``.
+Stage 1 trains with frozen PWM kernels; an optional stage 2 unfreezes them for
+``finetune_epochs`` epochs, starting from the best stage-1 weights. The best-validation weights
+are kept. With a penalty (L1 or MCP) the final layer's weights get a proximal step.
+
+The loop feeds uint8 index arrays and one-hot encodes each batch on the device, keeps losses on
+the device (one host sync per epoch) and can run under DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .atomic import atomic_write, read_json, write_json
+from .devices import conv_precision, resolve_device
+from .errors import TisfmError
+from .metrics import RegressionMetrics
+from .prox import ProxAdam
+from .sequences import one_hot_torch
+
+PENALTIES = ("none", "l1", "mcp")
+
+
+@dataclass
+class TrainSettings:
+    """Training options (all stored in the run's config.json).
+
+    Parameters
+    ----------
+    epochs : int, default 100
+        Maximum epochs of stage 1 (frozen kernels); training usually stops earlier on ``min_lr``.
+    finetune_epochs : int, default 0
+        Epochs of stage 2 with trainable kernels (paper: about 10).
+    batch_size : int, default 256
+    lr : float, default 0.01
+    finetune_lr : float or None, default None
+        Learning rate of stage 2; None uses ``lr``.
+    weight_decay : float, default 0.01
+        Decoupled weight decay when no penalty is used (the reference's AdamW default).
+    penalty : {"none", "l1", "mcp"}, default "none"
+        Penalty on the final layer's weights, applied by a proximal step.
+    lam : float, default 0.0
+        Penalty strength lambda.
+    mcp_b : float, default 3.0
+        MCP concavity parameter b (> 1).
+    lr_patience : int, default 10
+        Epochs without validation gain before the learning rate is divided by 10.
+    min_lr : float, default 5e-7
+        Training stops once the learning rate is below this.
+    random_state : int, default 0
+    device : str, default "auto"
+    precision : {"auto", "fp32", "bf16"}, default "auto"
+        Motif-convolution arithmetic on CPU ("auto": bf16 where the CPU runs it natively).
+        CUDA uses bf16 autocast unless "fp32".
+    final_layer_only : bool, default False
+        Train only the final layer (everything else frozen).
+    """
+
+    epochs: int = 100
+    finetune_epochs: int = 0
+    batch_size: int = 256
+    lr: float = 0.01
+    finetune_lr: float | None = None
+    weight_decay: float = 0.01
+    penalty: str = "none"
+    lam: float = 0.0
+    mcp_b: float = 3.0
+    lr_patience: int = 10
+    min_lr: float = 5e-7
+    random_state: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    final_layer_only: bool = False
+
+    def __post_init__(self):
+        if self.penalty not in PENALTIES:
+            raise TisfmError(f"penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
+        checks = [("epochs", self.epochs >= 0), ("finetune_epochs", self.finetune_epochs >= 0),
+                  ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
+                  ("lam", self.lam >= 0), ("mcp_b", self.mcp_b > 1),
+                  ("weight_decay", self.weight_decay >= 0), ("lr_patience", self.lr_patience >= 0),
+                  ("finetune_lr", self.finetune_lr is None or self.finetune_lr > 0)]
+        for name, ok in checks:
+            if not ok:
+                raise TisfmError(f"invalid training option {name}={getattr(self, name)!r}")
+        if self.epochs + self.finetune_epochs == 0:
+            raise TisfmError("nothing to train: epochs and finetune_epochs are both 0")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Batches:
+    """Training data on the device: uint8 sequence indices (N, L) and float targets (N, R)."""
+
+    indices: torch.Tensor
+    targets: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, indices, targets, device):
+        device = torch.device(device)
+        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.uint8))
+        tgt = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+        if device.type == "cuda":
+            # 300 bytes a region: even the full atlas (512k regions) fits on the GPU at once
+            idx, tgt = idx.pin_memory().to(device, non_blocking=True), tgt.pin_memory().to(device)
+        return cls(idx, tgt)
+
+    def __len__(self):
+        return self.indices.shape[0]
+
+
+def _autocast(device, precision):
+    if device.type == "cuda" and precision != "fp32":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def predict_batches(model, indices, *, batch_size=512, device=None, precision="fp32"):
+    """Predictions for uint8 index arrays, streamed in batches.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    indices : np.ndarray or torch.Tensor, uint8, shape (N, L)
+    batch_size : int, default 512
+    device : torch.device, optional
+        Defaults to the model's device.
+    precision : {"fp32", "bf16", "auto"}, default "fp32"
+
+    Returns
+    -------
+    np.ndarray, float32, shape (N, n_outputs)
+    """
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    old = getattr(model, "precision", None)
+    if old is not None:
+        model.precision = conv_precision(device, precision) if precision == "auto" else precision
+    out = []
+    idx = torch.as_tensor(indices)
+    try:
+        with torch.inference_mode(), _autocast(device, precision):
+            for start in range(0, idx.shape[0], batch_size):
+                x = one_hot_torch(idx[start:start + batch_size].to(device))
+                out.append(model(x).float().cpu())
+    finally:
+        if old is not None:
+            model.precision = old
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def evaluate_arrays(model, indices, targets, *, batch_size=512, device=None, precision="fp32"):
+    """Per-output MSE, R2 and Pearson of ``model`` on all given samples (sums, not batch means)."""
+    pred = predict_batches(model, indices, batch_size=batch_size, device=device, precision=precision)
+    metrics = RegressionMetrics(pred.shape[1])
+    metrics.update(pred, np.asarray(targets, dtype=np.float32))
+    return metrics.compute()
+
+
+def make_optimizer(model, settings, lr):
+    """Proximal Adam with the reference's parameter groups.
+
+    Without a penalty every trainable parameter gets AdamW (decoupled weight decay
+    ``settings.weight_decay``). With one, the final layer's weight gets the proximal step and
+    all other parameters plain Adam (no decay), as in the reference.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise TisfmError("the model has no trainable parameters")
+    if settings.penalty == "none" or settings.lam == 0:
+        return ProxAdam([p for _, p in named], lr=lr, weight_decay=settings.weight_decay)
+    penalised = [p for n, p in named if n == "final.weight"]
+    others = [p for n, p in named if n != "final.weight"]
+    if not penalised:
+        raise TisfmError("a penalty needs a trainable final layer")
+    groups = [{"params": penalised, "penalty": settings.penalty, "lam": settings.lam,
+               "mcp_b": settings.mcp_b, "weight_decay": 0.0}]
+    if others:
+        groups.append({"params": others, "weight_decay": 0.0})
+    return ProxAdam(groups, lr=lr)
+
+
+def _set_trainable(model, settings, stage):
+    if settings.final_layer_only:
+        model.freeze_all_but_final()
+        return
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if hasattr(model, "set_kernels_trainable"):
+        model.set_kernels_trainable(stage == "finetune")
+
+
+def _plain_state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# -- checkpoints (for --resume) -----------------------------------------------------------------
+
+CHECKPOINT = "checkpoint"
+
+
+def _save_checkpoint(folder, model, best_state, optimizer, scheduler, generator, state):
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
+    opt = optimizer.state_dict()
+    scalars = {}
+    for idx, entry in opt["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = float(value)
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {**state, "optim_scalars": scalars, "param_groups": opt["param_groups"],
+            "scheduler": {k: v for k, v in scheduler.state_dict().items()
+                          if isinstance(v, (int, float, str, list, type(None)))}}
+    # weights first, then the JSON that points at them: the JSON names the epoch both describe
+    epoch_tag = f"{state['stage']}-{state['epoch']}"
+    meta["weights"] = f"state-{epoch_tag}.safetensors"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / meta["weights"], lambda tmp: save_file(tensors, tmp))
+    write_json(folder / "state.json", meta)
+    for old in folder.glob("state-*.safetensors"):
+        if old.name != meta["weights"]:
+            old.unlink(missing_ok=True)
+
+
+def _load_checkpoint(folder):
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta = read_json(folder / "state.json", what="checkpoint")
+    weights = folder / str(meta.get("weights", ""))
+    if not weights.is_file():
+        raise TisfmError(f"checkpoint in {folder} names missing weights {weights.name}")
+    return meta, load_file(weights)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callback=None,
+        verbose=False, distributed=None):
+    """Train ``model`` in place by the paper's protocol and load its best-validation weights.
+
+    Parameters
+    ----------
+    model : TISFM or AITAC
+    train, val : tuple of (np.ndarray uint8 (N, L), np.ndarray float32 (N, R))
+        Sequence indices and targets.
+    settings : TrainSettings
+    checkpoint_dir : str or Path, optional
+        Where the last completed epoch is saved (atomically) for ``resume``.
+    resume : bool, default False
+        Continue from ``checkpoint_dir``; gives the same result as an uninterrupted run.
+    callback : callable, optional
+        Called with a dict after every epoch (``event="epoch"``) and every few batches
+        (``event="batch"``), e.g. to drive a progress bar or write job status.
+    verbose : bool, default False
+        Print one line per epoch.
+    distributed : tuple (rank, world_size), optional
+        Set under torchrun: each process takes its share of every batch and gradients are
+        averaged by DistributedDataParallel.
+
+    Returns
+    -------
+    dict
+        ``history`` (list of per-epoch dicts), ``best`` (stage, epoch, val_loss), ``seconds``,
+        ``device``, ``precision``.
+    """
+    device = resolve_device(settings.device)
+    precision = conv_precision(device, settings.precision) if device.type == "cpu" else \
+        ("fp32" if settings.precision == "fp32" else "bf16-autocast")
+    rank, world = distributed or (0, 1)
+    model.to(device)
+    if hasattr(model, "precision"):
+        model.precision = precision if device.type == "cpu" else "fp32"
+    if settings.finetune_epochs and not hasattr(model, "set_kernels_trainable"):
+        raise TisfmError("this model has no motif kernels to fine-tune (set finetune_epochs to 0)")
+    train_b = Batches.from_arrays(*train, device)
+    val_b = Batches.from_arrays(*val, device)
+    if len(train_b) == 0 or len(val_b) == 0:
+        raise TisfmError(f"training needs samples in both the training ({len(train_b)}) and the "
+                         f"validation ({len(val_b)}) split")
+    generator = torch.Generator().manual_seed(settings.random_state)
+    torch.manual_seed(settings.random_state)
+
+    stages = [s for s, n in (("frozen", settings.epochs), ("finetune", settings.finetune_epochs)) if n]
+    history, best, start_stage, start_epoch = [], None, 0, 0
+    best_state = _plain_state(model)
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    pending = None  # checkpoint of an unfinished stage, restored once its optimiser exists
+    if resume:
+        if ckpt is None or not (ckpt / "state.json").exists():
+            raise TisfmError(f"nothing to resume: no checkpoint in {checkpoint_dir}")
+        meta, tensors = _load_checkpoint(ckpt)
+        if meta.get("stage") not in stages:
+            raise TisfmError(f"the checkpoint in {ckpt} is from stage {meta.get('stage')!r}, which "
+                             "these settings do not run")
+        history, best = meta["history"], meta["best"]
+        best_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        start_stage = stages.index(meta["stage"])
+        if meta["stage_done"]:
+            start_stage += 1
+        else:
+            pending, start_epoch = (meta, tensors), meta["epoch"]
+    started = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
+    ddp_model = model
+    for stage in stages[start_stage:]:
+        n_epochs = settings.epochs if stage == "frozen" else settings.finetune_epochs
+        lr = settings.lr if stage == "frozen" else (settings.finetune_lr or settings.lr)
+        if stage == "finetune" and pending is None:
+            # stage 2 restarts from the best stage-1 weights and keeps the best of its own epochs
+            model.load_state_dict(best_state)
+            best = None
+        _set_trainable(model, settings, stage)
+        if distributed:
+            ddp_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        optimizer = make_optimizer(model, settings, lr)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=0.1, patience=settings.lr_patience)
+        epoch0 = 0
+        if pending is not None:
+            meta, tensors = pending
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            opt_state = {"state": {}, "param_groups": meta["param_groups"]}
+            for key, value in tensors.items():
+                if key.startswith("optim."):
+                    _, idx, name = key.split(".", 2)
+                    opt_state["state"].setdefault(int(idx), {})[name] = value
+            for key, value in meta["optim_scalars"].items():
+                idx, name = key.split(".", 1)
+                opt_state["state"].setdefault(int(idx), {})[name] = torch.tensor(value)
+            optimizer.load_state_dict(opt_state)
+            scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
+            epoch0, pending = start_epoch, None
+        for epoch in range(epoch0, n_epochs):
+            t0 = time.perf_counter()
+            train_loss = _train_epoch(ddp_model, train_b, optimizer, settings, generator, device,
+                                      precision, rank, world, callback,
+                                      dict(stage=stage, epoch=epoch + 1, epochs=n_epochs))
+            val_loss = _mean_loss(model, val_b, settings.batch_size, device, precision)
+            lr_now = optimizer.param_groups[0]["lr"]
+            scheduler.step(val_loss)
+            improved = best is None or val_loss < best["val_loss"]
+            if improved:
+                best = {"stage": stage, "epoch": epoch + 1, "val_loss": val_loss}
+                best_state = _plain_state(model)
+            seconds = time.perf_counter() - t0
+            row = {"stage": stage, "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                   "lr": lr_now, "seconds": round(seconds, 3),
+                   "elapsed": round(time.perf_counter() - started, 3),
+                   "samples_per_s": round(len(train_b) / seconds, 1)}
+            history.append(row)
+            new_lr = optimizer.param_groups[0]["lr"]
+            done = new_lr < settings.min_lr or epoch + 1 == n_epochs
+            if ckpt is not None and rank == 0:
+                _save_checkpoint(ckpt, model, best_state, optimizer, scheduler, generator,
+                                 {"stage": stage, "epoch": epoch + 1, "stage_done": done,
+                                  "history": history, "best": best})
+            if verbose and rank == 0:
+                print(f"[{stage}] epoch {epoch + 1}/{n_epochs}  train {train_loss:.4f}  "
+                      f"val {val_loss:.4f}{' *' if improved else '  '}  lr {lr_now:.1e}  "
+                      f"{seconds:.1f} s ({row['samples_per_s']:.0f} seq/s)", flush=True)
+            if callback is not None:
+                callback({"event": "epoch", **row, "best_val_loss": best["val_loss"]})
+            if new_lr < settings.min_lr:
+                if verbose and rank == 0:
+                    print(f"[{stage}] learning rate {new_lr:.1e} < {settings.min_lr:.0e}: stage done",
+                          flush=True)
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"history": history, "best": best, "seconds": round(time.perf_counter() - started, 2),
+            "device": str(device), "precision": precision, "world_size": world}
+
+
+def _train_epoch(model, data, optimizer, settings, generator, device, precision, rank, world,
+                 callback, info):
+    model.train()
+    n = len(data)
+    order = torch.randperm(n, generator=generator).to(device)
+    total = torch.zeros((), device=device)
+    bs = settings.batch_size
+    n_batches = math.ceil(n / bs)
+    report_every = max(1, n_batches // 20)
+    for b in range(n_batches):
+        idx = order[b * bs:(b + 1) * bs]
+        if world > 1:
+            idx = idx.tensor_split(world)[rank]
+        x = one_hot_torch(data.indices[idx])
+        y = data.targets[idx]
+        with _autocast(device, precision):
+            pred = model(x)
+        # sum over this process's share / global batch size: DDP's gradient average then equals
+        # the single-process mean over the whole batch
+        sq = F.mse_loss(pred.float(), y, reduction="sum")
+        loss = sq / (y.shape[1] * min(bs, n - b * bs)) * world
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += sq.detach() / y.shape[1]
+        if callback is not None and (b + 1) % report_every == 0:
+            callback({"event": "batch", **info, "batch": b + 1, "batches": n_batches})
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    return float(total) / n
+
+
+def _mean_loss(model, data, batch_size, device, precision):
+    model.eval()
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    with torch.no_grad(), _autocast(device, precision):
+        for start in range(0, len(data), batch_size):
+            x = one_hot_torch(data.indices[start:start + batch_size])
+            pred = model(x).float()
+            total += F.mse_loss(pred, data.targets[start:start + batch_size], reduction="sum").double()
+    return float(total) / (len(data) * data.targets.shape[1])
