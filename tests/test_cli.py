@@ -145,3 +145,37 @@ def test_console_entry_point_runs_as_a_module(trained):
     r = subprocess.run([sys.executable, "-m", "tisfm_core", "summary", str(run) + "_nope"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "does not exist" in r.stderr
+
+
+def test_status_file_tracks_progress_to_done(trained, tmp_path):
+    tmp, fasta, tsv, meme, _ = trained
+    status = tmp_path / "status.json"
+    events = []
+    from tisfm_core.progress import StatusFile
+    original = StatusFile.__call__
+
+    def spy(self, event):
+        original(self, event)
+        events.append(self.status["fraction"])
+    StatusFile.__call__ = spy
+    try:
+        code = main(["train", "--sequences", str(fasta), "--targets", str(tsv), "--motifs", str(meme),
+                     "--out", str(tmp_path / "r"), "--epochs", "2", "--finetune-epochs", "1",
+                     "--batch-size", "64", "--quiet", "--status-file", str(status)])
+    finally:
+        StatusFile.__call__ = original
+    assert code == 0
+    data = json.loads(status.read_text())
+    assert data["state"] == "done" and data["fraction"] == 1.0
+    assert [(h["stage"], h["epoch"]) for h in data["history"]] == [("frozen", 1), ("frozen", 2),
+                                                                  ("finetune", 1)]
+    assert events and 0 <= min(events) and max(events) <= 1.0   # a valid progress-bar value
+
+
+def test_status_file_records_failure(trained, tmp_path):
+    _, fasta, tsv, meme, _ = trained
+    status = tmp_path / "status.json"
+    code = main(["train", "--sequences", str(fasta), "--targets", str(tsv), "--motifs", str(meme),
+                 "--out", str(tmp_path / "r"), "--outputs", "missing", "--status-file", str(status)])
+    data = json.loads(status.read_text())
+    assert code == 2 and data["state"] == "failed" and "missing" in data["message"]

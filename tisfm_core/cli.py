@@ -63,6 +63,16 @@ def _add_training(p):
     p.add_argument("--distributed", action="store_true",
                    help="train across processes under torchrun (NCCL on GPU, gloo on CPU)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--status-file", help="keep a JSON progress file up to date (used by the app's jobs)")
+
+
+def _status(a):
+    """A StatusFile callback when --status-file is given, else None."""
+    if not getattr(a, "status_file", None):
+        return None
+    from .progress import StatusFile
+
+    return StatusFile(a.status_file)
 
 
 def _settings(a):
@@ -94,15 +104,24 @@ def cmd_train(a):
     from .workflows import train_run
 
     dist = _distributed(a)
-    if a.resume:
-        out = train_run(a.resume, targets=None, resume=True, verbose=not a.quiet, distributed=dist)
-    else:
-        if not a.out:
-            raise _usage("train needs --out RUN (or --resume RUN)")
-        if a.targets is None:
-            raise _usage("train needs --targets")
-        out = train_run(a.out, folds=a.folds, fold=a.fold, force=a.force, distributed=dist,
-                        **_train_kwargs(a))
+    status = _status(a)
+    try:
+        if a.resume:
+            out = train_run(a.resume, targets=None, resume=True, verbose=not a.quiet, distributed=dist,
+                            callback=status)
+        else:
+            if not a.out:
+                raise _usage("train needs --out RUN (or --resume RUN)")
+            if a.targets is None:
+                raise _usage("train needs --targets")
+            out = train_run(a.out, folds=a.folds, fold=a.fold, force=a.force, distributed=dist,
+                            callback=status, **_train_kwargs(a))
+    except BaseException as exc:
+        if status is not None:
+            status.finish("failed", str(exc) or type(exc).__name__)
+        raise
+    if status is not None:
+        status.finish("done", f"run written to {out}")
     if not dist or dist[0] == 0:
         print(f"run written to {out}")
 
@@ -110,8 +129,15 @@ def cmd_train(a):
 def cmd_cv(a):
     from .workflows import cv_runs
 
-    kwargs = _train_kwargs(a)
-    runs = cv_runs(a.out, folds=a.folds, force=a.force, **kwargs)
+    status = _status(a)
+    try:
+        runs = cv_runs(a.out, folds=a.folds, force=a.force, callback=status, **_train_kwargs(a))
+    except BaseException as exc:
+        if status is not None:
+            status.finish("failed", str(exc) or type(exc).__name__)
+        raise
+    if status is not None:
+        status.finish("done", f"{len(runs)} fold runs in {a.out}")
     print(f"{len(runs)} fold runs in {a.out}")
 
 
