@@ -284,6 +284,9 @@ def build_parser():
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
+
+    from . import analysis
+    analysis.add_parser(sub)
     return parser
 
 

@@ -418,7 +418,9 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
         _set_trainable(model, settings, stage)
         if distributed:
             ddp_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
+                # max pooling leaves the pooling weights without gradient
+                find_unused_parameters=getattr(getattr(model, "config", None), "pooling", "") == "max")
         optimizer = make_optimizer(model, settings, lr)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=0.1, patience=settings.lr_patience)

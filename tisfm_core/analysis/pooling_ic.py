@@ -46,7 +46,8 @@ def pooling_vs_ic(run, output=None):
         One row per motif in motif-file order with columns ``motif``, ``name``, ``ic`` (bits,
         uniform background), ``width``, ``pooling`` (the learned pooling weight a), ``coef``,
         ``residual`` (pooling minus the least-squares line pooling ~ ic) and ``residual_z``
-        (residual over its standard deviation, ddof 0; zeros when the residuals are all 0).
+        (residual over its standard deviation, ddof 0). Both are zero when the line fits
+        exactly (within rounding).
         ``df.attrs`` holds ``output``, ``slope`` and ``intercept``.
 
     Raises
@@ -69,6 +70,9 @@ def pooling_vs_ic(run, output=None):
         slope, intercept = 0.0, float(pooling.mean())
     residual = pooling - (slope * ic + intercept)
     spread = residual.std()
+    # rounding noise around an exact fit (e.g. untrained, all-equal pooling weights) is no signal
+    if spread <= 1e-9 * max(1.0, float(np.abs(pooling).max())):
+        residual, spread = np.zeros_like(residual), 0.0
     out = pd.DataFrame({
         "motif": table["id"], "name": table["name"], "ic": ic, "width": table["width"],
         "pooling": pooling, "coef": final_layer(run)[column].to_numpy(dtype=np.float64),
@@ -86,15 +90,20 @@ def correlations(df, x="ic", y="pooling"):
     -------
     dict
         ``pearson_r``, ``pearson_p``, ``spearman_rho``, ``spearman_p`` (scipy.stats, two-sided)
-        and ``n``.
+        and ``n``. The four statistics are NaN when either column is constant (e.g. the pooling
+        weights of an untrained model).
     """
     for col in (x, y):
         if col not in df.columns:
-            raise TisfmError(f"the table has no column {col!r}; expected one of {', '.join(map(str, df.columns))}")
+            raise TisfmError(f"the table has no column {col!r}; expected one of "
+                             f"{', '.join(map(str, df.columns))}")
     a = df[x].to_numpy(dtype=np.float64)
     b = df[y].to_numpy(dtype=np.float64)
     if len(a) < 3:
         raise TisfmError(f"correlations need at least 3 motifs, got {len(a)}")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        nan = float("nan")
+        return {"pearson_r": nan, "pearson_p": nan, "spearman_rho": nan, "spearman_p": nan, "n": len(a)}
     pearson = stats.pearsonr(a, b)
     spearman = stats.spearmanr(a, b)
     return {"pearson_r": float(pearson.statistic), "pearson_p": float(pearson.pvalue),

@@ -42,9 +42,10 @@ def _lineages(run):
         return {str(k): str(v) for k, v in mapping.items()}
     try:
         from ..immgen import cell_type_lineages
-    except ImportError:
+        return dict(cell_type_lineages())
+    except (ImportError, TisfmError):
+        # the lineage columns are annotations only: without a table they stay empty
         return {}
-    return dict(cell_type_lineages())
 
 
 def _per_output(values, outputs, names, what, run):
