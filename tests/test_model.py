@@ -186,14 +186,20 @@ def test_seeded_initialisation_is_reproducible_and_follows_the_reference_scheme(
 def test_chunked_block_gives_the_same_outputs_and_gradients():
     m = make(n_motifs=12, n_outputs=3, length=80, width=12)
     m.set_kernels_trainable(True)
-    x = F.one_hot(torch.randint(0, 4, (37, 80)), 4).permute(0, 2, 1).float()
+    with torch.no_grad():
+        m.pool_weight.uniform_(-3, 8)     # both signs of the pooling weight
+        m.scale.uniform_(0.5, 2)
+        m.bias.uniform_(-3, 1)
+    x0 = F.one_hot(torch.randint(0, 4, (37, 80)), 4).permute(0, 2, 1).float()
     grads = []
-    for chunk in (None, 5):
+    for chunk in (None, 5):   # plain autograd on the whole batch vs the fused, chunked block
         m.chunk_size = chunk
         m.zero_grad()
+        x = x0.clone().requires_grad_(True)
         out = m(x)
         (out ** 2).sum().backward()
-        grads.append((out.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}, x.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][2], grads[1][2], atol=1e-4, rtol=1e-4)
     for name, g in grads[0][1].items():
         assert torch.allclose(g, grads[1][1][name], atol=1e-4, rtol=1e-4), name

@@ -285,8 +285,9 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    from . import analysis
+    from . import analysis, demo
     analysis.add_parser(sub)
+    demo.add_parser(sub)
     return parser
 
 

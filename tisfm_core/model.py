@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .errors import TisfmError
+from .fused import motif_block, motif_conv
 
 #: The paper's ablations (Fig. 1) as flag sets.
 VARIANTS = {
@@ -321,13 +322,7 @@ class TISFM(nn.Module):
 
     def motif_scores(self, x):
         """Raw convolution of the (augmented) input with the kernel stack: (N, C, L - K + 1)."""
-        if self.precision == "bf16":
-            # channels-last bf16 Conv2d takes oneDNN's AMX path (see docs/environment.md)
-            xb = x.to(torch.bfloat16).unsqueeze(2).contiguous(memory_format=torch.channels_last)
-            wb = self.kernels.to(torch.bfloat16).unsqueeze(2).contiguous(
-                memory_format=torch.channels_last)
-            return F.conv2d(xb, wb).squeeze(2).float()
-        return F.conv1d(x, self.kernels)
+        return motif_conv(x, self.kernels, self.precision)
 
     def activations(self, scores):
         """Calibrated sigmoid activations, strands merged: (N, n_features, 2 * (L - K + 1))."""
@@ -358,18 +353,21 @@ class TISFM(nn.Module):
         The convolution-sigmoid-pooling block runs in chunks of ``chunk_size`` sequences: its
         (N, 2n, L) intermediates are the bulk of the work and stay in cache at that size. With
         gradients on, each chunk is recomputed in the backward pass instead of stored, which
-        keeps memory flat in the batch size.
+        keeps memory flat in the batch size; programmable pooling uses the closed-form backward
+        of :mod:`tisfm_core.fused`. ``chunk_size=None`` runs plain autograd on the whole batch.
         """
         x = x.float()
         self._check_input(x)
         xa = self.augment_input(x)
-        step = self.chunk_size or x.shape[0]
-        if x.shape[0] <= step:
+        if not self.chunk_size:
             return self.gate(self.pooled(xa))
+        if self.config.pooling == "programmable":
+            return self.gate(motif_block(xa, self.kernels, self.scale, self.bias, self.pool_weight,
+                                         chunk_size=self.chunk_size, precision=self.precision))
         if torch.is_grad_enabled():
-            parts = [checkpoint(self.pooled, c, use_reentrant=False) for c in xa.split(step)]
+            parts = [checkpoint(self.pooled, c, use_reentrant=False) for c in xa.split(self.chunk_size)]
         else:
-            parts = [self.pooled(c) for c in xa.split(step)]
+            parts = [self.pooled(c) for c in xa.split(self.chunk_size)]
         return self.gate(torch.cat(parts))
 
     def forward(self, x):
