@@ -285,9 +285,10 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    from . import analysis, demo
+    from . import analysis, demo, path
     analysis.add_parser(sub)
     demo.add_parser(sub)
+    path.add_parser(sub)
     return parser
 
 
