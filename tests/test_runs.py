@@ -124,3 +124,28 @@ def test_writes_are_atomic_no_temporary_files_left(tmp_path):
     path, _, _ = _save(tmp_path)
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "motifs.meme",
                                                       "split.json"]
+
+
+def test_moved_run_finds_its_data_through_relative_paths(tmp_path):
+    import shutil
+
+    from conftest import planted_dataset
+    from tisfm_core.path import load_run_data
+    from tisfm_core.runs import resolve_run_data
+    from tisfm_core.training import TrainSettings
+    from tisfm_core.workflows import train_run
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    fasta, tsv, meme, _ = planted_dataset(project / "data", n=200, length=40, n_outputs=2)
+    run = train_run(project / "runs" / "r", targets=tsv, sequences=fasta, motifs=str(meme),
+                    transform="zscore", settings=TrainSettings(epochs=1, batch_size=64), verbose=False)
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(project), str(moved))
+    loaded = load_run(moved / "runs" / "r")
+    paths = resolve_run_data(loaded)
+    assert paths["sequences"] == str((moved / "data" / "seqs.fa").resolve())
+    assert paths["targets"] == str((moved / "data" / "targets.tsv").resolve())
+    parts = load_run_data(loaded)
+    split = json.loads((moved / "runs" / "r" / "split.json").read_text())
+    assert parts["test"][0].shape == (len(split["test"]), 40)

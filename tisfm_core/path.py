@@ -716,17 +716,19 @@ def load_run_data(run):
     from .dataset import load_dataset
     from .runs import SPLIT
 
-    cfg = run.config.get("data")
-    if not isinstance(cfg, dict) or not cfg.get("targets"):
+    from .runs import resolve_run_data
+
+    if not isinstance(run.config.get("data"), dict) or not run.config["data"].get("targets"):
         raise TisfmError(f"{run.path}/config.json records no training data ('data'); the "
                          "regularization path needs the run's training data")
+    cfg = resolve_run_data(run)
     for key in ("sequences", "targets", "bed", "genome"):
         if cfg.get(key) and not Path(cfg[key]).exists():
             raise TisfmError(f"{cfg[key]} ({key} of run {run.path}) does not exist: the regularization "
                              "path needs the run's training data at that path")
     split_file = Path(run.path) / SPLIT
     split = read_json(split_file, what="split file")
-    spec = run.config.get("transform", {}).get("spec", "none")
+    spec = cfg["transform"]
     data = load_dataset(cfg.get("sequences"), cfg["targets"], bed=cfg.get("bed"), genome=cfg.get("genome"),
                         length=run.config["model"]["config"].get("length") if cfg.get("bed") else None,
                         transform=spec, outputs=run.outputs)
@@ -742,7 +744,7 @@ def load_run_data(run):
                              f"now have {len(data)} regions (the data files changed after training)")
         sub = data.subset(index)
         parts[key] = (sub.indices, sub.targets)
-    n_regions = cfg.get("n_regions")
+    n_regions = run.config["data"].get("n_regions")
     if isinstance(n_regions, int) and n_regions != len(data):
         raise TisfmError(f"run {run.path} was trained on {n_regions} regions but its data files now "
                          f"give {len(data)} (the data files changed after training)")

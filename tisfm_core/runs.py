@@ -18,6 +18,7 @@ written atomically (:mod:`tisfm_core.atomic`).
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import shutil
 from dataclasses import dataclass
@@ -288,6 +289,51 @@ def load_run(path, *, device="cpu"):
     load_weights(path / WEIGHTS, model)
     model.kernels_trained = bool(config.get("training", {}).get("finetune_epochs", 0))
     return Run(path=path, config=config, model=model.to(resolve_device(device)).eval(), motifs=motifs)
+
+
+DATA_KEYS = ("sequences", "targets", "bed", "genome")
+
+
+def portable_data(config_data, transform_spec, run_dir):
+    """Add run-relative copies of the data paths (``<key>_rel``, ``spec_rel``) so that a run
+    folder moved together with its data (e.g. the shipped demo runs) still finds it."""
+    run_dir = Path(run_dir).resolve()
+    data = dict(config_data)
+    for key in DATA_KEYS:
+        if data.get(key):
+            data[f"{key}_rel"] = os.path.relpath(data[key], run_dir)
+    kind, _, target = (transform_spec or "none").partition(":")
+    spec_rel = f"{kind}:{os.path.relpath(target, run_dir)}" if target else transform_spec
+    return data, spec_rel
+
+
+def resolve_run_data(run):
+    """The training data of a run: paths that exist now (absolute first, then run-relative).
+
+    Returns
+    -------
+    dict
+        ``sequences``, ``targets``, ``bed``, ``genome`` (paths or None) and ``transform`` (spec).
+    """
+    root = Path(run.path)
+    data = run.config.get("data") or {}
+    out = {}
+    for key in DATA_KEYS:
+        path = data.get(key)
+        rel = data.get(f"{key}_rel")
+        if path and not Path(path).exists() and rel and (root / rel).exists():
+            path = str((root / rel).resolve())
+        out[key] = path
+    transform = run.config.get("transform", {})
+    spec = transform.get("spec", "none")
+    kind, _, target = spec.partition(":")
+    rel = transform.get("spec_rel", "")
+    if target and not Path(target).exists() and ":" in rel:
+        candidate = root / rel.partition(":")[2]
+        if candidate.exists():
+            spec = f"{kind}:{candidate.resolve()}"
+    out["transform"] = spec
+    return out
 
 
 def is_run(path):

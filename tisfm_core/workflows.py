@@ -20,7 +20,7 @@ from .devices import resolve_device
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig, VARIANTS
 from .motifs import MotifSet, load_motifs, write_meme
-from .runs import (CONFIG, MOTIFS, SPLIT, WEIGHTS, is_run, load_run, package_versions, read_run_config,
+from .runs import (CONFIG, MOTIFS, SPLIT, WEIGHTS, is_run, load_run, portable_data, resolve_run_data,
                    save_run)
 from .splits import kfold_split
 from .training import CHECKPOINT, TrainSettings, evaluate_arrays, fit, predict_batches
@@ -166,11 +166,12 @@ def _train_from_request(out, request, *, resume, verbose, callback, distributed,
     if verbose:
         print("test R2: " + ", ".join(f"{o} {r:.3f}" for o, r in zip(data.outputs, metrics["test"]["r2"]))
               + f"  (mean {metrics['test']['mean_r2']:.3f})", flush=True)
+    data_meta, spec_rel = portable_data(
+        {"sequences": request["sequences"], "bed": request["bed"], "genome": request["genome"],
+         "targets": request["targets"]}, request["transform"], out)
     meta = {
-        "data": {"sequences": request["sequences"], "bed": request["bed"], "genome": request["genome"],
-                 "targets": request["targets"], "n_regions": len(data), "length": data.length,
-                 "id_match": data.report},
-        "transform": {"spec": request["transform"], **data.transform},
+        "data": {**data_meta, "n_regions": len(data), "length": data.length, "id_match": data.report},
+        "transform": {"spec": request["transform"], "spec_rel": spec_rel, **data.transform},
         "split": {"kind": "kfold", "n_folds": request["folds"], "fold": request["fold"],
                   "random_state": settings.random_state,
                   **{f"n_{k}": int(len(v)) for k, v in split.items()}},
@@ -216,7 +217,7 @@ def cv_runs(out, *, folds=10, verbose=True, callback=None, force=False, **kwargs
 def evaluate_run(run, *, targets, sequences=None, bed=None, genome=None, batch_size=512, device="cpu"):
     """Metrics of a run on new data, transformed the way the run's training data was."""
     run = load_run(run, device=device) if not hasattr(run, "model") else run
-    spec = run.config.get("transform", {}).get("spec", "none")
+    spec = resolve_run_data(run)["transform"]
     data = load_dataset(sequences, targets, bed=bed, genome=genome, length=_run_length(run),
                         transform=spec, outputs=run.outputs)
     return metrics_dict(evaluate_arrays(run.model, data.indices, data.targets, batch_size=batch_size),
