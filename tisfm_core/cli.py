@@ -44,7 +44,8 @@ def _add_training(p):
     p.add_argument("--epochs", type=int, default=100, help="max epochs with frozen kernels (default 100)")
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="epochs with unfrozen kernels after stage 1 (paper: 10; default 0)")
-    p.add_argument("--finetune-lr", type=float, default=None)
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="learning rate of the fine-tuning stage (default lr / 10)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--weight-decay", type=float, default=0.01)
@@ -285,9 +286,10 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    from . import analysis, demo, path
+    from . import analysis, demo, demo_models, path
     analysis.add_parser(sub)
     demo.add_parser(sub)
+    demo_models.add_parser(sub)
     path.add_parser(sub)
     return parser
 

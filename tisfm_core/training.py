@@ -45,7 +45,8 @@ class TrainSettings:
     batch_size : int, default 256
     lr : float, default 0.01
     finetune_lr : float or None, default None
-        Learning rate of stage 2; None uses ``lr``.
+        Learning rate of stage 2; None uses ``lr / 10`` (Adam steps of 0.01 are large next to
+        PWM probabilities and would wipe out the motifs the model is built on).
     weight_decay : float, default 0.01
         Decoupled weight decay when no penalty is used (the reference's AdamW default).
     penalty : {"none", "l1", "mcp"}, default "none"
@@ -244,7 +245,8 @@ def initialize_from_data(model, indices, targets, *, n_samples=2048, quantile=0.
     fm, ym = feats.mean(0), y.mean(0)
     fc, yc = feats - fm, y - ym
     gram = fc.T @ fc
-    lam = ridge * max(float(gram.trace()) / gram.shape[0], 1e-12)
+    # stronger shrinkage when there are fewer sequences than features
+    lam = ridge * max(float(gram.trace()) / gram.shape[0], 1e-12) * (1 + gram.shape[0] / len(pick))
     w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=device),
                            fc.T @ yc)                                 # (M, R)
     model.final.weight.copy_(w.T.float())
@@ -410,7 +412,7 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
     ddp_model = model
     for stage in stages[start_stage:]:
         n_epochs = settings.epochs if stage == "frozen" else settings.finetune_epochs
-        lr = settings.lr if stage == "frozen" else (settings.finetune_lr or settings.lr)
+        lr = settings.lr if stage == "frozen" else (settings.finetune_lr or settings.lr / 10)
         if stage == "finetune" and pending is None:
             # stage 2 restarts from the best stage-1 weights and keeps the best of its own epochs
             model.load_state_dict(best_state)

@@ -1,0 +1,197 @@
+"""Build the shipped demo runs (``trained_models/``) from the synthetic atlas, with one command.
+
+    tisfm demo-models --out trained_models
+
+Steps (each timed; the table goes to ``trained_models/README.md``):
+
+1. ``demo_atlas/``: the synthetic atlas (:func:`tisfm_core.demo.make_demo_atlas`).
+2. ``cv_full/fold_<i>``: 10-fold cross-validation of the full model on the lineage outputs,
+   frozen kernels then kernel fine-tuning.
+3. ``path_mcp_fold0/``: an MCP regularization path on fold 0 (final layer only, warm starts).
+4. ``treediff_full/``: the full model on tree-diff targets (one output per lineage-tree edge).
+5. ``ablations/{base,attention,interaction,maxpool,aitac}``: the paper's comparison on fold 0.
+
+Weights are stored in float16 (reloading stays within 1e-3) to keep the folder small.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import read_json, write_json, write_text
+from .errors import TisfmError
+from .runs import is_run, load_run
+
+#: Sized so that the whole build stays within about 90 minutes on 2 CPU cores.
+DEFAULTS = {"n_regions": 20000, "epochs": 12, "finetune_epochs": 3, "folds": 10, "batch_size": 128,
+            "path_lambdas": "1e-4:3e-1:16", "path_epochs": 8, "ablation_epochs": 12}
+
+
+def _settings(epochs, finetune_epochs, batch_size, random_state, lr_patience=3):
+    from .training import TrainSettings
+
+    return TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
+                         lr_patience=lr_patience, random_state=random_state)
+
+
+def build_demo_models(out="trained_models", *, n_regions=None, epochs=None, finetune_epochs=None,
+                      folds=None, batch_size=None, random_state=0, force=False, verbose=True,
+                      callback=None):
+    """Regenerate every shipped demo run into ``out`` (see the module docstring).
+
+    Finished steps are kept when the command is run again (delete a folder to redo it), so an
+    interrupted build continues where it stopped. ``force`` deletes ``out`` first.
+
+    Returns
+    -------
+    dict
+        The manifest: per step its folder, seconds and headline metrics.
+    """
+    from .demo import make_demo_atlas
+    from .path import parse_lambdas, regularization_path
+    from .workflows import cv_runs, train_run
+
+    cfg = {**DEFAULTS}
+    for key, value in (("n_regions", n_regions), ("epochs", epochs), ("finetune_epochs", finetune_epochs),
+                       ("folds", folds), ("batch_size", batch_size)):
+        if value is not None:
+            cfg[key] = value
+    out = Path(out)
+    if force and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
+    manifest.update({"synthetic": True, "settings": cfg, "random_state": random_state})
+
+    def step(name, folder, fn):
+        entry = manifest["steps"].get(name)
+        if entry and entry.get("done") and Path(out / folder).exists():
+            if verbose:
+                print(f"[demo-models] {name}: kept ({entry['seconds']:.0f} s when built)", flush=True)
+            return
+        if verbose:
+            print(f"[demo-models] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        info = fn() or {}
+        manifest["steps"][name] = {"folder": folder, "seconds": round(time.perf_counter() - t0, 1),
+                                   "done": True, **info}
+        write_json(manifest_path, manifest)
+        if verbose:
+            print(f"[demo-models] {name}: {manifest['steps'][name]['seconds']:.0f} s", flush=True)
+
+    atlas = out / "demo_atlas"
+    step("atlas", "demo_atlas", lambda: {"regions": make_demo_atlas(
+        atlas, n_regions=cfg["n_regions"], random_state=random_state)["n_regions"]})
+    common = dict(sequences=atlas / "sequences.fa", motifs=str(atlas / "motifs.meme"), half=True,
+                  verbose=verbose, callback=callback)
+    lineage = dict(targets=atlas / "targets_lineages.tsv", transform="none")
+
+    def cv():
+        runs = cv_runs(out / "cv_full", folds=cfg["folds"], variant="full", **common, **lineage,
+                       settings=_settings(cfg["epochs"], cfg["finetune_epochs"], cfg["batch_size"],
+                                          random_state))
+        r2 = [load_run(r).config["metrics"]["test"]["mean_r2"] for r in runs]
+        return {"mean_test_r2": float(np.mean(r2)), "fold_test_r2": r2}
+    step("cv_full", "cv_full", cv)
+
+    def path():
+        result = regularization_path(out / "cv_full" / "fold_0", penalty="mcp",
+                                     lambdas=parse_lambdas(DEFAULTS["path_lambdas"], log=True),
+                                     epochs=DEFAULTS["path_epochs"], batch_size=cfg["batch_size"],
+                                     verbose=verbose)
+        result.save(out / "path_mcp_fold0")
+        return {"lambdas": len(result.lambdas), "best_lambdas": [float(v) for v in result.best_lambdas]}
+    step("path_mcp_fold0", "path_mcp_fold0", path)
+
+    def treediff():
+        run = train_run(out / "treediff_full", targets=atlas / "targets_celltypes.tsv",
+                        transform=f"tree-diff:{atlas / 'parents.tsv'}", variant="full", force=True,
+                        settings=_settings(cfg["epochs"], 0, cfg["batch_size"], random_state), **common)
+        return {"mean_test_r2": load_run(run).config["metrics"]["test"]["mean_r2"]}
+    step("treediff_full", "treediff_full", treediff)
+
+    for variant in ("base", "attention", "interaction", "maxpool", "aitac"):
+        def ablation(variant=variant):
+            run = train_run(out / "ablations" / variant, variant=variant, force=True, fold=0,
+                            folds=cfg["folds"], **common, **lineage,
+                            settings=_settings(DEFAULTS["ablation_epochs"], 0, cfg["batch_size"],
+                                               random_state))
+            return {"mean_test_r2": load_run(run).config["metrics"]["test"]["mean_r2"]}
+        step(f"ablation_{variant}", f"ablations/{variant}", ablation)
+
+    write_text(out / "README.md", demo_readme(out, manifest))
+    return manifest
+
+
+def demo_readme(out, manifest):
+    """Markdown table of the shipped runs: how each was made, how long it took, test metrics."""
+    out = Path(out)
+    s = manifest["settings"]
+    lines = [
+        "# Shipped demo runs (SYNTHETIC data)",
+        "",
+        "Everything here is trained on a **synthetic** ImmGen-like atlas with planted regulators",
+        "(`demo_atlas/`, see its README and `truth.json`), not on real ImmGen data.",
+        "Regenerate the whole folder (about 90 minutes on 2 CPU cores) with:",
+        "",
+        "```bash",
+        "tisfm demo-models --out trained_models --force",
+        "```",
+        "",
+        f"Settings: {s['n_regions']} regions, {s['folds']} folds, {s['epochs']} frozen-kernel epochs "
+        f"+ {s['finetune_epochs']} fine-tuning epochs, batch {s['batch_size']}; weights stored in "
+        "float16.",
+        "",
+        "| run | how it was made | time | test metrics |",
+        "|---|---|---|---|",
+    ]
+    how = {
+        "atlas": "`tisfm demo-data` (synthetic atlas, 81 cell types, lineage and tree-diff tables)",
+        "cv_full": "`tisfm cv --variant full --finetune-epochs ...` on the lineage outputs",
+        "path_mcp_fold0": f"`tisfm path cv_full/fold_0 --penalty mcp --lambdas {DEFAULTS['path_lambdas']} --log`",
+        "treediff_full": "`tisfm train --transform tree-diff:parents.tsv` on the 81 cell types",
+    }
+    for name, entry in manifest["steps"].items():
+        made = how.get(name, f"`tisfm train --variant {name.removeprefix('ablation_')}` on fold 0")
+        metric = ""
+        if "mean_test_r2" in entry:
+            metric = f"mean test R2 {entry['mean_test_r2']:.3f}"
+        if "lambdas" in entry:
+            metric = f"{entry['lambdas']} lambdas"
+        lines.append(f"| `{entry['folder']}` | {made} | {entry['seconds'] / 60:.1f} min | {metric} |")
+    per_fold = manifest["steps"].get("cv_full", {}).get("fold_test_r2")
+    if per_fold:
+        lines += ["", "Mean test R2 per fold: " + ", ".join(f"{v:.3f}" for v in per_fold)]
+    total = sum(e["seconds"] for e in manifest["steps"].values())
+    lines += ["", f"Total build time: {total / 60:.0f} min.", ""]
+    runs = sorted(p.relative_to(out) for p in out.rglob("config.json") if is_run(p.parent))
+    lines += ["Run folders: " + ", ".join(f"`{p.parent}`" for p in runs), ""]
+    return "\n".join(lines)
+
+
+def add_parser(sub):
+    p = sub.add_parser("demo-models", help="regenerate the shipped demo runs from the synthetic atlas")
+    p.add_argument("--out", default="trained_models")
+    p.add_argument("--regions", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--finetune-epochs", type=int, default=None)
+    p.add_argument("--folds", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="delete OUT first and rebuild everything")
+    p.set_defaults(func=cmd_demo_models)
+
+
+def cmd_demo_models(args):
+    if args.folds is not None and args.folds < 3:
+        raise TisfmError("--folds must be at least 3 (train / validation / test)")
+    manifest = build_demo_models(args.out, n_regions=args.regions, epochs=args.epochs,
+                                 finetune_epochs=args.finetune_epochs, folds=args.folds,
+                                 batch_size=args.batch_size, random_state=args.seed, force=args.force)
+    total = sum(e["seconds"] for e in manifest["steps"].values())
+    print(f"demo runs in {args.out} ({total / 60:.0f} min)")
