@@ -286,8 +286,9 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    from . import analysis, demo, demo_models, path
+    from . import analysis, attribution, demo, demo_models, path
     analysis.add_parser(sub)
+    attribution.add_parser(sub)
     demo.add_parser(sub)
     demo_models.add_parser(sub)
     path.add_parser(sub)
