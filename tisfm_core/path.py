@@ -819,6 +819,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="PATH_DIR", help="folder for path.npz and path.json")
     p.add_argument("--force", action="store_true", help="overwrite an existing path folder")
+    p.add_argument("--status-file", help="keep a JSON progress file up to date (used by the app's jobs)")
     p.set_defaults(func=cmd_path)
     return p
 
@@ -831,11 +832,30 @@ def cmd_path(args):
     if out.is_dir() and any(out.iterdir()) and not args.force:
         raise TisfmError(f"{out} already exists and is not empty; use --force to overwrite it")
     lambdas = parse_lambdas(args.lambdas, log=args.log)
-    result = regularization_path(args.run, penalty=args.penalty, lambdas=lambdas, mcp_b=args.mcp_b,
-                                 epochs=args.epochs, lr=args.lr, step_lr=args.step_lr,
-                                 batch_size=args.batch_size, mode=args.mode, device=args.device,
-                                 random_state=args.seed, verbose=True)
-    result.save(out)
+    status = None
+    if getattr(args, "status_file", None):
+        from .progress import StatusFile
+
+        status = StatusFile(args.status_file)
+
+    def progress(event):
+        # one progress step per finished lambda
+        if status is not None and event.get("event") == "lambda":
+            status({"event": "step", "step": event["index"] + 2, "steps": event["lambdas"] + 1,
+                    "message": f"lambda {event['lam']:.4g}: val MSE {event['val_mse']:.4f}, "
+                               f"{event['n_nonzero']} non-zeros"})
+    try:
+        result = regularization_path(args.run, penalty=args.penalty, lambdas=lambdas, mcp_b=args.mcp_b,
+                                     epochs=args.epochs, lr=args.lr, step_lr=args.step_lr,
+                                     batch_size=args.batch_size, mode=args.mode, device=args.device,
+                                     random_state=args.seed, verbose=True, callback=progress)
+        result.save(out)
+    except BaseException as exc:
+        if status is not None:
+            status.finish("failed", str(exc) or type(exc).__name__)
+        raise
+    if status is not None:
+        status.finish("done", f"path with {len(result.lambdas)} lambdas written to {out}")
     for r, output in enumerate(result.outputs):
         i = result.best_index[r]
         print(f"best lambda {output}: {result.lambdas[i]:.4g} (val MSE {result.val_mse[i, r]:.4f}, "

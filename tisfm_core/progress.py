@@ -55,12 +55,12 @@ class StatusFile:
             if s.get("fold"):
                 row["fold"] = s["fold"]
             s["history"].append(row)
-            s.update(stage=event.get("stage"), epoch=event.get("epoch"), batch=0)
+            # the next epoch starts at batch 0: the bar shows the finished epochs
+            s.update(stage=event.get("stage"), epoch=(event.get("epoch") or 0) + 1, batch=0)
             s["message"] = (f"{event.get('stage')} epoch {event.get('epoch')}: "
                             f"val loss {event.get('val_loss', float('nan')):.4f}")
             s["fraction"] = self._fraction()
             self._write(force=True)
-            s["epoch"] = (event.get("epoch") or 0) + 1
             return
         for key in ("stage", "epoch", "epochs", "batch", "batches", "fold", "folds", "step", "steps",
                     "message"):

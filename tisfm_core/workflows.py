@@ -122,7 +122,6 @@ def train_run(out, *, targets, sequences=None, bed=None, genome=None, motifs="ja
                "settings": settings.to_dict(), "group": group, "half": half}
     if rank == 0:
         prepare_output_folder(out, force=force)
-        write_json(out / REQUEST, request)
     return _train_from_request(out, request, resume=False, verbose=verbose, callback=callback,
                                distributed=distributed, motif_set=motifs if isinstance(motifs, MotifSet) else None)
 
@@ -153,6 +152,9 @@ def _train_from_request(out, request, *, resume, verbose, callback, distributed,
         total = sum(p.numel() for p in model.parameters())
         print(f"model: {variant} ({total:,} parameters) on {resolve_device(settings.device)}", flush=True)
     tr, va, te = (data.subset(split[k]) for k in ("train", "val", "test"))
+    if rank == 0 and not resume:
+        # written once the inputs proved readable: a failed start leaves the folder empty
+        write_json(out / REQUEST, request)
     result = fit(model, (tr.indices, tr.targets), (va.indices, va.targets), settings,
                  checkpoint_dir=out, resume=resume, callback=callback, verbose=verbose,
                  distributed=distributed)

@@ -1,0 +1,128 @@
+"""tiSFM Explorer: the entry point (navigation) and the home page (what tiSFM is, the active
+run's card, links to every view).
+
+Start with ``streamlit run app.py``. The other views are the scripts in ``pages/``, registered
+with ``st.navigation`` below.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parent)
+if _ROOT not in sys.path:  # app_ui lives next to this file
+    sys.path.insert(0, _ROOT)
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+import app_ui as ui  # noqa: E402
+from tisfm_core.plots import r2_bar  # noqa: E402
+from tisfm_core.workflows import summary  # noqa: E402
+
+INTRO = (
+    "**tiSFM** (totally interpretable sequence-to-function model) predicts chromatin accessibility "
+    "in each cell type or lineage from a DNA sequence. Its first layer scans the sequence with "
+    "known transcription-factor motifs (PWMs), so every later weight belongs to a named TF: how "
+    "its matches are pooled, how TFs gate each other and, in the final layer, how much each TF "
+    "drives each output. This app shows those weights, how stable and sparse they are, and which "
+    "bases of your own sequences the model uses (TISM logos)."
+)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def run_card(path, stamp):
+    """Plain-data summary of a run (parameter counts need the loaded model)."""
+    run = ui.get_run(path)
+    info = summary(run)
+    info["config"] = run.config
+    return info
+
+
+def fmt_seconds(seconds):
+    if seconds is None:
+        return "unknown"
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def card(row):
+    path = ui.require_run(row, tisfm=False)
+    info = run_card(str(path), ui.run_stamp(path))
+    config = info["config"]
+    ui.synthetic_note(path)
+    st.subheader(f"Active run: {row['display']}")
+    data = config.get("data", {})
+    transform = config.get("transform", {})
+    training = config.get("training", {})
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Data**")
+        if data:
+            source = data.get("sequences") or f"{data.get('bed')} on {data.get('genome')}"
+            st.markdown(f"- sequences: `{source}`\n- targets: `{data.get('targets')}`\n"
+                        f"- {data.get('n_regions', '?')} regions of {info['length']} bp, transform "
+                        f"**{transform.get('kind') or transform.get('spec') or 'none'}**")
+        elif config.get("imported"):
+            st.markdown(f"- imported from `{config['imported'].get('state_dict')}` (no training data recorded)")
+        else:
+            st.markdown("- no training data recorded")
+        st.markdown("**Model**")
+        lines = [f"- variant **{info['variant']}** ({info['kind']})"]
+        if info["kind"] == "tisfm":
+            lines.append(f"- motif set: {info['motifs']} motifs from `{info['motif_source']}`")
+            lines.append(f"- layers: attention {info['attention']}, interaction {info['interaction']}, "
+                         f"pooling {info['pooling']}, era {info['era']}")
+        lines.append(f"- parameters: **{info['parameters_total']:,}** total, "
+                     f"**{info['parameters_trainable']:,}** trainable")
+        st.markdown("\n".join(lines))
+    with right:
+        st.markdown("**Training**")
+        where = training.get("device") or "unknown device"
+        finished = training.get("finished") or config.get("created", "")
+        split = config.get("split", {})
+        st.markdown(f"- trained on **{where}** in **{fmt_seconds(training.get('seconds'))}**"
+                    f"{f', finished {finished}' if finished else ''}\n"
+                    f"- epochs: {training.get('epochs', '?')} (+ {training.get('finetune_epochs', 0)} "
+                    f"fine-tuning), penalty {training.get('penalty', 'none')}\n"
+                    + (f"- split: fold {split.get('fold')} of {split.get('n_folds')} "
+                       f"({split.get('n_train')} train / {split.get('n_val')} val / {split.get('n_test')} test)"
+                       if split else "- no split recorded"))
+        if config.get("group"):
+            st.markdown(f"- part of the cross-validation set **{config['group']}**")
+        st.markdown(f"**Outputs** ({len(info['outputs'])}): " + ", ".join(info["outputs"][:30])
+                    + (" ..." if len(info["outputs"]) > 30 else ""))
+    test = info["metrics"].get("test")
+    if test and test.get("r2"):
+        table = pd.DataFrame({"output": test["outputs"], "test_r2": test["r2"],
+                              "test_pearson": test.get("pearson"), "test_mse": test.get("mse")})
+        st.markdown(f"**Test accuracy** (n = {test.get('n')} regions, mean R² {test.get('mean_r2', float('nan')):.3f})")
+        c1, c2 = st.columns([2, 3])
+        with c1:
+            st.dataframe(table, hide_index=True, width="stretch")
+        with c2:
+            ui.show_plotly(r2_bar(table["output"], table["test_r2"]), key="home_r2", name="test_r2",
+                           data=table, caption="Test R² of each output on the run's held-out test regions.")
+    else:
+        st.info("This run has no test metrics (imported or evaluated elsewhere).")
+
+
+def home():
+    row = ui.setup("tiSFM Explorer", INTRO)
+    st.markdown("Pick the **active run** in the sidebar; every page shows that run. "
+                "Open a view:")
+    cols = st.columns(3)
+    for i, (script, label, icon) in enumerate(ui.PAGES[1:]):
+        with cols[i % 3]:
+            st.page_link(script, label=label, icon=icon)
+    ui.guarded(card, row)
+
+
+pages = [st.Page(home, title=ui.PAGES[0][1], icon=ui.PAGES[0][2], default=True)]
+pages += [st.Page(script, title=label, icon=icon) for script, label, icon in ui.PAGES[1:]]
+st.navigation(pages).run()

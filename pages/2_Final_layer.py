@@ -1,0 +1,169 @@
+"""Final layer: which TF drives which output (paper Fig. 2A), how stable that is across CV folds
+(Fig. 2B), and the logo of any motif."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # app_ui lives in the app folder, one level up
+    sys.path.insert(0, _ROOT)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+import app_ui as ui  # noqa: E402
+from tisfm_core.analysis.final_layer import (cluster_order, final_layer, normalise_rows,  # noqa: E402
+                                             top_k_union)
+from tisfm_core.analysis.inclusion import cv_siblings, inclusion_filter, inclusion_ratio  # noqa: E402
+from tisfm_core.plots import SEQUENTIAL, motif_logo, weight_heatmap  # noqa: E402
+from tisfm_core.runs import read_run_config  # noqa: E402
+from tisfm_core.workflows import kernel_motifs  # noqa: E402
+
+INTRO = ("Each cell is the final-layer weight of a TF (row) for an output (column), divided by the "
+         "largest |weight| of that output, so every output spans -1 to 1 (red: the TF raises the "
+         "output, blue: lowers it). Rows are the union of each output's top-k TFs.")
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def weights(path, stamp):
+    run = ui.get_run(path)
+    return final_layer(run), dict(zip(run.motif_ids, run.motif_names))
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the cross-validation runs ...")
+def inclusion(paths, stamps, k):
+    return inclusion_ratio([ui.get_run(p) for p in paths], k=k)
+
+
+def heatmap_section(path, truth):
+    W, names = weights(str(path), ui.run_stamp(path))
+    outputs = list(W.columns)
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
+    k = c1.slider("Top k per output", 1, min(30, len(W)), min(5, len(W)), key="topk")
+    by = c2.radio("Rank by", ("abs", "positive"), horizontal=True, key="rank_by",
+                  format_func=lambda b: "|weight|" if b == "abs" else "weight > 0")
+    order = c3.radio("Order", ("clustered", "fixed"), horizontal=True, key="order",
+                     help="clustered: rows and columns by average-linkage clustering (correlation); "
+                          "fixed: motif-file and output order")
+    default = outputs if len(outputs) <= 20 else outputs[:20]
+    shown = c4.multiselect("Outputs", outputs, default=default, key="outputs_shown")
+    if not shown:
+        st.info("Choose at least one output.")
+        return None
+    norm = normalise_rows(W)
+    rows = top_k_union(W[shown], k=k, by=by)
+    marks = [m for m in ui.planted_marks(truth, shown) if m[0] in W.index]
+    if marks and st.checkbox("Also show the planted regulators of the synthetic demo", value=True,
+                             key="with_planted"):
+        rows += [m for m in dict.fromkeys(m[0] for m in marks) if m not in rows]
+    if not rows:
+        st.info("Every weight of these outputs is zero (or none is positive).")
+        return None
+    values = norm.loc[rows, shown]
+    if order == "clustered":
+        r, c = cluster_order(values)
+        values = values.iloc[r, c]
+    raw = W.loc[values.index, values.columns]
+    fig = weight_heatmap(values, raw=raw, names=names, colorbar="normalised weight",
+                         title=f"Final layer: top {k} TFs per output ({len(values)} TFs)",
+                         marks=[(m, o) for m, o, _, _ in marks])
+    data = values.copy()
+    data.insert(0, "tf", [names.get(m, "") for m in data.index])
+    event = ui.show_plotly(fig, key="final_heatmap", name=f"{path.name}_final_layer_normalised", data=data,
+                           select=True,
+                           caption="Final-layer weights divided by each output's max |weight| "
+                                   f"(top {k} by {'|w|' if by == 'abs' else 'w > 0'} per output"
+                                   + ("; circles: planted regulators" if marks else "") + "). Click a cell "
+                                   "to see the TF's logo.")
+    with st.expander("Table of the shown weights (raw and normalised)"):
+        table = pd.concat({"normalised": values, "raw": raw}, axis=1)
+        table.insert(0, ("", "tf"), [names.get(m, "") for m in table.index])
+        if marks:
+            planted = {(m, o) for m, o, _, _ in marks}
+            table.insert(1, ("", "planted in"), [", ".join(o for o in values.columns if (m, o) in planted)
+                                                 for m in table.index])
+        st.dataframe(table, width="stretch")
+    labels = {f"{names.get(m, '')} ({m})" if names.get(m, "") not in ("", m) else m: m for m in values.index}
+    clicked = [labels.get(p.get("y")) for p in ui.selected_points(event) if p.get("y") in labels]
+    return list(values.index), clicked[:1]
+
+
+def inclusion_section(path):
+    st.subheader("Stability across cross-validation folds")
+    config = read_run_config(path)
+    if not config.get("group"):
+        st.info("This run is not part of a cross-validation set, so there is nothing to compare. Start a "
+                "*Cross-validation* job on *Models and training* to see how often each TF is among an "
+                "output's top k across folds.")
+        return
+    siblings = cv_siblings(path)
+    c1, c2 = st.columns(2)
+    k = c1.slider("Top k for inclusion", 1, 30, 10, key="incl_k")
+    threshold = c2.slider("Show TFs included in more than this fraction of folds (any output)", 0.0, 1.0, 0.5,
+                          0.05, key="incl_threshold")
+    ratio = inclusion(tuple(str(p) for p in siblings), tuple(ui.run_stamp(p) for p in siblings), k)
+    kept = inclusion_filter(ratio, threshold)
+    _, names = weights(str(path), ui.run_stamp(path))
+    st.markdown(f"CV set **{config['group']}**: {len(siblings)} fold run(s); {len(kept)} of {len(ratio)} "
+                f"TFs pass the threshold.")
+    if kept.empty:
+        st.info("No TF passes this threshold; lower it.")
+        return
+    fig = weight_heatmap(kept, names=names, colorbar="inclusion ratio", zmin=0.0, zmax=1.0,
+                         colorscale=SEQUENTIAL, title=f"Inclusion ratio over {len(siblings)} folds (top {k})")
+    data = kept.copy()
+    data.insert(0, "tf", [names.get(m, "") for m in data.index])
+    ui.show_plotly(fig, key="inclusion_heatmap", name=f"{config['group']}_inclusion_ratio", data=data,
+                   caption=f"Fraction of the {len(siblings)} fold runs in which the TF is among the output's "
+                           f"top {k} by |weight|; TFs above {threshold:.2f} for at least one output.")
+
+
+def logo_section(path, shown, clicked):
+    st.subheader("Motif logo")
+    run = ui.get_run(str(path))
+    if run.motifs is None:
+        st.info("This run has no motifs.meme, so its motif logos are unknown.")
+        return
+    ids = list(run.motifs.ids)
+    first = [m for m in shown if m in ids] + [m for m in ids if m not in shown]
+    names = dict(zip(run.motifs.ids, run.motifs.names))
+    if clicked and clicked[0] != st.session_state.get("_logo_click"):
+        st.session_state["_logo_click"] = clicked[0]
+        st.session_state["logo_motif"] = clicked[0]
+    if st.session_state.get("logo_motif") not in first:
+        st.session_state["logo_motif"] = first[0]
+    motif = st.selectbox("Motif", first, key="logo_motif",
+                         format_func=lambda m: f"{names[m]} ({m})" if names[m] != m else m)
+    k = ids.index(motif)
+    pwm = np.asarray(run.motifs.matrices[k])
+    cols = st.columns(2)
+    with cols[0]:
+        fig = motif_logo(pwm, title=f"{names[motif]} ({motif}): PWM")
+        ui.show_matplotlib(fig, key="logo_pwm", name=f"{motif}_pwm", data=pd.DataFrame(pwm, columns=list("ACGT")),
+                           caption="The motif's position weight matrix as a logo (information content in bits).")
+    tuned = np.asarray(kernel_motifs(run).matrices[k])
+    if np.abs(tuned - pwm).max() > 1e-4:
+        with cols[1]:
+            fig = motif_logo(tuned, title=f"{names[motif]} ({motif}): fine-tuned kernel")
+            ui.show_matplotlib(fig, key="logo_tuned", name=f"{motif}_tuned_kernel",
+                               data=pd.DataFrame(tuned, columns=list("ACGT")),
+                               caption="The kernel after fine-tuning (negative values clipped, rows "
+                                       f"renormalised); mean squared change {np.mean((tuned - pwm) ** 2):.4f}.")
+    else:
+        cols[1].caption("The kernels of this run were not fine-tuned: the model scans with the PWM as is.")
+
+
+def main():
+    row = ui.setup("Final layer", INTRO)
+    path = ui.require_run(row)
+    truth = ui.synthetic_note(path)
+    result = ui.guarded(heatmap_section, path, truth)
+    ui.guarded(inclusion_section, path)
+    shown, clicked = result if result else ([], [])
+    ui.guarded(logo_section, path, shown, clicked)
+
+
+ui.guarded(main)

@@ -1,0 +1,144 @@
+"""Regularization path of the final layer: accuracy and sparsity as the L1/MCP penalty grows."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # app_ui lives in the app folder, one level up
+    sys.path.insert(0, _ROOT)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+import app_ui as ui  # noqa: E402
+from tisfm_core import jobs  # noqa: E402
+from tisfm_core.atomic import read_json  # noqa: E402
+from tisfm_core.errors import TisfmError  # noqa: E402
+from tisfm_core.path import PATH_JSON, PATH_NPZ, coefficients_at, load_path, parse_lambdas, top_coefficients  # noqa: E402
+from tisfm_core.plots import path_coefficients, path_mse, weight_heatmap  # noqa: E402
+
+INTRO = ("A regularization path retrains only the final layer at a series of penalty strengths λ "
+         "(each warm-started from the previous one). Larger λ zeroes more TF weights; the best λ of "
+         "an output is the one with the lowest validation error.")
+
+
+def find_paths(run_path):
+    """Path folders (path.json) under the runs folders that were computed from this run."""
+    target = str(Path(run_path).resolve())
+    found = []
+    for folder in ui.runs_folders():
+        if not Path(folder).is_dir():
+            continue
+        for meta_file in sorted(Path(folder).rglob(PATH_JSON)):
+            try:
+                meta = read_json(meta_file, what="path summary")
+            except TisfmError:
+                continue
+            run = meta.get("run")
+            if run and str(Path(run).resolve()) == target and (meta_file.parent / PATH_NPZ).exists():
+                found.append(meta_file.parent)
+    return list(dict.fromkeys(found))
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the path ...")
+def cached_path(path_dir, stamp):
+    return load_path(path_dir)
+
+
+def launch_form(run_path, expanded):
+    with st.expander("Compute a regularization path (background job)", expanded=expanded):
+        c1, c2, c3, c4 = st.columns(4)
+        penalty = c1.selectbox("Penalty", ("mcp", "l1"), key="path_penalty")
+        grid = c2.text_input("λ grid START:STOP:NUM", "1e-4:1e-1:12", key="path_grid",
+                             help="0 (no penalty) is always added first")
+        log = c3.checkbox("log-spaced", True, key="path_log")
+        epochs = c4.number_input("Epochs per λ", 1, 200, 20, key="path_epochs")
+        if st.button("Start path job", key="start_path"):
+            parse_lambdas(grid, log=log)  # refuse a bad grid here, not in the job
+            out = ui.user_runs_dir() / "paths" / f"{Path(run_path).name}_{penalty}_{time.strftime('%Y%m%d-%H%M%S')}"
+            args = [str(run_path), "--penalty", penalty, "--lambdas", grid, "--epochs", int(epochs),
+                    "--out", str(out)] + (["--log"] if log else [])
+            job = jobs.launch("path", args, ui.jobs_dir(), label=f"{penalty} path of {Path(run_path).name}")
+            st.success(f"Started job {job.id}. Follow it on *Models and training*; the path appears here "
+                       "when it is done.")
+
+
+def path_views(path_dir):
+    stamp = (path_dir / PATH_NPZ).stat().st_mtime_ns
+    result = cached_path(str(path_dir), stamp)
+    outputs = list(result.outputs)
+    best = pd.DataFrame({"output": outputs, "best λ": result.best_lambdas,
+                         "validation MSE": result.val_mse[result.best_index, np.arange(len(outputs))],
+                         "test MSE": result.test_mse[result.best_index, np.arange(len(outputs))],
+                         "non-zero TFs": result.n_nonzero[result.best_index, np.arange(len(outputs))]})
+    st.markdown(f"**{result.penalty.upper()}** path with {len(result.lambdas)} λ values "
+                f"({result.lambdas.min():.3g} to {result.lambdas.max():.3g}), {len(result.motif_ids)} TFs.")
+    shown = st.multiselect("Outputs in the MSE chart", outputs, default=outputs[:8], key="path_outputs")
+    if shown:
+        cols = [outputs.index(o) for o in shown]
+        fig = path_mse(result.lambdas, result.val_mse[:, cols], shown, result.best_index[cols])
+        data = pd.DataFrame(result.val_mse[:, cols], columns=shown)
+        data.insert(0, "lambda", result.lambdas)
+        ui.show_plotly(fig, key="path_mse", name=f"{path_dir.name}_val_mse", data=data,
+                       caption="Validation MSE of each output against λ; dashed lines: each output's best λ.")
+    st.dataframe(best, hide_index=True, width="stretch")
+
+    st.subheader("Coefficient paths")
+    output = st.selectbox("Output", outputs, key="path_output")
+    r = outputs.index(output)
+    top = top_coefficients(result, output, k=9)
+    fig = path_coefficients(result.lambdas, result.coefs[:, r, :], result.motif_ids, result.motif_names,
+                            list(top.index), result.best_lambdas[r],
+                            title=f"Coefficient paths of {output}")
+    data = pd.DataFrame(result.coefs[:, r, :], columns=result.motif_ids)
+    data.insert(0, "lambda", result.lambdas)
+    ui.show_plotly(fig, key="path_coefs", name=f"{path_dir.name}_coefs_{output}", data=data,
+                   caption=f"Final-layer weight of every TF for {output} against λ; coloured: the 9 largest "
+                           f"|weights| at its best λ ({result.best_lambdas[r]:.3g}, dashed), grey: the others.")
+
+    st.subheader("The final layer at one λ")
+    labels = [f"{i}: λ = {lam:.3g}" for i, lam in enumerate(result.lambdas)]
+    choice = st.select_slider("λ", options=labels, value=labels[int(result.best_index[r])], key="path_lambda")
+    index = labels.index(choice)
+    coefs = coefficients_at(result, index)
+    nonzero = coefs.loc[(coefs != 0).any(axis=1)]
+    st.markdown(f"{len(nonzero)} of {len(coefs)} TFs have a non-zero weight for some output at λ = "
+                f"{result.lambdas[index]:.3g}.")
+    if nonzero.empty:
+        st.info("Every weight is zero at this λ.")
+        return
+    strongest = nonzero.abs().max(axis=1).sort_values(ascending=False).index[:40]
+    values = nonzero.loc[strongest]
+    bound = float(np.abs(values.to_numpy()).max()) or 1.0
+    names = dict(zip(result.motif_ids, result.motif_names))
+    fig = weight_heatmap(values, names=names, colorbar="weight", zmin=-bound, zmax=bound,
+                         title=f"Final layer at λ = {result.lambdas[index]:.3g}")
+    data = values.copy()
+    data.insert(0, "tf", [names.get(m, "") for m in data.index])
+    ui.show_plotly(fig, key="path_layer", name=f"{path_dir.name}_layer_{index}", data=data,
+                   caption="Final-layer weights at the chosen λ (TFs with a non-zero weight, at most the 40 "
+                           "largest); white cells are exact zeros.")
+
+
+def main():
+    row = ui.setup("Regularization path", INTRO)
+    path = ui.require_run(row)
+    ui.synthetic_note(path)
+    paths = find_paths(path)
+    if not paths:
+        st.info("No regularization path of this run was found in the runs folders. Start one below "
+                "(or on the command line: `tisfm path RUN --penalty mcp --lambdas 1e-4:1e-1:12 --log "
+                "--out PATH_DIR`, with PATH_DIR inside a runs folder).")
+        ui.guarded(launch_form, path, True)
+        return
+    chosen = st.selectbox("Path", paths, key="path_dir",
+                          format_func=lambda p: str(p.relative_to(p.parents[1])) if len(p.parents) > 1 else str(p))
+    ui.guarded(path_views, chosen)
+    ui.guarded(launch_form, path, False)
+
+
+ui.guarded(main)
