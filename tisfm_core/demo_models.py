@@ -27,8 +27,8 @@ from .errors import TisfmError
 from .runs import is_run, load_run
 
 #: Sized so that the whole build stays within about 90 minutes on 2 CPU cores.
-DEFAULTS = {"n_regions": 20000, "epochs": 12, "finetune_epochs": 3, "folds": 10, "batch_size": 128,
-            "path_lambdas": "1e-4:3e-1:16", "path_epochs": 8, "ablation_epochs": 12}
+DEFAULTS = {"n_regions": 12000, "epochs": 6, "finetune_epochs": 2, "folds": 10, "batch_size": 128,
+            "path_lambdas": "1e-4:3e-1:16", "path_epochs": 8, "ablation_epochs": 6}
 
 
 def _settings(epochs, finetune_epochs, batch_size, random_state, lr_patience=3):
@@ -137,7 +137,7 @@ def demo_readme(out, manifest):
         "",
         "Everything here is trained on a **synthetic** ImmGen-like atlas with planted regulators",
         "(`demo_atlas/`, see its README and `truth.json`), not on real ImmGen data.",
-        "Regenerate the whole folder (about 90 minutes on 2 CPU cores) with:",
+        "Regenerate the whole folder (about an hour on 2 CPU cores) with:",
         "",
         "```bash",
         "tisfm demo-models --out trained_models --force",
