@@ -990,5 +990,8 @@ def load_motifs(spec, *, species=None, tax_group=None):
         return _parse_homer(path, lines)
     if fmt == "jaspar":
         return _parse_jaspar(path, lines)
+    if any(line.strip().startswith("MEME version") for line in lines):
+        raise TisfmError(f"motif file {path} has a MEME header but no motif (no 'MOTIF' line with a "
+                         "'letter-probability matrix')")
     raise TisfmError(f"motif file {path} is in none of the supported formats (MEME minimal, JASPAR, "
                      f"TRANSFAC, HOMER)")

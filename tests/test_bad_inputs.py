@@ -1,0 +1,171 @@
+"""The bad-input matrix of the command line: every case must exit with status 2, print one line
+that names the problem, show no traceback, and leave every saved file untouched."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import planted_dataset
+from tisfm_core.cli import main
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    fasta, tsv, meme, _ = planted_dataset(tmp, n=300, length=40, n_outputs=2)
+    run = tmp / "run"
+    assert main(["train", "--sequences", str(fasta), "--targets", str(tsv), "--motifs", str(meme),
+                 "--out", str(run), "--epochs", "1", "--batch-size", "64", "--quiet"]) == 0
+    aitac = tmp / "aitac"
+    assert main(["train", "--sequences", str(fasta), "--targets", str(tsv), "--variant", "aitac",
+                 "--out", str(aitac), "--epochs", "1", "--batch-size", "64", "--quiet"]) == 0
+    files = {}
+
+    def write(name, text):
+        path = tmp / name
+        path.write_text(text)
+        files[name] = path
+        return path
+
+    good_meme = meme.read_text()
+    header = "MEME version 4\n\nALPHABET= ACGT\n\n"
+    write("bad_row.meme", header + "MOTIF a\nletter-probability matrix: alength= 4 w= 2\n0.25 0.25 0.5\n"
+          "0.25 0.25 0.25 0.25\n")
+    write("rna.meme", "MEME version 4\n\nALPHABET= ACGU\n\nMOTIF a\nletter-probability matrix: w= 1\n"
+          "0.25 0.25 0.25 0.25\n")
+    write("empty.meme", "")
+    write("nomotif.meme", header)
+    write("dup.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n0.25 0.25 0.25 0.25\n\n"
+          "MOTIF a\nletter-probability matrix: w= 1\n0.25 0.25 0.25 0.25\n")
+    write("negative.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n-0.25 0.5 0.5 0.25\n")
+    write("halfsum.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n0.1 0.1 0.1 0.1\n")
+    seqs = fasta.read_text().splitlines()
+    body = "\n".join(seqs[:20]) + "\n"
+    write("letters.fa", body.replace(seqs[3], seqs[3][:10] + "X" + seqs[3][11:]))
+    write("lengths.fa", body + ">extra\nACGT\n")
+    write("emptyrec.fa", ">r0\n\n>r1\n" + seqs[3] + "\n")
+    write("dupid.fa", ">r0\n" + seqs[1] + "\n>r0\n" + seqs[3] + "\n")
+    write("otherids.fa", "".join(f">peak_{i}\n{seqs[2 * i + 1]}\n" for i in range(10)))
+    write("short.fa", ">s\nACGTACGT\n")
+    rows = tsv.read_text().splitlines()
+    write("nan.tsv", "\n".join(rows[:5] + [rows[5].split("\t")[0] + "\tnan\t1.0"] + rows[6:]) + "\n")
+    write("text.tsv", "\n".join(rows[:5] + [rows[5].split("\t")[0] + "\thigh\t1.0"] + rows[6:]) + "\n")
+    write("onecol.tsv", "\n".join(r.rsplit("\t", 1)[0] for r in rows) + "\n")
+    write("genome.fa", ">chr1\n" + "ACGT" * 50 + "\n")
+    write("offend.bed", "chr1\t150\t260\tp1\n")
+    write("unknown.bed", "chrZ\t10\t60\tp1\n")
+    write("notes.pt", "not a checkpoint\n")
+    evil = tmp / "evil.pt"
+    script = ("import os, torch\nclass E:\n    def __reduce__(self): return (os.system, ('touch "
+              f"{tmp / 'pwned'}',))\ntorch.save({{'linreg.weight': E()}}, r'{evil}')\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
+    files["evil.pt"] = evil
+    # broken copies of the run
+    for name, edit in {
+        "run_noweights": lambda d: (d / "model.safetensors").unlink(),
+        "run_truncated": lambda d: (d / "model.safetensors").write_bytes(
+            (d / "model.safetensors").read_bytes()[:300]),
+        "run_nofield": lambda d: _edit_config(d, lambda c: c.pop("model")),
+        "run_wrongtype": lambda d: _edit_config(d, lambda c: c["model"]["config"].update(length="300")),
+        "run_motifs": lambda d: _edit_config(d, lambda c: c["motifs"].update(ids=c["motifs"]["ids"][:-1])),
+    }.items():
+        shutil.copytree(run, tmp / name)
+        edit(tmp / name)
+    return tmp, fasta, tsv, meme, run, aitac, good_meme
+
+
+def _edit_config(folder, fn):
+    config = json.loads((folder / "config.json").read_text())
+    fn(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+T = "train --sequences {fasta} --targets {tsv} --motifs {meme} --epochs 1 --out {tmp}/new"
+CASES = [
+    # (id, command, text the message must contain)
+    ("motif bad row", "train --sequences {fasta} --targets {tsv} --motifs {tmp}/bad_row.meme --out {tmp}/n1",
+     "line 7"),
+    ("motif wrong alphabet", "train --sequences {fasta} --targets {tsv} --motifs {tmp}/rna.meme --out {tmp}/n2",
+     "ACGU"),
+    ("motif file empty", "train --sequences {fasta} --targets {tsv} --motifs {tmp}/empty.meme --out {tmp}/n3",
+     "empty.meme"),
+    ("motif file without motifs",
+     "train --sequences {fasta} --targets {tsv} --motifs {tmp}/nomotif.meme --out {tmp}/n4", "no motif"),
+    ("duplicate motif ids", "train --sequences {fasta} --targets {tsv} --motifs {tmp}/dup.meme --out {tmp}/n5",
+     "duplicate"),
+    ("negative probability",
+     "train --sequences {fasta} --targets {tsv} --motifs {tmp}/negative.meme --out {tmp}/n6", "negative"),
+    ("rows not summing to 1",
+     "train --sequences {fasta} --targets {tsv} --motifs {tmp}/halfsum.meme --out {tmp}/n7", "sum"),
+    ("unknown JASPAR release",
+     "train --sequences {fasta} --targets {tsv} --motifs jaspar:1999 --out {tmp}/n8", "1999"),
+    ("invalid letter", "predict {run} --sequences {tmp}/letters.fa --out {tmp}/p.tsv", "position 11"),
+    ("mixed lengths", "predict {run} --sequences {tmp}/lengths.fa --out {tmp}/p.tsv", "extra"),
+    ("empty record", "predict {run} --sequences {tmp}/emptyrec.fa --out {tmp}/p.tsv", "r0"),
+    ("duplicate sequence ids", "predict {run} --sequences {tmp}/dupid.fa --out {tmp}/p.tsv", "r0"),
+    ("wrong length for the run", "predict {run} --sequences {tmp}/short.fa --out {tmp}/p.tsv", "40"),
+    ("ids do not match targets",
+     "train --sequences {tmp}/otherids.fa --targets {tsv} --motifs {meme} --out {tmp}/n9", "peak_"),
+    ("NaN target", "train --sequences {fasta} --targets {tmp}/nan.tsv --motifs {meme} --out {tmp}/n10", "r4"),
+    ("non-numeric target", "train --sequences {fasta} --targets {tmp}/text.tsv --motifs {meme} --out {tmp}/n11",
+     "high"),
+    ("BED interval past the contig end",
+     "predict {run} --bed {tmp}/offend.bed --genome {tmp}/genome.fa --out {tmp}/p.tsv", "chr1"),
+    ("BED unknown contig", "predict {run} --bed {tmp}/unknown.bed --genome {tmp}/genome.fa --out {tmp}/p.tsv",
+     "chrZ"),
+    ("unknown output name", T.replace("--out", "--outputs out0,nope --out"), "nope"),
+    ("evaluate without an output column",
+     "evaluate {run} --sequences {fasta} --targets {tmp}/onecol.tsv", "out1"),
+    ("missing weights", "summary {tmp}/run_noweights", "model.safetensors"),
+    ("truncated weights", "predict {tmp}/run_truncated --sequences {fasta} --out {tmp}/p.tsv", "truncated"),
+    ("config missing field", "summary {tmp}/run_nofield", "'model'"),
+    ("config wrong type", "summary {tmp}/run_wrongtype", "'length'"),
+    ("motif set does not match the weights", "summary {tmp}/run_motifs", "motif"),
+    ("cuda without a GPU", T.replace("--out", "--device cuda --out"), "CUDA"),
+    ("existing output folder", "train --sequences {fasta} --targets {tsv} --motifs {meme} --out {run}",
+     "--force"),
+    ("resume without checkpoint", "train --resume {run}", "checkpoint"),
+    ("checkpoint that runs code", "import-reference {tmp}/evil.pt --motifs {meme} --variant full --era head "
+     "--out {tmp}/imp1", "refused"),
+    ("text file as checkpoint", "import-reference {tmp}/notes.pt --motifs {meme} --variant full --era head "
+     "--out {tmp}/imp2", "notes.pt"),
+    ("final layer of the AI-TAC baseline", "export {aitac} --final-layer {tmp}/w.tsv", "AI-TAC"),
+    ("TISM for an unknown output", "tism {run} --sequences {fasta} --outputs nope --out {tmp}/t.npz", "nope"),
+    ("not a run folder", "summary {tmp}", "config"),
+    ("missing sequence file", "predict {run} --sequences {tmp}/missing.fa --out {tmp}/p.tsv", "missing.fa"),
+    ("demo data into a non-empty folder", "demo-data --out {run}", "--force"),
+]
+
+
+@pytest.mark.parametrize("name, command, needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_clearly_and_changes_nothing(world, capsys, name, command, needle):
+    if "cuda" in command and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    tmp, fasta, tsv, meme, run, aitac, _ = world
+    before = _digest(run), _digest(aitac)
+    args = command.format(tmp=tmp, fasta=fasta, tsv=tsv, meme=meme, run=run, aitac=aitac).split()
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle.lower() in err.lower(), err
+    assert (_digest(run), _digest(aitac)) == before
+    assert not (tmp / "pwned").exists()
+
+
+def test_matrix_has_at_least_30_cases():
+    assert len(CASES) >= 30
