@@ -116,7 +116,7 @@ def cmd_train(a):
             if a.targets is None:
                 raise _usage("train needs --targets")
             out = train_run(a.out, folds=a.folds, fold=a.fold, force=a.force, distributed=dist,
-                            callback=status, **_train_kwargs(a))
+                            callback=status, group=a.group, **_train_kwargs(a))
     except BaseException as exc:
         if status is not None:
             status.finish("failed", str(exc) or type(exc).__name__)
@@ -239,6 +239,8 @@ def build_parser():
     _add_training(p)
     p.add_argument("--out", help="run directory to create")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted training in RUN")
+    p.add_argument("--group", help="name of the cross-validation set this run belongs to (default: "
+                                   "none; `tisfm cv` sets it to the CV folder's name)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("cv", help="cross-validation: one run per fold in CV_DIR/fold_<i>")
