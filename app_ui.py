@@ -195,6 +195,15 @@ def _remember_folders():
     st.session_state[_FOLDERS] = st.session_state.get("_folders_input")
 
 
+def default_run(rows):
+    """The run a new session starts on: a full tiSFM of a CV set (fold 0 first) shows every page;
+    then any tiSFM run; then any readable run."""
+    good = [r for r in rows if "error" not in r]
+    ranked = sorted(good, key=lambda r: (r.get("kind") != "tisfm", not r.get("group"),
+                                         r.get("variant") != "full", r["path"]))
+    return ranked[0]["path"] if ranked else rows[0]["path"]
+
+
 def sidebar():
     """Runs folders and the active run, in the sidebar. Returns the active run's row (or None)."""
     with st.sidebar:
@@ -212,7 +221,7 @@ def sidebar():
         by_path = {r["path"]: r for r in rows}
         current = st.session_state.get(ACTIVE_RUN)
         if current not in by_path:
-            current = next((r["path"] for r in rows if "error" not in r), paths[0])
+            current = default_run(rows)
             st.session_state[ACTIVE_RUN] = current
         st.session_state["_run_picker"] = current
         st.selectbox("Active run", paths, key="_run_picker", on_change=_remember_run,
