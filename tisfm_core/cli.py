@@ -76,6 +76,12 @@ def _status(a):
     return StatusFile(a.status_file)
 
 
+def reporting(status, done_message):
+    from .progress import reporting as _reporting
+
+    return _reporting(status, done_message)
+
+
 def _settings(a):
     from .training import TrainSettings
 
@@ -106,23 +112,19 @@ def cmd_train(a):
 
     dist = _distributed(a)
     status = _status(a)
-    try:
+    result = {}
+    with reporting(status, lambda: f"run written to {result['out']}"):
         if a.resume:
-            out = train_run(a.resume, targets=None, resume=True, verbose=not a.quiet, distributed=dist,
-                            callback=status)
+            result["out"] = train_run(a.resume, targets=None, resume=True, verbose=not a.quiet,
+                                      distributed=dist, callback=status)
         else:
             if not a.out:
                 raise _usage("train needs --out RUN (or --resume RUN)")
             if a.targets is None:
                 raise _usage("train needs --targets")
-            out = train_run(a.out, folds=a.folds, fold=a.fold, force=a.force, distributed=dist,
-                            callback=status, group=a.group, **_train_kwargs(a))
-    except BaseException as exc:
-        if status is not None:
-            status.finish("failed", str(exc) or type(exc).__name__)
-        raise
-    if status is not None:
-        status.finish("done", f"run written to {out}")
+            result["out"] = train_run(a.out, folds=a.folds, fold=a.fold, force=a.force, distributed=dist,
+                                      callback=status, group=a.group, **_train_kwargs(a))
+    out = result["out"]
     if not dist or dist[0] == 0:
         print(f"run written to {out}")
 
@@ -131,14 +133,9 @@ def cmd_cv(a):
     from .workflows import cv_runs
 
     status = _status(a)
-    try:
+    runs = []
+    with reporting(status, lambda: f"{len(runs)} fold runs in {a.out}"):
         runs = cv_runs(a.out, folds=a.folds, force=a.force, callback=status, **_train_kwargs(a))
-    except BaseException as exc:
-        if status is not None:
-            status.finish("failed", str(exc) or type(exc).__name__)
-        raise
-    if status is not None:
-        status.finish("done", f"{len(runs)} fold runs in {a.out}")
     print(f"{len(runs)} fold runs in {a.out}")
 
 

@@ -207,15 +207,5 @@ def cmd_demo_models(args):
     manifest = build_demo_models(args.out, n_regions=args.regions, epochs=args.epochs,
                                  finetune_epochs=args.finetune_epochs, folds=args.folds,
                                  batch_size=args.batch_size, random_state=args.seed, force=args.force)
-    if per_fold and all(f"ablation_{v}" in manifest["steps"] for v in ("base", "aitac")):
-        rows = [("full (cv_full/fold_0)", per_fold[0])] + [
-            (v, manifest["steps"][f"ablation_{v}"]["mean_test_r2"])
-            for v in ("base", "attention", "interaction", "maxpool", "aitac")
-            if f"ablation_{v}" in manifest["steps"]]
-        lines += ["", "Fold-0 comparison (the paper's Fig. 1; mean test R2 over the lineage outputs, "
-                  "frozen-kernel ablations, the full model after fine-tuning): "
-                  + ", ".join(f"{name} {r2:.3f}" for name, r2 in rows) + ".",
-                  "The AI-TAC CNN (3.2 million parameters) overfits the 9,600 training regions of this "
-                  "small atlas (see its history in config.json); tiSFM's motif-named parameters do not."]
     total = sum(e["seconds"] for e in manifest["steps"].values())
     print(f"demo runs in {args.out} ({total / 60:.0f} min)")

@@ -844,18 +844,14 @@ def cmd_path(args):
             status({"event": "step", "step": event["index"] + 2, "steps": event["lambdas"] + 1,
                     "message": f"lambda {event['lam']:.4g}: val MSE {event['val_mse']:.4f}, "
                                f"{event['n_nonzero']} non-zeros"})
-    try:
+    from .progress import reporting
+
+    with reporting(status, lambda: f"path with {len(lambdas)} lambdas written to {out}"):
         result = regularization_path(args.run, penalty=args.penalty, lambdas=lambdas, mcp_b=args.mcp_b,
                                      epochs=args.epochs, lr=args.lr, step_lr=args.step_lr,
                                      batch_size=args.batch_size, mode=args.mode, device=args.device,
                                      random_state=args.seed, verbose=True, callback=progress)
         result.save(out)
-    except BaseException as exc:
-        if status is not None:
-            status.finish("failed", str(exc) or type(exc).__name__)
-        raise
-    if status is not None:
-        status.finish("done", f"path with {len(result.lambdas)} lambdas written to {out}")
     for r, output in enumerate(result.outputs):
         i = result.best_index[r]
         print(f"best lambda {output}: {result.lambdas[i]:.4g} (val MSE {result.val_mse[i, r]:.4f}, "

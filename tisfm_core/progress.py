@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 from .atomic import write_json
 
@@ -75,3 +76,19 @@ class StatusFile:
         self.status.update(state=state, message=message, fraction=1.0 if state == "done" else
                            self.status.get("fraction", 0.0))
         self._write(force=True)
+
+
+@contextmanager
+def reporting(status, done_message=""):
+    """Mark ``status`` (a :class:`StatusFile` or None) failed if the block raises, done if not.
+
+    ``done_message`` may be a callable evaluated at the end (the result is only known then).
+    """
+    try:
+        yield status
+    except BaseException as exc:
+        if status is not None:
+            status.finish("failed", str(exc) or type(exc).__name__)
+        raise
+    if status is not None:
+        status.finish("done", done_message() if callable(done_message) else done_message)
