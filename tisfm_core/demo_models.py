@@ -28,7 +28,7 @@ from .runs import is_run, load_run
 
 #: Sized so that the whole build stays within about 90 minutes on 2 CPU cores.
 DEFAULTS = {"n_regions": 12000, "epochs": 6, "finetune_epochs": 2, "folds": 10, "batch_size": 128,
-            "path_lambdas": "1e-4:3e-1:16", "path_epochs": 8, "ablation_epochs": 6}
+            "path_lambdas": "1e-5:1e-1:16", "path_epochs": 8, "ablation_epochs": 6}
 
 
 def _settings(epochs, finetune_epochs, batch_size, random_state, lr_patience=3, lr=0.01):
