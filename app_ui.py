@@ -12,15 +12,14 @@ import logging
 import os
 import shutil
 import stat
-import time
 import traceback
-import uuid
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from tisfm_core import jobs
 from tisfm_core.atomic import write_bytes
 from tisfm_core.errors import TisfmError
 from tisfm_core.plots import figure_image
@@ -400,22 +399,8 @@ MAX_RUN_BYTES = 512 * 1024 * 1024
 
 
 def new_folder(parent, prefix):
-    """A fresh folder named by the app (timestamp + random suffix), created exclusively."""
-    parent = Path(parent)
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TisfmError(f"cannot create {parent}: {exc.strerror or exc}") from None
-    for _ in range(100):
-        path = parent / f"{prefix}_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:6]}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise TisfmError(f"cannot create a folder in {parent}: {exc.strerror or exc}") from None
-        return path
-    raise TisfmError(f"could not find a free folder name in {parent}")
+    """A fresh folder named by the app (time + random suffix), created exclusively."""
+    return jobs.unique_folder(parent, prefix)
 
 
 def check_run_zip(archive, *, max_bytes=MAX_RUN_BYTES, what="the uploaded zip"):

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -138,7 +137,7 @@ def test_moved_run_finds_its_data_through_relative_paths(tmp_path):
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     fasta, tsv, meme, _ = planted_dataset(project / "data", n=200, length=40, n_outputs=2)
-    run = train_run(project / "runs" / "r", targets=tsv, sequences=fasta, motifs=str(meme),
+    train_run(project / "runs" / "r", targets=tsv, sequences=fasta, motifs=str(meme),
                     transform="zscore", settings=TrainSettings(epochs=1, batch_size=64), verbose=False)
     moved = tmp_path / "elsewhere"
     shutil.move(str(project), str(moved))

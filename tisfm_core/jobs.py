@@ -98,24 +98,35 @@ def _command_options(kind):
     raise TisfmError(f"this tisfm has no '{kind}' command, so a {kind} job cannot be started")
 
 
-def _new_job_folder(jobs_dir, kind):
-    """Create a fresh, uniquely named job folder (uuid + exclusive mkdir: safe across sessions)."""
-    jobs_dir = Path(jobs_dir)
+def unique_folder(parent, prefix, *, what="folder", parent_label="", template="{prefix}_{time}_{rand}"):
+    """Create a fresh folder named by ``template`` (prefix, time, random hex) in ``parent``.
+
+    The name comes from the app, never from user input; exclusive creation keeps names unique
+    when several sessions create folders at the same moment.
+    """
+    parent = Path(parent)
     try:
-        jobs_dir.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TisfmError(f"cannot create the jobs folder {jobs_dir}: {exc.strerror or exc}") from None
+        raise TisfmError(f"cannot create {parent_label}{parent}: {exc.strerror or exc}") from None
     for _ in range(100):
-        job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:8]}"
-        path = jobs_dir / job_id
+        path = parent / template.format(prefix=prefix, time=time.strftime("%Y%m%d-%H%M%S"),
+                                        rand=uuid.uuid4().hex[:8])
         try:
             os.mkdir(path)
         except FileExistsError:
             continue
         except OSError as exc:
-            raise TisfmError(f"cannot create a job folder in {jobs_dir}: {exc.strerror or exc}") from None
-        return job_id, path
-    raise TisfmError(f"could not find a free job id in {jobs_dir}")
+            raise TisfmError(f"cannot create a {what} in {parent}: {exc.strerror or exc}") from None
+        return path
+    raise TisfmError(f"could not find a free {what} name in {parent}")
+
+
+def _new_job_folder(jobs_dir, kind):
+    """A fresh job folder; the job id is its name."""
+    path = unique_folder(jobs_dir, kind, what="job folder", parent_label="the jobs folder ",
+                         template="{time}-{prefix}-{rand}")
+    return path.name, path
 
 
 def _proc_stat(pid):

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 

@@ -15,11 +15,11 @@ import pandas as pd
 
 from .aitac import AITAC
 from .atomic import read_json, write_json, write_text
-from .dataset import Dataset, load_dataset, load_sequences
+from .dataset import load_dataset, load_sequences
 from .devices import resolve_device
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig, VARIANTS
-from .motifs import MotifSet, load_motifs, write_meme
+from .motifs import MotifSet, load_motifs
 from .runs import (CONFIG, MOTIFS, SPLIT, WEIGHTS, is_run, load_run, portable_data, resolve_run_data,
                    save_run)
 from .splits import kfold_split
