@@ -126,3 +126,52 @@ def write_npz(path, **arrays):
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     atomic_write(path, write)
+
+
+def read_arrays(path, *, what="file"):
+    """Read a ``.npy`` (-> array) or ``.npz`` (-> dict of arrays) without unpickling anything.
+
+    Raises
+    ------
+    TisfmError
+        For object (pickled) arrays, which are refused for safety, and for truncated or corrupt
+        files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TisfmError(f"{what} {path} does not exist")
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        # np.load would call anything else "pickled data"; it is just not a NumPy file
+        raise TisfmError(f"{what} {path} is not a readable {path.suffix or 'NumPy'} file (truncated "
+                         "or corrupt): no NumPy or zip header")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {k: data[k] for k in data.files}
+        return data
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise TisfmError(f"{what} {path} holds object arrays (pickled data); pickled arrays are "
+                             "refused for safety: save numbers or unicode strings") from None
+        reason = exc
+    except Exception as exc:  # zipfile, OSError, EOFError: truncated or not NumPy at all
+        reason = exc
+    detail = str(reason).splitlines()[0] if str(reason) else type(reason).__name__
+    raise TisfmError(f"{what} {path} is not a readable {path.suffix or 'NumPy'} file (truncated or "
+                     f"corrupt): {detail}")
+
+
+def check_format(meta, *, fmt, version, where, what):
+    """Check the ``format`` / ``format_version`` header of one of our JSON files."""
+    if meta.get("format") != fmt:
+        raise TisfmError(f"{where} is not a {what} (field 'format' should be {fmt!r}, got "
+                         f"{meta.get('format')!r})")
+    found = meta.get("format_version")
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise TisfmError(f"{where}: 'format_version' must be an integer")
+    if found > version:
+        raise TisfmError(f"{where} was written by a newer tisfm (format {found}; this version reads "
+                         f"up to {version}); upgrade tisfm")

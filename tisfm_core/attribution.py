@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .atomic import write_npz
+from .atomic import read_arrays, write_npz
 from .devices import resolve_device
 from .errors import TisfmError
 from .model import TISFM
@@ -686,16 +686,9 @@ def load_attribution(path):
     path = Path(path)
     if not path.is_file():
         raise TisfmError(f"attribution file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise TisfmError(f"{path} holds object arrays (pickled data), which are not read; "
-                             "expected numeric values and unicode names") from None
-        raise TisfmError(f"{path} is not a readable .npz file: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise TisfmError(f"{path} is not a readable .npz file: {exc}") from None
+    arrays = read_arrays(path, what="attribution file")
+    if not isinstance(arrays, dict):
+        raise TisfmError(f"attribution file {path} is a single .npy array, expected an .npz archive")
     for key in ("values", "ids", "outputs"):
         if key not in arrays:
             raise TisfmError(f"{path} has no array {key!r} (not an attribution file)")

@@ -11,6 +11,8 @@ import json
 import sys
 import warnings
 
+from .progress import reporting
+
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
 
@@ -75,11 +77,6 @@ def _status(a):
 
     return StatusFile(a.status_file)
 
-
-def reporting(status, done_message):
-    from .progress import reporting as _reporting
-
-    return _reporting(status, done_message)
 
 
 def _settings(a):

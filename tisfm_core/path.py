@@ -24,7 +24,6 @@ import copy
 import math
 import re
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import read_json, write_json, write_npz
+from .atomic import check_format, read_arrays, read_json, write_json, write_npz
 from .devices import resolve_device
 from .errors import TisfmError
 from .sequences import one_hot_torch
@@ -301,22 +300,14 @@ def load_path(path_dir):
     if not path_dir.is_dir():
         raise TisfmError(f"path folder {path_dir} does not exist")
     meta = read_json(path_dir / PATH_JSON, what="path summary")
-    if meta.get("format") != FORMAT:
-        raise TisfmError(f"{path_dir / PATH_JSON} is not a regularization path (field 'format' should "
-                         f"be {FORMAT!r}, got {meta.get('format')!r})")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
-        raise TisfmError(f"{path_dir / PATH_JSON}: 'format_version' must be an integer <= "
-                         f"{FORMAT_VERSION}, got {version!r}")
+    check_format(meta, fmt=FORMAT, version=FORMAT_VERSION, where=path_dir / PATH_JSON,
+                 what="regularization path")
     npz = path_dir / PATH_NPZ
     if not npz.is_file():
         raise TisfmError(f"{npz} is missing: the path folder is incomplete")
-    try:
-        with np.load(npz, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in _ARRAYS if k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise TisfmError(f"{npz} is not a readable .npz file (truncated or corrupt): "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    arrays = read_arrays(npz, what="path file")
+    if not isinstance(arrays, dict):
+        raise TisfmError(f"{npz} is a single array, not the .npz archive of a path")
     missing = [k for k in _ARRAYS if k not in arrays]
     if missing:
         raise TisfmError(f"{npz} lacks the array(s) {', '.join(missing)}")

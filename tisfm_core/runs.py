@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .aitac import AITAC
-from .atomic import atomic_write, read_json, write_json
+from .atomic import atomic_write, check_format, read_json, write_json
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig
 from .motifs import MotifSet, read_meme, write_meme
@@ -159,15 +159,8 @@ def read_run_config(path):
     if not path.is_dir():
         raise TisfmError(f"run directory {path} does not exist")
     config = read_json(path / CONFIG, what="run config")
-    if config.get("format") != FORMAT:
-        raise TisfmError(f"{path / CONFIG} is not a tiSFM run config (field 'format' should be "
-                         f"{FORMAT!r}, got {config.get('format')!r})")
-    version = config.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise TisfmError(f"{path / CONFIG}: 'format_version' must be an integer")
-    if version > FORMAT_VERSION:
-        raise TisfmError(f"{path} was written by a newer tisfm (run format {version}; this version "
-                         f"reads up to {FORMAT_VERSION}); upgrade tisfm")
+    check_format(config, fmt=FORMAT, version=FORMAT_VERSION, where=path / CONFIG,
+                 what="tiSFM run config")
     outputs = config.get("outputs")
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
         raise TisfmError(f"{path / CONFIG}: 'outputs' must be a non-empty list of names")

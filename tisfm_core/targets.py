@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import read_arrays
 from .errors import TisfmError
 
 TRANSFORMS = ("none", "zscore", "lineage:PATH.tsv", "tree-diff:PATH.tsv")
@@ -134,19 +135,6 @@ def read_targets(path):
     return _check_frame(table, str(path))
 
 
-def _load_npy(path, what):
-    path = _check_path(path, what)
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise TisfmError(f"{what} {path} holds an object (pickled) array; pickled arrays are "
-                             "refused for safety, save it as a numeric or string array") from None
-        raise TisfmError(f"{what} {path} is not a readable .npy file: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise TisfmError(f"{what} {path} is not a readable .npy file: {exc}") from None
-
-
 def read_aitac_targets(values_npy, ids_npy, names):
     """Read targets stored in AI-TAC's sample format.
 
@@ -164,8 +152,8 @@ def read_aitac_targets(values_npy, ids_npy, names):
     pandas.DataFrame
         Shape (N, R), index = region ids (str), ``float32`` values.
     """
-    values = _load_npy(values_npy, "target array")
-    ids = _load_npy(ids_npy, "peak-name array")
+    values = read_arrays(values_npy, what="target array")
+    ids = read_arrays(ids_npy, what="peak-name array")
     if values.ndim != 2 or values.dtype.kind not in "iuf":
         raise TisfmError(f"target array {values_npy} must be a numeric (N, R) array, got shape "
                          f"{values.shape} and dtype {values.dtype}")
