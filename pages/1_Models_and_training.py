@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from tisfm_core import jobs  # noqa: E402
 from tisfm_core.atomic import write_bytes  # noqa: E402
 from tisfm_core.errors import TisfmError  # noqa: E402
 from tisfm_core.plots import history_table, loss_curve  # noqa: E402
+from tisfm_core.workflows import check_training_inputs  # noqa: E402
 
 VARIANTS = ("full", "base", "attention", "interaction", "maxpool", "aitac")
 RELEASES = ("2024", "2026", "2022", "2020")
@@ -165,8 +167,9 @@ def transform_input(spec):
     return kind
 
 
-def resolve_data(spec, transform):
-    """CLI data arguments, a description and the transform for a data spec (writes uploads)."""
+def resolve_data(spec, transform, created):
+    """CLI data arguments, a description and the transform for a data spec (writes uploads; the
+    folders it makes are appended to ``created``)."""
     if spec["kind"] == "demo":
         with st.spinner(f"Making the synthetic demo atlas ({spec['n']} regions) ..."):
             folder = Path(_demo_folder(spec["n"], spec["seed"], str(ui.home_dir())))
@@ -193,6 +196,7 @@ def resolve_data(spec, transform):
     if spec["sequences"] is None or spec["targets"] is None:
         raise TisfmError("upload both the sequence file and the targets TSV")
     folder = ui.new_folder(ui.data_dir() / "uploads", "data")
+    created.append(folder)
     args = ["--sequences", _save_upload(spec["sequences"], folder, "sequences" + _suffix(spec["sequences"].name)),
             "--targets", _save_upload(spec["targets"], folder, "targets.tsv")]
     return args, f"uploaded {spec['sequences'].name}", transform, None
@@ -212,7 +216,7 @@ def motif_inputs(demo):
     return {"kind": "demo"}
 
 
-def resolve_motifs(spec, demo_folder):
+def resolve_motifs(spec, demo_folder, created):
     if spec["kind"] == "jaspar":
         return f"jaspar:{spec['release']}", f"JASPAR {spec['release']}"
     if spec["kind"] == "demo":
@@ -225,6 +229,7 @@ def resolve_motifs(spec, demo_folder):
     if spec["file"] is None:
         raise TisfmError("upload a motif file")
     folder = ui.new_folder(ui.data_dir() / "uploads", "motifs")
+    created.append(folder)
     return _save_upload(spec["file"], folder, "motifs" + _suffix(spec["file"].name)), spec["file"].name
 
 
@@ -253,11 +258,22 @@ def training_form():
     name = st.text_input("Run name (folder in your runs folder)", key="run_name",
                          placeholder=f"{variant}_{time.strftime('%Y%m%d-%H%M%S')}")
     if st.button("Start training job", type="primary", key="start_training"):
-        data_args, data_label, transform, demo_folder = resolve_data(data, transform)
-        motif_spec, motif_label = resolve_motifs(motifs, demo_folder)
         out = ui.user_runs_dir() / _safe_name(name, f"{variant}_{time.strftime('%Y%m%d-%H%M%S')}")
         if out.exists():
             raise TisfmError(f"a run folder named {out.name} already exists in {out.parent}; choose another name")
+        created = []   # upload folders made by this click, removed again if the inputs are refused
+        try:
+            data_args, data_label, transform, demo_folder = resolve_data(data, transform, created)
+            motif_spec, motif_label = resolve_motifs(motifs, demo_folder, created)
+            with st.spinner("Checking the inputs (reading and matching every file) ..."):
+                summary = check_training_inputs(
+                    **{flag[2:]: value for flag, value in zip(data_args[::2], data_args[1::2])},
+                    motifs=motif_spec, variant=variant, transform=transform, folds=int(folds),
+                    device=device)
+        except BaseException:
+            for folder in created:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         args = [*data_args, "--motifs", motif_spec, "--variant", variant, "--transform", transform,
                 "--epochs", int(epochs), "--finetune-epochs", int(finetune), "--batch-size", int(batch),
                 "--penalty", penalty, "--lam", float(lam), "--folds", int(folds), "--device", device,
@@ -266,7 +282,10 @@ def training_form():
         label = (f"{out.name}: {variant} on {data_label} with {motif_label}"
                  + (f", {int(folds)}-fold CV" if kind == "cv" else ""))
         job = jobs.launch(kind, args, ui.jobs_dir(), label=label)
-        st.session_state["_page_notice"] = f"Started job {job.id}: {label}."
+        st.session_state["_page_notice"] = (
+            f"Started job {job.id}: {label} ({summary['n_regions']:,} regions x "
+            f"{summary['n_outputs']} outputs, {summary['length']} bp"
+            + (f", {summary['n_motifs']} motifs" if summary["n_motifs"] else "") + ").")
         st.rerun()  # so that the jobs panel starts polling
 
 

@@ -59,6 +59,8 @@ def _add_training(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="fuse the motif block with torch.compile (auto: CPU, >= 100 motifs)")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--half", action="store_true", help="store weights in float16")
@@ -85,7 +87,8 @@ def _settings(a):
     return TrainSettings(epochs=a.epochs, finetune_epochs=a.finetune_epochs, batch_size=a.batch_size,
                          lr=a.lr, finetune_lr=a.finetune_lr, weight_decay=a.weight_decay,
                          penalty=a.penalty, lam=a.lam, mcp_b=a.mcp_b, lr_patience=a.lr_patience,
-                         min_lr=a.min_lr, random_state=a.seed, device=a.device, precision=a.precision)
+                         min_lr=a.min_lr, random_state=a.seed, device=a.device, precision=a.precision,
+                         compile=a.compile)
 
 
 def _train_kwargs(a):

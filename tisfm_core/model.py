@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .errors import TisfmError
-from .fused import motif_block, motif_conv
+from .fused import attention_core, motif_block, motif_conv
 
 #: The paper's ablations (Fig. 1) as flag sets.
 VARIANTS = {
@@ -211,10 +211,13 @@ class SelfAttentionSparse(nn.Module):
             k = k + self.key_bias
             q = q + self.query_bias
         v = torch.einsum("hed,ndl->nhel", self.value, x) + self.value_bias
-        # scores[n, h, i, j]: key position i, query position j
-        scores = torch.einsum("nhei,nhej->nhij", k, q) / math.sqrt(self.emb)
-        p = scores.softmax(dim=-1 if self.softmax == "query" else -2)
-        out = torch.einsum("nhij,nhei->nhej", p, v)
+        # scores[n, h, i, j] = k_i . q_j / sqrt(e): key position i, query position j. The
+        # reference normalises over j ("query"), standard attention over i ("key").
+        k = k / math.sqrt(self.emb)
+        if self.softmax == "query":
+            out = attention_core(k, q, v)
+        else:
+            out = attention_core(q, k, v, transpose=True)
         return torch.einsum("hde,nhel->ndl", self.unify, out) + self.unify_bias
 
 
@@ -238,6 +241,9 @@ class TISFM(nn.Module):
         error; everything else stays fp32.
     chunk_size : int or None
         Sequences per chunk of the convolution-pooling block (None: the whole batch at once).
+    compiled : bool
+        Fuse the element-wise work of the motif block with ``torch.compile`` (training turns
+        this on for large models; a few seconds of compilation per model shape).
     """
 
     def __init__(self, config, kernels, random_state=None):
@@ -260,6 +266,7 @@ class TISFM(nn.Module):
                 torch.random.set_rng_state(generator_state)
         self.precision = "fp32"
         self.chunk_size = 16
+        self.compiled = False
 
     def _build(self, config, kernels):
         c, m = config.n_channels, config.n_features
@@ -362,7 +369,8 @@ class TISFM(nn.Module):
             return self.gate(self.pooled(xa))
         if self.config.pooling == "programmable":
             return self.gate(motif_block(xa, self.kernels, self.scale, self.bias, self.pool_weight,
-                                         chunk_size=self.chunk_size, precision=self.precision))
+                                         chunk_size=self.chunk_size, precision=self.precision,
+                                         compiled=self.compiled))
         if torch.is_grad_enabled():
             parts = [checkpoint(self.pooled, c, use_reentrant=False) for c in xa.split(self.chunk_size)]
         else:

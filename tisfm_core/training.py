@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_write, read_json, write_json
-from .devices import conv_precision, resolve_device
+from .devices import conv_precision, keep_freed_memory, resolve_device
 from .errors import TisfmError
 from .metrics import RegressionMetrics
 from .prox import ProxAdam
@@ -64,6 +64,10 @@ class TrainSettings:
     precision : {"auto", "fp32", "bf16"}, default "auto"
         Motif-convolution arithmetic on CPU ("auto": bf16 where the CPU runs it natively).
         CUDA uses bf16 autocast unless "fp32".
+    compile : {"auto", "on", "off"}, default "auto"
+        Fuse the element-wise work of the motif block with ``torch.compile`` (about 2x faster
+        training steps on CPU, after a few seconds of compilation per model shape). "auto": on
+        for CPU training of models with at least ``COMPILE_MIN_MOTIFS`` motifs.
     final_layer_only : bool, default False
         Train only the final layer (everything else frozen).
     init : {"data", "reference"}, default "data"
@@ -87,12 +91,15 @@ class TrainSettings:
     random_state: int = 0
     device: str = "auto"
     precision: str = "auto"
+    compile: str = "auto"
     final_layer_only: bool = False
     init: str = "data"
 
     def __post_init__(self):
         if self.init not in ("data", "reference"):
             raise TisfmError(f"init must be 'data' or 'reference', got {self.init!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise TisfmError(f"compile must be auto, on or off, got {self.compile!r}")
         if self.penalty not in PENALTIES:
             raise TisfmError(f"penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
         checks = [("epochs", self.epochs >= 0), ("finetune_epochs", self.finetune_epochs >= 0),
@@ -341,6 +348,21 @@ def _load_checkpoint(folder):
 
 # -- the loop -----------------------------------------------------------------------------------
 
+#: Smallest motif set for which ``compile="auto"`` compiles the motif block: below it the
+#: element-wise work is small and compilation (seconds) would cost more than it saves.
+COMPILE_MIN_MOTIFS = 100
+
+
+def use_compile(choice, model, device):
+    """Whether to compile ``model``'s motif block for training on ``device`` (see ``compile``)."""
+    if choice == "off" or not hasattr(model, "config"):
+        return False
+    if choice == "on":
+        return True
+    return (torch.device(device).type == "cpu" and model.config.pooling == "programmable"
+            and model.config.n_motifs >= COMPILE_MIN_MOTIFS)
+
+
 def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callback=None,
         verbose=False, distributed=None):
     """Train ``model`` in place by the paper's protocol and load its best-validation weights.
@@ -377,6 +399,10 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
     model.to(device)
     if hasattr(model, "precision"):
         model.precision = precision if device.type == "cpu" else "fp32"
+    if hasattr(model, "compiled"):
+        model.compiled = use_compile(settings.compile, model, device)
+    if device.type == "cpu":
+        keep_freed_memory()
     if settings.finetune_epochs and not hasattr(model, "set_kernels_trainable"):
         raise TisfmError("this model has no motif kernels to fine-tune (set finetune_epochs to 0)")
     train_b = Batches.from_arrays(*train, device)

@@ -71,6 +71,37 @@ def build_untrained(variant, *, motifs, n_outputs, length, era="head", attention
     return TISFM(config, motifs.kernels(era=era), random_state=random_state)
 
 
+def check_training_inputs(*, targets, sequences=None, bed=None, genome=None, motifs="jaspar:2024",
+                          variant="full", era="head", transform="none", folds=10, device="auto"):
+    """Read, match and size-check everything a training job would use, without training.
+
+    The app calls this before it starts a background job, so that a bad file is refused at once,
+    with the reason, instead of as a failed job minutes later. Arguments as :func:`train_run`.
+
+    Returns
+    -------
+    dict
+        ``n_regions``, ``n_outputs``, ``length``, ``n_motifs`` (0 for AI-TAC) and ``id_match``
+        (the id-matching summary line).
+
+    Raises
+    ------
+    TisfmError
+        Naming the file and the problem.
+    """
+    if variant not in MODEL_VARIANTS:
+        raise TisfmError(f"unknown variant {variant!r}; choose one of {', '.join(MODEL_VARIANTS)}")
+    resolve_device(device)
+    motif_set = None if variant == "aitac" else load_motifs(motifs)
+    data = load_dataset(sequences, targets, bed=bed, genome=genome, transform=transform)
+    kfold_split(len(data), n_folds=folds)
+    # building the model checks the shapes (e.g. motifs wider than the sequences)
+    build_untrained(variant, motifs=motif_set, n_outputs=len(data.outputs), length=data.length, era=era)
+    return {"n_regions": len(data), "n_outputs": len(data.outputs), "length": data.length,
+            "n_motifs": 0 if motif_set is None else len(motif_set),
+            "id_match": data.report["summary"]}
+
+
 def train_run(out, *, targets, sequences=None, bed=None, genome=None, motifs="jaspar:2024",
               variant="full", era="head", attention_softmax="query", transform="none",
               outputs=None, folds=10, fold=0, settings=None, force=False, resume=False,

@@ -1,0 +1,126 @@
+"""The hand-written blocks of tisfm_core.fused against plain autograd on the same formulas."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tisfm_core import fused
+from tisfm_core.model import TISFM, TISFMConfig
+from tisfm_core.training import use_compile
+
+
+def plain_block(x, kernels, scale, bias, a):
+    """Convolution -> calibration -> sigmoid -> softmax pooling, by autograd (the reference way)."""
+    z = torch.sigmoid(F.conv1d(x, kernels) * scale[:, None] + bias[:, None])
+    v = z.reshape(x.shape[0], a.shape[0], -1)
+    w = torch.softmax(v * a[:, None], dim=-1)
+    return (w * v).sum(-1)
+
+
+def block_inputs(n=21, motifs=7, length=64, width=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = F.one_hot(torch.randint(0, 4, (n, length), generator=g), 4).permute(0, 2, 1).float()
+    x = x + 0.1 * torch.randn(x.shape, generator=g)          # attention makes the input non-one-hot
+    kernels = torch.randn(2 * motifs, 4, width, generator=g)
+    scale = torch.rand(2 * motifs, generator=g) + 0.5
+    bias = torch.randn(2 * motifs, generator=g) - 1
+    a = torch.linspace(-3, 8, motifs)                        # both signs of the pooling weight
+    return x, kernels, scale, bias, a
+
+
+def grads_of(fn, tensors, weight):
+    ts = [t.clone().requires_grad_(True) for t in tensors]
+    y = fn(*ts)
+    (y * weight).sum().backward()
+    return y.detach(), [t.grad for t in ts]
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_motif_block_matches_autograd_for_every_input(chunk):
+    inputs = block_inputs()
+    weight = torch.randn(21, 7, generator=torch.Generator().manual_seed(1))
+    y0, g0 = grads_of(plain_block, inputs, weight)
+    y1, g1 = grads_of(lambda *t: fused.motif_block(*t, chunk_size=chunk), inputs, weight)
+    torch.testing.assert_close(y1, y0, atol=1e-6, rtol=1e-5)
+    for name, a, b in zip(("x", "kernels", "scale", "bias", "a"), g1, g0):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bf16_block_stays_close_to_fp32():
+    inputs = block_inputs()
+    weight = torch.randn(21, 7, generator=torch.Generator().manual_seed(1))
+    y0, g0 = grads_of(plain_block, inputs, weight)
+    y1, g1 = grads_of(lambda *t: fused.motif_block(*t, precision="bf16"), inputs, weight)
+    assert (y1 - y0).abs().max() < 2e-2 * y0.abs().max()
+    for name, a, b in zip(("x", "kernels", "scale", "bias", "a"), g1, g0):
+        rel = float((a - b).norm() / b.norm())
+        assert rel < 3e-2, (name, rel)
+
+
+def test_compiled_block_gives_the_eager_numbers():
+    # 23 sequences in chunks of 8: the last chunk is padded for the compiled kernels
+    inputs = block_inputs(n=23)
+    weight = torch.randn(23, 7, generator=torch.Generator().manual_seed(2))
+    y0, g0 = grads_of(lambda *t: fused.motif_block(*t, chunk_size=8), inputs, weight)
+    y1, g1 = grads_of(lambda *t: fused.motif_block(*t, chunk_size=8, compiled=True), inputs, weight)
+    assert not fused._compile_failed, fused._compile_failed
+    torch.testing.assert_close(y1, y0, atol=1e-6, rtol=1e-5)
+    for name, a, b in zip(("x", "kernels", "scale", "bias", "a"), g1, g0):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():   # the inference kernel too
+        torch.testing.assert_close(fused.motif_block(*inputs, chunk_size=8, compiled=True), y0,
+                                   atol=1e-6, rtol=1e-5)
+
+
+def test_second_backward_through_the_block_is_refused_clearly():
+    x, kernels, scale, bias, a = block_inputs()
+    scale.requires_grad_(True)
+    y = fused.motif_block(x, kernels, scale, bias, a).sum()
+    y.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        y.backward()
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_attention_core_matches_the_materialised_attention(transpose):
+    g = torch.Generator().manual_seed(3)
+    a, b, v = (torch.randn(11, 2, 2, 40, generator=g) for _ in range(3))
+    weight = torch.randn(11, 2, 2, 40, generator=g)
+
+    def dense(a, b, v):
+        p = torch.softmax(torch.einsum("nhei,nhej->nhij", a, b), dim=-1)
+        return torch.einsum("nhij,nhei->nhej", p.transpose(-1, -2) if transpose else p, v)
+
+    y0, g0 = grads_of(dense, (a, b, v), weight)
+    y1, g1 = grads_of(lambda *t: fused.attention_core(*t, transpose=transpose, chunk_size=4),
+                      (a, b, v), weight)
+    torch.testing.assert_close(y1, y0, atol=1e-5, rtol=1e-5)
+    for name, p, q in zip("abv", g1, g0):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_key_softmax_attention_is_standard_attention():
+    """attention_softmax="key" must equal softmax(Q K^T / sqrt(e)) V computed independently."""
+    cfg = TISFMConfig(n_motifs=3, n_outputs=1, length=20, kernel_width=5, attention_softmax="key")
+    m = TISFM(cfg, torch.zeros(cfg.n_channels, 4, 5), random_state=0)
+    att = m.attention
+    x = torch.randn(5, 4, 20)
+    q = torch.einsum("hed,ndl->nhle", att.query, x) + att.query_bias.transpose(-1, -2)
+    k = torch.einsum("hed,ndl->nhle", att.key, x) + att.key_bias.transpose(-1, -2)
+    v = torch.einsum("hed,ndl->nhle", att.value, x) + att.value_bias.transpose(-1, -2)
+    out = F.scaled_dot_product_attention(q, k, v)              # (n, h, L, e)
+    want = torch.einsum("hde,nhle->ndl", att.unify, out) + att.unify_bias
+    torch.testing.assert_close(att(x), want, atol=1e-5, rtol=1e-5)
+    assert math.isclose(att.emb, 2)
+
+
+def test_compile_choice():
+    def model(n, pooling="programmable"):
+        cfg = TISFMConfig(n_motifs=n, n_outputs=1, length=40, kernel_width=5, pooling=pooling)
+        return TISFM(cfg, torch.zeros(cfg.n_channels, 4, 5))
+    big, small = model(100), model(99)
+    assert use_compile("auto", big, "cpu") and not use_compile("auto", small, "cpu")
+    assert not use_compile("auto", model(200, "max"), "cpu")
+    assert use_compile("on", small, "cpu") and not use_compile("off", big, "cpu")
