@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import traceback
@@ -401,6 +402,47 @@ MAX_RUN_BYTES = 512 * 1024 * 1024
 def new_folder(parent, prefix):
     """A fresh folder named by the app (time + random suffix), created exclusively."""
     return jobs.unique_folder(parent, prefix)
+
+
+class UploadBatch:
+    """Uploads saved by one button click, as a context manager.
+
+    Files are written under names and folders of the app's choosing (an uploaded file name never
+    chooses a path). If the work they were saved for is refused, the folders made here are removed
+    again and the error message names the user's files instead of the storage paths.
+    """
+
+    def __init__(self):
+        self.folders, self.names = [], {}
+
+    def folder(self, parent, prefix):
+        path = new_folder(parent, prefix)
+        self.folders.append(path)
+        return path
+
+    def save(self, upload, folder, name):
+        """Write ``upload`` (a Streamlit UploadedFile) to ``folder / name``; returns the path."""
+        path = Path(folder) / name
+        write_bytes(path, upload.getvalue())
+        self.names[str(path)] = upload.name
+        return str(path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            return False
+        for folder in self.folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, TisfmError):
+            # full storage paths, and bare storage names in messages that give only the name
+            shown = {**{Path(p).name: o for p, o in self.names.items()}, **self.names}
+            pattern = "|".join(re.escape(k) for k in sorted(shown, key=len, reverse=True))
+            message = re.sub(pattern, lambda m: f"'{shown[m.group(0)]}' (uploaded)", str(exc)) \
+                if shown else str(exc)
+            raise TisfmError(message) from None
+        return False
 
 
 def check_run_zip(archive, *, max_bytes=MAX_RUN_BYTES, what="the uploaded zip"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,6 @@ import streamlit as st  # noqa: E402
 
 import app_ui as ui  # noqa: E402
 from tisfm_core import jobs  # noqa: E402
-from tisfm_core.atomic import write_bytes  # noqa: E402
 from tisfm_core.errors import TisfmError  # noqa: E402
 from tisfm_core.plots import history_table, loss_curve  # noqa: E402
 from tisfm_core.workflows import check_training_inputs  # noqa: E402
@@ -79,17 +77,16 @@ def import_reference():
     length = c3.number_input("Sequence length", 60, 5000, 300, key="ref_length")
     outputs = c4.text_input("Output names (comma-separated, optional)", key="ref_outputs")
     if st.button("Import", key="ref_import", disabled=state is None or motifs is None):
-        folder = ui.new_folder(ui.data_dir() / "imports", "import")
-        pt = folder / "state_dict.pt"
-        write_bytes(pt, state.getvalue())
-        motif_path = folder / ("motifs" + _suffix(motifs.name))
-        write_bytes(motif_path, motifs.getvalue())
         names = [o.strip() for o in outputs.split(",") if o.strip()] or None
-        out = ui.new_folder(ui.user_runs_dir(), "imported")
-        out.rmdir()  # import_reference_run creates it and refuses a non-empty one
-        with st.spinner("Importing ..."):
-            import_reference_run(pt, motifs=motif_path, variant=variant, era=era, outputs=names,
-                                 out=out, length=int(length))
+        with ui.UploadBatch() as uploads:
+            folder = uploads.folder(ui.data_dir() / "imports", "import")
+            pt = uploads.save(state, folder, "state_dict.pt")
+            motif_path = uploads.save(motifs, folder, "motifs" + _suffix(motifs.name))
+            out = uploads.folder(ui.user_runs_dir(), "imported")   # removed again on failure
+            out.rmdir()  # import_reference_run creates it and refuses a non-empty one
+            with st.spinner("Importing ..."):
+                import_reference_run(pt, motifs=motif_path, variant=variant, era=era, outputs=names,
+                                     out=out, length=int(length))
         st.session_state[ui.ACTIVE_RUN] = str(out)
         st.session_state["_page_notice"] = f"Imported as {out.name} and made the active run."
         st.rerun()
@@ -110,12 +107,6 @@ def _demo_folder(n_regions, seed, home):
     if not (out / "truth.json").exists():
         make_demo_atlas(out, n_regions=n_regions, random_state=seed)
     return str(out)
-
-
-def _save_upload(upload, folder, name):
-    path = folder / name
-    write_bytes(path, upload.getvalue())
-    return str(path)
 
 
 def _safe_name(text, default):
@@ -167,9 +158,9 @@ def transform_input(spec):
     return kind
 
 
-def resolve_data(spec, transform, created):
-    """CLI data arguments, a description and the transform for a data spec (writes uploads; the
-    folders it makes are appended to ``created``)."""
+def resolve_data(spec, transform, uploads):
+    """CLI data arguments, a description and the transform for a data spec (uploads are saved
+    through ``uploads``, an :class:`app_ui.UploadBatch`)."""
     if spec["kind"] == "demo":
         with st.spinner(f"Making the synthetic demo atlas ({spec['n']} regions) ..."):
             folder = Path(_demo_folder(spec["n"], spec["seed"], str(ui.home_dir())))
@@ -195,10 +186,9 @@ def resolve_data(spec, transform, created):
         return args, f"files {Path(args[1]).name}", transform, None
     if spec["sequences"] is None or spec["targets"] is None:
         raise TisfmError("upload both the sequence file and the targets TSV")
-    folder = ui.new_folder(ui.data_dir() / "uploads", "data")
-    created.append(folder)
-    args = ["--sequences", _save_upload(spec["sequences"], folder, "sequences" + _suffix(spec["sequences"].name)),
-            "--targets", _save_upload(spec["targets"], folder, "targets.tsv")]
+    folder = uploads.folder(ui.data_dir() / "uploads", "data")
+    args = ["--sequences", uploads.save(spec["sequences"], folder, "sequences" + _suffix(spec["sequences"].name)),
+            "--targets", uploads.save(spec["targets"], folder, "targets.tsv")]
     return args, f"uploaded {spec['sequences'].name}", transform, None
 
 
@@ -216,7 +206,7 @@ def motif_inputs(demo):
     return {"kind": "demo"}
 
 
-def resolve_motifs(spec, demo_folder, created):
+def resolve_motifs(spec, demo_folder, uploads):
     if spec["kind"] == "jaspar":
         return f"jaspar:{spec['release']}", f"JASPAR {spec['release']}"
     if spec["kind"] == "demo":
@@ -228,9 +218,8 @@ def resolve_motifs(spec, demo_folder, created):
         return path, Path(path).name
     if spec["file"] is None:
         raise TisfmError("upload a motif file")
-    folder = ui.new_folder(ui.data_dir() / "uploads", "motifs")
-    created.append(folder)
-    return _save_upload(spec["file"], folder, "motifs" + _suffix(spec["file"].name)), spec["file"].name
+    folder = uploads.folder(ui.data_dir() / "uploads", "motifs")
+    return uploads.save(spec["file"], folder, "motifs" + _suffix(spec["file"].name)), spec["file"].name
 
 
 def training_form():
@@ -261,19 +250,14 @@ def training_form():
         out = ui.user_runs_dir() / _safe_name(name, f"{variant}_{time.strftime('%Y%m%d-%H%M%S')}")
         if out.exists():
             raise TisfmError(f"a run folder named {out.name} already exists in {out.parent}; choose another name")
-        created = []   # upload folders made by this click, removed again if the inputs are refused
-        try:
-            data_args, data_label, transform, demo_folder = resolve_data(data, transform, created)
-            motif_spec, motif_label = resolve_motifs(motifs, demo_folder, created)
+        with ui.UploadBatch() as uploads:
+            data_args, data_label, transform, demo_folder = resolve_data(data, transform, uploads)
+            motif_spec, motif_label = resolve_motifs(motifs, demo_folder, uploads)
             with st.spinner("Checking the inputs (reading and matching every file) ..."):
                 summary = check_training_inputs(
                     **{flag[2:]: value for flag, value in zip(data_args[::2], data_args[1::2])},
                     motifs=motif_spec, variant=variant, transform=transform, folds=int(folds),
                     device=device)
-        except BaseException:
-            for folder in created:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
         args = [*data_args, "--motifs", motif_spec, "--variant", variant, "--transform", transform,
                 "--epochs", int(epochs), "--finetune-epochs", int(finetune), "--batch-size", int(batch),
                 "--penalty", penalty, "--lam", float(lam), "--folds", int(folds), "--device", device,

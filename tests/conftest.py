@@ -81,3 +81,61 @@ def planted_dataset(tmp_path, *, n=600, length=60, n_outputs=3, random_state=0, 
     meme = tmp_path / "motifs.meme"
     write_meme(motifs, meme)
     return fasta, tsv, meme, motifs
+
+
+def _replace_cell(row, value):
+    cells = row.split("\t")
+    cells[1] = value
+    return "\t".join(cells)
+
+
+def write_bad_inputs(tmp, fasta, tsv):
+    """Malformed inputs for the bad-input matrices (CLI and app), written into ``tmp``.
+
+    Built from a good FASTA and targets TSV so that only the named defect differs. Returns a dict
+    of file name -> path; ``evil.pt`` is a checkpoint that would create ``tmp/pwned`` if unpickled.
+    """
+    import subprocess
+    import sys
+
+    tmp = Path(tmp)
+    files = {}
+
+    def write(name, text):
+        files[name] = tmp / name
+        files[name].write_text(text)
+
+    header = "MEME version 4\n\nALPHABET= ACGT\n\n"
+    write("bad_row.meme", header + "MOTIF a\nletter-probability matrix: alength= 4 w= 2\n0.25 0.25 0.5\n"
+          "0.25 0.25 0.25 0.25\n")
+    write("rna.meme", "MEME version 4\n\nALPHABET= ACGU\n\nMOTIF a\nletter-probability matrix: w= 1\n"
+          "0.25 0.25 0.25 0.25\n")
+    write("empty.meme", "")
+    write("nomotif.meme", header)
+    write("dup.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n0.25 0.25 0.25 0.25\n\n"
+          "MOTIF a\nletter-probability matrix: w= 1\n0.25 0.25 0.25 0.25\n")
+    write("negative.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n-0.25 0.5 0.5 0.25\n")
+    write("halfsum.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n0.1 0.1 0.1 0.1\n")
+    write("binary.meme", "\x00\x01\x02PK\x03\x04 not text at all \xff")
+    seqs = Path(fasta).read_text().splitlines()
+    body = "\n".join(seqs[:20]) + "\n"
+    write("letters.fa", body.replace(seqs[3], seqs[3][:10] + "X" + seqs[3][11:]))
+    write("lengths.fa", body + ">extra\nACGT\n")
+    write("emptyrec.fa", f"{seqs[0]}\n\n{seqs[2]}\n{seqs[3]}\n")
+    write("dupid.fa", f"{seqs[0]}\n{seqs[1]}\n{seqs[0]}\n{seqs[3]}\n")
+    write("otherids.fa", "".join(f">peak_{i}\n{seqs[2 * i + 1]}\n" for i in range(10)))
+    write("short.fa", ">s\nACGTACGT\n")
+    rows = Path(tsv).read_text().splitlines()
+    write("nan.tsv", "\n".join(rows[:5] + [_replace_cell(rows[5], "nan")] + rows[6:]) + "\n")
+    write("text.tsv", "\n".join(rows[:5] + [_replace_cell(rows[5], "high")] + rows[6:]) + "\n")
+    write("onecol.tsv", "\n".join(r.rsplit("\t", 1)[0] for r in rows) + "\n")
+    write("genome.fa", ">chr1\n" + "ACGT" * 50 + "\n")
+    write("offend.bed", "chr1\t150\t260\tp1\n")
+    write("unknown.bed", "chrZ\t10\t60\tp1\n")
+    write("notes.pt", "not a checkpoint\n")
+    evil = tmp / "evil.pt"
+    script = ("import os, torch\nclass E:\n    def __reduce__(self): return (os.system, ('touch "
+              f"{tmp / 'pwned'}',))\ntorch.save({{'linreg.weight': E()}}, r'{evil}')\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
+    files["evil.pt"] = evil
+    return files

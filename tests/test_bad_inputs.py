@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import planted_dataset
+from conftest import planted_dataset, write_bad_inputs
 from tisfm_core.cli import main
 
 
@@ -33,47 +33,7 @@ def world(tmp_path_factory):
     aitac = tmp / "aitac"
     assert main(["train", "--sequences", str(fasta), "--targets", str(tsv), "--variant", "aitac",
                  "--out", str(aitac), "--epochs", "1", "--batch-size", "64", "--quiet"]) == 0
-    files = {}
-
-    def write(name, text):
-        path = tmp / name
-        path.write_text(text)
-        files[name] = path
-        return path
-
-    good_meme = meme.read_text()
-    header = "MEME version 4\n\nALPHABET= ACGT\n\n"
-    write("bad_row.meme", header + "MOTIF a\nletter-probability matrix: alength= 4 w= 2\n0.25 0.25 0.5\n"
-          "0.25 0.25 0.25 0.25\n")
-    write("rna.meme", "MEME version 4\n\nALPHABET= ACGU\n\nMOTIF a\nletter-probability matrix: w= 1\n"
-          "0.25 0.25 0.25 0.25\n")
-    write("empty.meme", "")
-    write("nomotif.meme", header)
-    write("dup.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n0.25 0.25 0.25 0.25\n\n"
-          "MOTIF a\nletter-probability matrix: w= 1\n0.25 0.25 0.25 0.25\n")
-    write("negative.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n-0.25 0.5 0.5 0.25\n")
-    write("halfsum.meme", header + "MOTIF a\nletter-probability matrix: w= 1\n0.1 0.1 0.1 0.1\n")
-    seqs = fasta.read_text().splitlines()
-    body = "\n".join(seqs[:20]) + "\n"
-    write("letters.fa", body.replace(seqs[3], seqs[3][:10] + "X" + seqs[3][11:]))
-    write("lengths.fa", body + ">extra\nACGT\n")
-    write("emptyrec.fa", ">r0\n\n>r1\n" + seqs[3] + "\n")
-    write("dupid.fa", ">r0\n" + seqs[1] + "\n>r0\n" + seqs[3] + "\n")
-    write("otherids.fa", "".join(f">peak_{i}\n{seqs[2 * i + 1]}\n" for i in range(10)))
-    write("short.fa", ">s\nACGTACGT\n")
-    rows = tsv.read_text().splitlines()
-    write("nan.tsv", "\n".join(rows[:5] + [rows[5].split("\t")[0] + "\tnan\t1.0"] + rows[6:]) + "\n")
-    write("text.tsv", "\n".join(rows[:5] + [rows[5].split("\t")[0] + "\thigh\t1.0"] + rows[6:]) + "\n")
-    write("onecol.tsv", "\n".join(r.rsplit("\t", 1)[0] for r in rows) + "\n")
-    write("genome.fa", ">chr1\n" + "ACGT" * 50 + "\n")
-    write("offend.bed", "chr1\t150\t260\tp1\n")
-    write("unknown.bed", "chrZ\t10\t60\tp1\n")
-    write("notes.pt", "not a checkpoint\n")
-    evil = tmp / "evil.pt"
-    script = ("import os, torch\nclass E:\n    def __reduce__(self): return (os.system, ('touch "
-              f"{tmp / 'pwned'}',))\ntorch.save({{'linreg.weight': E()}}, r'{evil}')\n")
-    subprocess.run([sys.executable, "-c", script], check=True)
-    files["evil.pt"] = evil
+    write_bad_inputs(tmp, fasta, tsv)
     # broken copies of the run
     for name, edit in {
         "run_noweights": lambda d: (d / "model.safetensors").unlink(),
@@ -85,7 +45,7 @@ def world(tmp_path_factory):
     }.items():
         shutil.copytree(run, tmp / name)
         edit(tmp / name)
-    return tmp, fasta, tsv, meme, run, aitac, good_meme
+    return tmp, fasta, tsv, meme, run, aitac
 
 
 def _edit_config(folder, fn):
@@ -155,7 +115,7 @@ CASES = [
 def test_bad_input_is_refused_clearly_and_changes_nothing(world, capsys, name, command, needle):
     if "cuda" in command and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    tmp, fasta, tsv, meme, run, aitac, _ = world
+    tmp, fasta, tsv, meme, run, aitac = world
     before = _digest(run), _digest(aitac)
     args = command.format(tmp=tmp, fasta=fasta, tsv=tsv, meme=meme, run=run, aitac=aitac).split()
     code = main(args)

@@ -50,9 +50,10 @@ def atomic_write(path, write):
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; runs are meant to be shared
         os.replace(tmp, path)
-    except OSError as exc:
+    except Exception as exc:  # OSError, or a writer library's own error for a full disk
         Path(tmp).unlink(missing_ok=True)
-        raise TisfmError(f"could not write {path}: {exc.strerror or exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise TisfmError(f"could not write {path}: {reason} (the previous file, if any, is unchanged)") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -932,7 +932,7 @@ def _sniff_format(lines):
             and any(line.startswith("letter-probability matrix") for line in content)):
         return "meme"
     keys = {line.split()[0] for line in content}
-    if keys & {"P0", "PO"} and any(line.startswith("XX") for line in content):
+    if keys & {"P0", "PO"} and any(line.startswith(("XX", "//")) for line in content):
         return "transfac"
     first = content[0]
     second = content[1] if len(content) > 1 else ""

@@ -54,6 +54,12 @@ def read_state_dict(path):
     path = Path(path)
     if not path.is_file():
         raise TisfmError(f"state dict {path} does not exist")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    # torch.save writes a zip archive; files of PyTorch < 1.6 are bare pickles (protocol >= 2)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise TisfmError(f"{path.name} is not a PyTorch checkpoint: it is neither the zip archive "
+                         "torch.save writes nor a legacy pickle (empty, text or another format)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -173,7 +173,46 @@ def read_run_config(path):
         motifs = config.get("motifs")
         if not isinstance(motifs, dict) or not isinstance(motifs.get("ids"), list):
             raise TisfmError(f"{path / CONFIG}: a tiSFM run needs 'motifs' with a list of 'ids'")
+    _check_field_types(config, path / CONFIG)
     return config
+
+
+_NUMBER = (int, float)
+#: Types of the optional fields that loaders and pages read ("a.b": nested key; "[]" suffix: a
+#: list whose items have the type). Anything else in config.json is kept but never interpreted.
+_FIELD_TYPES = {
+    "created": str, "group": (str, type(None)), "versions": dict,
+    "motifs": dict, "motifs.ids[]": str, "motifs.names[]": str, "motifs.fingerprint": str,
+    "motifs.source": str, "data": dict, "data.n_regions": int, "data.length": int,
+    "data.id_match": dict, "transform": dict, "transform.kind": str, "split": dict,
+    "training": dict, "training.epochs": int, "training.finetune_epochs": int, "history": list,
+    "history[]": dict, "metrics": dict, "metrics.val": dict, "metrics.test": dict,
+    "metrics.val.r2[]": _NUMBER, "metrics.test.r2[]": _NUMBER, "metrics.val.pearson[]": _NUMBER,
+    "metrics.test.pearson[]": _NUMBER, "metrics.val.mean_r2": _NUMBER, "metrics.test.mean_r2": _NUMBER,
+}
+
+
+def _check_field_types(config, where):
+    """Refuse a config.json whose known fields have the wrong JSON type, naming the field."""
+    for key, want in _FIELD_TYPES.items():
+        items = key.endswith("[]")
+        node = config
+        for part in key.removesuffix("[]").split("."):
+            if not isinstance(node, dict) or part not in node:
+                node = None
+                break
+            node = node[part]
+        if node is None and not items:
+            continue
+        values = (node if isinstance(node, list) else [node]) if items else [node]
+        if items and node is not None and not isinstance(node, list):
+            raise TisfmError(f"{where}: field '{key[:-2]}' should be a list, got {type(node).__name__}")
+        for value in values:
+            bad = isinstance(value, bool) and bool not in (want if isinstance(want, tuple) else (want,))
+            if bad or not isinstance(value, want):
+                names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+                raise TisfmError(f"{where}: field '{key.removesuffix('[]')}' should hold {names}, got "
+                                 f"{type(value).__name__}")
 
 
 @dataclass
