@@ -4,8 +4,6 @@ that names the problem, show no traceback, and leave every saved file untouched.
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch

@@ -177,7 +177,7 @@ def read_run_config(path):
     return config
 
 
-_NUMBER = (int, float)
+_NUMBER = (int, float, type(None))   # null: an undefined metric (constant output)
 #: Types of the optional fields that loaders and pages read ("a.b": nested key; "[]" suffix: a
 #: list whose items have the type). Anything else in config.json is kept but never interpreted.
 _FIELD_TYPES = {
@@ -202,10 +202,10 @@ def _check_field_types(config, where):
                 node = None
                 break
             node = node[part]
-        if node is None and not items:
+        if node is None:   # absent or null: nothing to interpret
             continue
         values = (node if isinstance(node, list) else [node]) if items else [node]
-        if items and node is not None and not isinstance(node, list):
+        if items and not isinstance(node, list):
             raise TisfmError(f"{where}: field '{key[:-2]}' should be a list, got {type(node).__name__}")
         for value in values:
             bad = isinstance(value, bool) and bool not in (want if isinstance(want, tuple) else (want,))
