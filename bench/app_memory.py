@@ -87,7 +87,7 @@ def main(argv=None):
 
             def pick(run):
                 page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
-                page.get_by_role("option", name=run, exact=True).first.click()
+                page.get_by_role("option").filter(has_text=f"{run} ·").first.click()
                 settle()
 
             page.goto(url)

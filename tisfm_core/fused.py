@@ -246,7 +246,7 @@ class AttentionCore(torch.autograd.Function):
         return torch.cat(ga), torch.cat(gb), torch.cat(gv), None, None
 
 
-def attention_core(a, b, v, *, transpose=False, chunk_size=8):
+def attention_core(a, b, v, *, transpose=False, chunk_size=2):
     """Attention output without materialising (N, heads, L, L); see :class:`AttentionCore`.
 
     Parameters
@@ -255,7 +255,8 @@ def attention_core(a, b, v, *, transpose=False, chunk_size=8):
         Scores are ``a^T b`` (L x L per sequence and head), normalised over the last axis.
     transpose : bool, default False
         Apply the transposed weights (``v @ P^T``).
-    chunk_size : int, default 8
+    chunk_size : int, default 2
+        Sequences per chunk: 2 x heads x L x L floats (1.4 MB for L = 300) stay in L2 cache.
 
     Returns
     -------
