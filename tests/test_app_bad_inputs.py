@@ -226,3 +226,26 @@ def test_unwritable_home_folder_is_reported_not_hidden(bad, tmp_path, monkeypatc
     assert not at.exception, at.exception
     assert any("home_is_a_file" in e and "Not a directory" in e for e in errors), errors
     assert blocker.read_text() == "x"
+
+
+def test_good_uploads_start_a_job_on_copies_under_app_chosen_names(bad, env, tmp_path, monkeypatch):
+    from tisfm_core.cli import build_parser
+
+    launched = []
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="":
+                        launched.append((kind, [str(a) for a in args], label))
+                        or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
+    at = page("pages/1_Models_and_training.py")
+    _, act = train_upload(run_name="from_uploads")
+    act(at, bad)
+    assert not texts(at.error), texts(at.error)
+    (kind, args, label), = launched
+    parsed = build_parser().parse_args([kind, *args])
+    uploads = tmp_path / "home" / "data" / "uploads"
+    for given, original in ((parsed.sequences, bad["seq"]), (parsed.targets, bad["targets"]),
+                            (parsed.motifs, bad["motifs"])):
+        saved = Path(given)
+        assert uploads in saved.parents and saved.name in ("sequences.fa", "targets.tsv", "motifs.meme")
+        assert saved.read_bytes() == Path(original).read_bytes()
+    assert parsed.out.endswith("/runs/from_uploads") and "motifs_small.meme" in label
+    assert any("300 regions x 7 outputs, 100 bp" in s for s in texts(at.success)), texts(at.success)
