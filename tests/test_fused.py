@@ -124,3 +124,18 @@ def test_compile_choice():
     assert use_compile("auto", big, "cpu") and not use_compile("auto", small, "cpu")
     assert not use_compile("auto", model(200, "max"), "cpu")
     assert use_compile("on", small, "cpu") and not use_compile("off", big, "cpu")
+
+
+@pytest.mark.parametrize("weights", [(-79.0, 79.0), (-120.0, 150.0)])
+def test_extreme_pooling_weights_match_the_exact_softmax(weights):
+    """Near the limit of the constant softmax shift (79) and beyond it (the row maximum is used)."""
+    x, kernels, scale, bias, _ = block_inputs()
+    a = torch.tensor([weights[0], weights[1], 0.0, 1.0, weights[1], weights[0], 5.0])
+    bias = bias - 4                                        # mostly small activations: the hard case
+    weight = torch.randn(21, 7, generator=torch.Generator().manual_seed(4))
+    y0, g0 = grads_of(plain_block, (x, kernels, scale, bias, a), weight)
+    y1, g1 = grads_of(fused.motif_block, (x, kernels, scale, bias, a), weight)
+    assert torch.isfinite(y1).all()
+    torch.testing.assert_close(y1, y0, atol=1e-6, rtol=1e-4)
+    for name, p, q in zip(("x", "kernels", "scale", "bias", "a"), g1, g0):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-3, msg=name)

@@ -68,30 +68,46 @@ def _activations(s, scale, bias, n_features):
     return v.view(s.shape[0], n_features, -1)
 
 
-def _pool_forward(s, scale, bias, a):
-    """Pooled activations (n, M) of scores ``s`` (n, C, P); see the module docstring."""
+#: Largest |pooling weight| for which the softmax may be shifted by max(a, 0) instead of the row
+#: maximum: a v - max(a, 0) lies in [-|a|, 0] since v is in (0, 1), and exp of it underflows only
+#: below about -87. The constant shift saves a reduction pass; larger weights use the row maximum.
+CONSTANT_SHIFT_LIMIT = 80.0
+
+
+def _softmax_weights(s, scale, bias, a, row_max):
+    """Activations v (n, M, 2P) and unnormalised softmax weights e = exp(a v - shift), with
+    their row sums z (n, M)."""
     v = _activations(s, scale, bias, a.shape[0])
-    w = torch.softmax(v * a[:, None], dim=-1)
-    return w.mul_(v).sum(dim=-1)
+    av = v * a[:, None]
+    shift = av.amax(dim=-1, keepdim=True) if row_max else torch.relu(a)[:, None]
+    e = torch.exp(av - shift)
+    return v, e, e.sum(dim=-1)
 
 
-def _pool_forward_train(s, scale, bias, a):
+def _pool_forward(s, scale, bias, a, row_max):
+    """Pooled activations (n, M) of scores ``s`` (n, C, P); see the module docstring."""
+    v, e, z = _softmax_weights(s, scale, bias, a, row_max)
+    return (e * v).sum(dim=-1) / z
+
+
+def _pool_forward_train(s, scale, bias, a, row_max):
     """Pooled activations and what the backward pass needs, for one chunk of scores ``s``.
+
+    Written as a few row reductions and one element-wise expression so that the compiled kernel
+    makes few passes over the chunk (the eager kernel computes the same numbers).
 
     Returns
     -------
     y : (n, M) pooled activations
     wv2 : (n, M) ``sum_j w_j v_j^2`` (for the gradient of ``a``)
     f_sum, fs_sum : (n, C) ``sum_j f_j`` and ``sum_j f_j s_j`` per channel (bias and scale)
-    f : (n, C, P) ``dy/dz`` in the dtype of ``s``
+    f : (n, C, P) ``dy/dz = w v (1 + a (v - y)) (1 - v)`` in the dtype of ``s``
     """
-    v = _activations(s, scale, bias, a.shape[0])
-    wv = torch.softmax(v * a[:, None], dim=-1).mul_(v)
-    y = wv.sum(dim=-1)
-    wv2 = (wv * v).sum(dim=-1)
-    # f = w v (1 + a (v - y)) (1 - v), built in place in v
-    t = torch.sub(v, y[..., None]).mul_(a[:, None]).add_(1.0).mul_(wv)
-    f = v.neg_().add_(1.0).mul_(t).view_as(s)
+    v, e, z = _softmax_weights(s, scale, bias, a, row_max)
+    ev = e * v
+    y = ev.sum(dim=-1) / z
+    wv2 = (ev * v).sum(dim=-1) / z
+    f = (ev / z[..., None] * (1 - v) * (1 + a[:, None] * (v - y[..., None]))).view_as(s)
     return y, wv2, f.sum(dim=-1), (f * s).sum(dim=-1), f.to(s.dtype)
 
 
@@ -130,6 +146,7 @@ class MotifBlock(torch.autograd.Function):
         dtype = conv_dtype(precision)
         width = kernels.shape[2]
         train = any(ctx.needs_input_grad[:5])
+        row_max = bool(pool_weight.detach().abs().max() > CONSTANT_SHIFT_LIMIT)
         parts = []
         for xc in x.split(chunk_size):
             n = xc.shape[0]
@@ -138,9 +155,10 @@ class MotifBlock(torch.autograd.Function):
             s = _scores(_windows(xc, width, dtype), kernels)
             if train:
                 parts.append([t[:n] for t in _run_kernel(compiled, _pool_forward_train, s, scale,
-                                                         bias, pool_weight)])
+                                                         bias, pool_weight, row_max)])
             else:
-                parts.append([_run_kernel(compiled, _pool_forward, s, scale, bias, pool_weight)[:n]])
+                parts.append([_run_kernel(compiled, _pool_forward, s, scale, bias, pool_weight,
+                                          row_max)[:n]])
         if not train:
             return torch.cat([p[0] for p in parts])
         y, wv2, f_sum, fs_sum = [torch.cat(p) for p in list(zip(*parts))[:4]]
@@ -165,14 +183,15 @@ class MotifBlock(torch.autograd.Function):
         grad_x, grad_k = None, None
         if need_x or need_k:
             c, _, width = kernels.shape
-            wt = kernels.reshape(c, -1).t()                        # (4K, C)
-            gs = g * scale                                         # dL/ds = gs * f
+            dtype = f_chunks[0].dtype
+            wt = kernels.reshape(c, -1).t().to(dtype)              # (4K, C)
+            gs = (g * scale).to(dtype)                             # dL/ds = gs * f
             grad_x = [] if need_x else None
             grad_k = torch.zeros_like(kernels) if need_k else None
             chunk = ctx.chunk_size
             for xc, gc, fc in zip(x.split(chunk), gs.split(chunk), f_chunks):
                 if need_x:   # per-sequence kernels W * gs, so f is read once and never scaled
-                    wn = (wt[None] * gc[:, None, :]).to(fc.dtype)   # (n, 4K, C)
+                    wn = wt[None] * gc[:, None, :]                 # (n, 4K, C)
                     cols = torch.bmm(wn, fc).float()               # (n, 4K, P)
                     grad_x.append(F.fold(cols, (1, xc.shape[2]), (1, width)).view_as(xc))
                 if need_k:
