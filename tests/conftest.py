@@ -95,6 +95,7 @@ def write_bad_inputs(tmp, fasta, tsv):
     Built from a good FASTA and targets TSV so that only the named defect differs. Returns a dict
     of file name -> path; ``evil.pt`` is a checkpoint that would create ``tmp/pwned`` if unpickled.
     """
+    import gzip
     import subprocess
     import sys
 
@@ -133,6 +134,9 @@ def write_bad_inputs(tmp, fasta, tsv):
     write("offend.bed", "chr1\t150\t260\tp1\n")
     write("unknown.bed", "chrZ\t10\t60\tp1\n")
     write("notes.pt", "not a checkpoint\n")
+    write("targets.csv", Path(tsv).read_text().replace("\t", ","))
+    files["damaged.fa.gz"] = tmp / "damaged.fa.gz"
+    files["damaged.fa.gz"].write_bytes(gzip.compress(Path(fasta).read_bytes())[:-40])
     evil = tmp / "evil.pt"
     script = ("import os, torch\nclass E:\n    def __reduce__(self): return (os.system, ('touch "
               f"{tmp / 'pwned'}',))\ntorch.save({{'linreg.weight': E()}}, r'{evil}')\n")

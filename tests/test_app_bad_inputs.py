@@ -140,6 +140,8 @@ CASES = [
     ("ids do not match targets", train_upload(seq="otherids.fa"), "no sequence id matches"),
     ("NaN target", train_upload(targets="nan.tsv"), "holds 'nan'"),
     ("non-numeric target", train_upload(targets="text.tsv"), "holds 'high'"),
+    ("comma-separated targets", train_upload(targets="targets.csv"), "must be tab-separated"),
+    ("damaged gzip sequences", train_upload(seq="damaged.fa.gz"), "damaged or truncated gzip"),
     ("cuda without a GPU", train_upload(device="cuda"), "CUDA"),
     ("BED interval past the contig end", train_server(bed="offend.bed", genome="genome.fa"),
      "runs past the end of chr1"),

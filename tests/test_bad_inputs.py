@@ -106,6 +106,13 @@ CASES = [
     ("not a run folder", "summary {tmp}", "config"),
     ("missing sequence file", "predict {run} --sequences {tmp}/missing.fa --out {tmp}/p.tsv", "missing.fa"),
     ("demo data into a non-empty folder", "demo-data --out {run}", "--force"),
+    ("folder as sequence file", "predict {run} --sequences {tmp} --out {tmp}/p.tsv", "is a folder"),
+    ("damaged gzip sequence file", "predict {run} --sequences {tmp}/damaged.fa.gz --out {tmp}/p.tsv",
+     "damaged or truncated gzip"),
+    ("comma-separated targets", "train --sequences {fasta} --targets {tmp}/targets.csv --motifs {meme} "
+     "--out {tmp}/n12", "tab-separated"),
+    ("zero batch size", "predict {run} --sequences {fasta} --batch-size 0 --out {tmp}/p.tsv",
+     "batch_size must be a positive integer"),
 ]
 
 

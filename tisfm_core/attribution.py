@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .atomic import read_arrays, write_npz
 from .devices import resolve_device
-from .errors import TisfmError
+from .errors import TisfmError, check_positive_int
 from .model import TISFM
 from .sequences import one_hot, one_hot_torch
 
@@ -75,12 +75,6 @@ def _as_indices(data, what="sequences"):
                              "one 1 and three 0s, or all 0s for N)")
         return np.where(sums > 0, x.argmax(axis=1), 4).astype(np.uint8)
     raise TisfmError(f"{what}: expected uint8 base indices or a float one-hot array, got dtype {data.dtype}")
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise TisfmError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _n_outputs(model, idx, device):
@@ -345,7 +339,7 @@ def tism(model, indices_or_onehot, *, outputs=None, batch_size=64, device="cpu",
         R = ``len(outputs)``.
     """
     idx = _as_indices(indices_or_onehot)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     with _prepared(model, device) as dev:
         outs = _output_index(outputs, _n_outputs(model, idx, dev))
         values = np.zeros((len(idx), len(outs), 4, idx.shape[1]), dtype=np.float32)
@@ -387,7 +381,7 @@ def ism(model, indices_or_onehot, *, outputs=None, batch_size=512, device="cpu",
     np.ndarray, float32, shape (N, R, 4, L)
     """
     idx = _as_indices(indices_or_onehot)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     length = idx.shape[1]
     with _prepared(model, device) as dev, torch.inference_mode():
         outs = torch.from_numpy(_output_index(outputs, _n_outputs(model, idx, dev))).to(dev)
@@ -597,7 +591,7 @@ def motif_hits(motifs, indices, *, threshold=0.8, era="head", batch_size=64):
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
             or not 0 <= threshold <= 1:
         raise TisfmError(f"threshold must be a relative score in [0, 1], got {threshold!r}")
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     kernels = motifs.kernels(era, n_pad_channels=0).astype(np.float64)   # (2n, 4, W)
     n_ch, _, width = kernels.shape
     length = idx.shape[1]

@@ -8,3 +8,13 @@ expected. The CLI prints it as one line; the app shows it in an error box.
 
 class TisfmError(ValueError):
     """A problem with user input or saved state, explained in one sentence."""
+
+
+def check_positive_int(value, name, minimum=1):
+    """``value`` as an int when it is a whole number >= ``minimum`` (not a bool), else a TisfmError."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"a whole number >= {minimum}"
+        raise TisfmError(f"{name} must be {what}, got {value!r}")
+    return int(value)

@@ -35,6 +35,7 @@ import numpy as np
 
 from .atomic import write_text
 from .errors import TisfmError
+from .textfiles import check_input_file, read_text
 
 __all__ = [
     "MotifSet",
@@ -273,17 +274,8 @@ def _check_background(values):
 
 def _read_lines(path, what):
     """Text lines of ``path`` (any line ending), with clear errors for missing, unreadable or empty files."""
-    path = Path(path)
-    if not path.exists():
-        raise TisfmError(f"{what} file {path} does not exist")
-    if not path.is_file():
-        raise TisfmError(f"{what} file {path} is not a regular file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TisfmError(f"{what} file {path} is not UTF-8 text (bad byte at offset {exc.start})") from None
-    except OSError as exc:
-        raise TisfmError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+    path = check_input_file(path, f"{what} file")
+    text = read_text(path, f"{what} file")
     if not text.strip():
         raise TisfmError(f"{what} file {path} is empty")
     return path, re.split(r"\r\n|\r|\n", text)

@@ -35,7 +35,7 @@ from torch import nn
 
 from .atomic import check_format, read_arrays, read_json, write_json, write_npz
 from .devices import resolve_device
-from .errors import TisfmError
+from .errors import TisfmError, check_positive_int
 from .sequences import one_hot_torch
 from .training import TrainSettings, make_optimizer
 
@@ -483,11 +483,6 @@ def _check_data(name, part, length, n_outputs):
     return idx, y
 
 
-def _positive(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise TisfmError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-
-
 def _check_lr(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or \
             not math.isfinite(value) or value <= 0:
@@ -603,10 +598,10 @@ def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3
         raise TisfmError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     mode = "fast" if mode == "auto" else mode
     lambdas = _check_lambdas(lambdas)
-    _positive("epochs", epochs)
-    _positive("batch_size", batch_size)
-    _positive("patience", patience)
-    _positive("lr_patience", lr_patience, minimum=0)
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(patience, "patience")
+    check_positive_int(lr_patience, "lr_patience", minimum=0)
     if isinstance(mcp_b, bool) or not isinstance(mcp_b, (int, float, np.number)) or not mcp_b > 1:
         raise TisfmError(f"mcp_b must be a number greater than 1, got {mcp_b!r}")
     lr = 0.01 if lr is None else lr

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .errors import TisfmError
+from .textfiles import check_input_file, iter_lines, read_text
 
 ALPHABET = "ACGT"
 _IUPAC_OTHER = "NRYSWKMBDHV"
@@ -265,15 +265,7 @@ class SequenceSet:
 
 
 def _read_lines(path, what):
-    path = Path(path)
-    if not path.is_file():
-        raise TisfmError(f"{what} {path} does not exist")
-    try:
-        # utf-8-sig drops a byte-order mark; text mode turns CRLF into LF.
-        with open(path, encoding="utf-8-sig") as handle:
-            return handle.read().split("\n")
-    except UnicodeDecodeError:
-        raise TisfmError(f"{what} {path} is not UTF-8 text") from None
+    return read_text(path, what).split("\n")
 
 
 def read_fasta(path, *, length=None):
@@ -446,28 +438,22 @@ class _BedColumns:
 
 def _parse_bed(bed_path):
     """Read a BED file; returns arrays (chroms, starts, ends, summits, ids, line numbers)."""
-    bed_path = Path(bed_path)
-    if not bed_path.is_file():
-        raise TisfmError(f"BED file {bed_path} does not exist")
+    bed_path = check_input_file(bed_path, "BED file")
     columns = _BedColumns(bed_path)
     header_allowed = True
-    try:
-        with open(bed_path, encoding="utf-8-sig") as handle:
-            for lineno, line in enumerate(handle, 1):
-                line = line.rstrip("\n")
-                if not line.strip() or line.startswith(("#", "track", "browser")):
-                    continue
-                fields = line.split("\t") if "\t" in line else line.split()
-                if len(fields) < 3:
-                    raise TisfmError(f"{bed_path} line {lineno}: found {len(fields)} column(s); a "
-                                     "BED line needs at least 3 (chrom, start, end)")
-                if header_allowed and not (_is_int(fields[1]) or _is_int(fields[2])):
-                    header_allowed = False  # a column-name line such as "chrom<TAB>start<TAB>end"
-                    continue
-                header_allowed = False
-                columns.add(fields, lineno)
-    except UnicodeDecodeError:
-        raise TisfmError(f"BED file {bed_path} is not UTF-8 text") from None
+    for lineno, line in enumerate(iter_lines(bed_path, "BED file"), 1):
+        line = line.rstrip("\n")
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        if len(fields) < 3:
+            raise TisfmError(f"{bed_path} line {lineno}: found {len(fields)} column(s); a "
+                             "BED line needs at least 3 (chrom, start, end)")
+        if header_allowed and not (_is_int(fields[1]) or _is_int(fields[2])):
+            header_allowed = False  # a column-name line such as "chrom<TAB>start<TAB>end"
+            continue
+        header_allowed = False
+        columns.add(fields, lineno)
     return columns.arrays()
 
 
@@ -535,9 +521,7 @@ def read_bed_windows(bed_path, genome_path, *, length=300):
     length = int(length)
     if length < 1:
         raise TisfmError(f"length must be a positive number of bases, got {length}")
-    genome_path = Path(genome_path)
-    if not genome_path.is_file():
-        raise TisfmError(f"genome FASTA {genome_path} does not exist")
+    genome_path = check_input_file(genome_path, "genome FASTA")
     chroms, starts, ends, summits, ids, linenos = _parse_bed(bed_path)
 
     # Lower case is mapped by the lookup table, so pyfaidx need not upper-case (saves a copy).
@@ -612,11 +596,7 @@ def read_sequences(path=None, *, bed=None, genome=None, length=None):
         return read_bed_windows(bed, genome, length=300 if length is None else length)
     if path is None:
         raise TisfmError("no sequence input: give a FASTA/TSV path, or bed= and genome=")
-    path = Path(path)
-    if not path.is_file():
-        raise TisfmError(f"sequence file {path} does not exist")
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b">"):
+    head = next((line for line in iter_lines(path, "sequence file") if line.strip()), "")
+    if head.lstrip().startswith(">"):
         return read_fasta(path, length=length)
     return read_sequence_tsv(path, length=length)

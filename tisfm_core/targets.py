@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .atomic import read_arrays
 from .errors import TisfmError
+from .textfiles import check_input_file, is_gzip, iter_lines
 
 TRANSFORMS = ("none", "zscore", "lineage:PATH.tsv", "tree-diff:PATH.tsv")
 
@@ -23,13 +23,6 @@ TRANSFORMS = ("none", "zscore", "lineage:PATH.tsv", "tree-diff:PATH.tsv")
 def _examples(values, k=5):
     values = [str(v) for v in values]
     return ", ".join(values[:k]) + (f", ... ({len(values)} in all)" if len(values) > k else "")
-
-
-def _check_path(path, what):
-    path = Path(path)
-    if not path.is_file():
-        raise TisfmError(f"{what} {path} does not exist")
-    return path
 
 
 def _check_frame(frame, source):
@@ -73,34 +66,33 @@ def read_targets(path):
         duplicate column names, a line with the wrong number of fields, a non-numeric,
         empty, NaN or infinite value, an empty or duplicate region id.
     """
-    path = _check_path(path, "target file")
+    path = check_input_file(path, "target file")
     # First pass, streamed: header and the field count of every line (pandas would silently
     # pad short lines with NaN).
     header, header_line, n_fields, lines = None, 0, None, []
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            for lineno, line in enumerate(handle, 1):
-                line = line.rstrip("\r\n")
-                if not line:
-                    continue
-                if header is None:
-                    header, header_line = line.split("\t"), lineno
-                    continue
-                count = line.count("\t") + 1
-                if n_fields is None:
-                    n_fields = count if count == len(header) + 1 else len(header)
-                if count != n_fields:
-                    row_id = line.split("\t", 1)[0]
-                    raise TisfmError(f"{path} line {lineno} (row '{row_id}') has {count} "
-                                     f"tab-separated fields; expected {n_fields} like the header")
-                lines.append(lineno)
-    except UnicodeDecodeError:
-        raise TisfmError(f"target file {path} is not UTF-8 text") from None
+    for lineno, line in enumerate(iter_lines(path, "target file"), 1):
+        line = line.rstrip("\r\n")
+        if not line:
+            continue
+        if header is None:
+            header, header_line = line.split("\t"), lineno
+            continue
+        count = line.count("\t") + 1
+        if n_fields is None:
+            n_fields = count if count == len(header) + 1 else len(header)
+        if count != n_fields:
+            row_id = line.split("\t", 1)[0]
+            raise TisfmError(f"{path} line {lineno} (row '{row_id}') has {count} "
+                             f"tab-separated fields; expected {n_fields} like the header")
+        lines.append(lineno)
     if header is None:
         raise TisfmError(f"target file {path} is empty")
     # R writes the header without a cell for the row names: then every header field is an output.
     names = header if n_fields == len(header) + 1 else header[1:]
     index_name = None if len(names) == len(header) or not header[0].strip() else header[0]
+    if not names and ("," in header[0] or ";" in header[0]):
+        raise TisfmError(f"target file {path} looks comma- or semicolon-separated (header "
+                         f"'{header[0][:60]}'); target tables must be tab-separated")
     if not names:
         raise TisfmError(f"target file {path} has no output columns (the header holds only "
                          f"'{header[0]}'); expected: id, then one column per output")
@@ -118,7 +110,8 @@ def read_targets(path):
     # Second pass: the C parser. No NA conversion, so empty or "NA" cells make a column
     # non-numeric and are reported below with their text.
     table = pd.read_csv(path, sep="\t", header=None, skiprows=header_line, names=range(n_fields),
-                        index_col=0, dtype={0: str}, na_filter=False, encoding="utf-8-sig")
+                        index_col=0, dtype={0: str}, na_filter=False, encoding="utf-8-sig",
+                        compression="gzip" if is_gzip(path) else None)
     table.columns = names
     table.index = table.index.astype(str)
     table.index.name = index_name
@@ -166,7 +159,7 @@ def read_aitac_targets(values_npy, ids_npy, names):
     if ids.dtype.kind == "S":
         ids = np.char.decode(ids, "utf-8")
     if isinstance(names, (str, os.PathLike)):
-        names_path = _check_path(names, "cell-type table")
+        names_path = check_input_file(names, "cell-type table")
         table = pd.read_csv(names_path, sep="\t", dtype=str, keep_default_na=False)
         if "cell_type" not in table.columns:
             raise TisfmError(f"cell-type table {names_path} has no 'cell_type' column (found: "
@@ -282,9 +275,10 @@ def zscore_rows(df):
 
 
 def _read_named_columns(path, required, what):
-    path = _check_path(path, what)
+    path = check_input_file(path, what)
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                            compression="gzip" if is_gzip(path) else None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TisfmError(f"{what} {path} is not a readable TSV: {exc}") from None
     table.columns = [c.strip() for c in table.columns]
