@@ -139,3 +139,23 @@ def test_extreme_pooling_weights_match_the_exact_softmax(weights):
     torch.testing.assert_close(y1, y0, atol=1e-6, rtol=1e-4)
     for name, p, q in zip(("x", "kernels", "scale", "bias", "a"), g1, g0):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_without_a_compiler_the_block_warns_once_and_runs_eagerly(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(fused, "_compiled_kernels", {})
+    monkeypatch.setattr(fused, "_compile_failed", [])
+    inputs = block_inputs()
+    with pytest.warns(RuntimeWarning, match="continuing with the eager kernels"):
+        y = fused.motif_block(*inputs, chunk_size=8, compiled=True)
+    torch.testing.assert_close(y, fused.motif_block(*inputs, chunk_size=8), atol=0, rtol=0)
+    assert len(fused._compile_failed) == 1
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # no second warning
+        fused.motif_block(*inputs, chunk_size=8, compiled=True)

@@ -146,7 +146,9 @@ class MotifBlock(torch.autograd.Function):
         dtype = conv_dtype(precision)
         width = kernels.shape[2]
         train = any(ctx.needs_input_grad[:5])
-        row_max = bool(pool_weight.detach().abs().max() > CONSTANT_SHIFT_LIMIT)
+        # reading |a| back is free on CPU; on a GPU it would stall the step, so the row maximum
+        # (one more reduction, cheap there) is always used
+        row_max = x.is_cuda or bool(pool_weight.detach().abs().max() > CONSTANT_SHIFT_LIMIT)
         parts = []
         for xc in x.split(chunk_size):
             n = xc.shape[0]
