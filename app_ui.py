@@ -80,10 +80,39 @@ def default_folders_text():
     return "; ".join(str(f) for f in folders)
 
 
+def server_roots():
+    """Folders whose files may be named in the app's path fields (``TISFM_SERVER_ROOTS``,
+    separated by ``os.pathsep``), or None when unset: then any path the server can read."""
+    raw = os.environ.get("TISFM_SERVER_ROOTS", "").strip()
+    if not raw:
+        return None
+    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def _readable_here(path):
+    """Whether ``path`` lies inside ``TISFM_SERVER_ROOTS`` (links resolved first), or no roots are set."""
+    roots = server_roots()
+    if roots is None:
+        return True
+    real = Path(path).expanduser().resolve()
+    return any(real == root or root in real.parents for root in roots)
+
+
+def server_path(text, what):
+    """A path typed into the app, as a Path; refused outside ``TISFM_SERVER_ROOTS`` when that is set."""
+    path = Path(str(text).strip()).expanduser()
+    if not _readable_here(path):
+        raise TisfmError(f"{what} {path} is outside the folders this app may read "
+                         f"({os.pathsep.join(map(str, server_roots()))}; set by TISFM_SERVER_ROOTS)")
+    return path
+
+
 def runs_folders():
-    """The folders searched for runs: the sidebar's (or default) list plus the user's runs folder."""
-    text = st.session_state.get(_FOLDERS) or default_folders_text()
-    folders = _split_folders(text)
+    """The folders searched for runs: the sidebar's (or default) list plus the user's runs folder.
+    Typed folders outside ``TISFM_SERVER_ROOTS`` are left out (the configured defaults never are)."""
+    defaults = _split_folders(default_folders_text())
+    folders = [f for f in _split_folders(st.session_state.get(_FOLDERS) or default_folders_text())
+               if f in defaults or _readable_here(f)]
     mine = user_runs_dir()
     if all(f.resolve() != mine.resolve() for f in folders):
         folders.append(mine)

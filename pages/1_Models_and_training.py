@@ -180,8 +180,8 @@ def resolve_data(spec, transform, uploads):
             if not (spec.get("bed", "").strip() and spec.get("genome", "").strip()):
                 raise TisfmError("give both the BED file and the genome FASTA")
             args += ["--bed", spec["bed"].strip(), "--genome", spec["genome"].strip()]
-        for value in args[1::2]:
-            if not Path(value).expanduser().exists():
+        for flag, value in zip(args[::2], args[1::2]):
+            if not ui.server_path(value, flag[2:].replace("_", " ")).exists():
                 raise TisfmError(f"{value} does not exist on this server")
         return args, f"files {Path(args[1]).name}", transform, None
     if spec["sequences"] is None or spec["targets"] is None:
@@ -213,7 +213,7 @@ def resolve_motifs(spec, demo_folder, uploads):
         return str(Path(demo_folder) / "motifs.meme"), "demo motifs"
     if spec["kind"] == "server":
         path = spec["path"].strip()
-        if not path or not Path(path).expanduser().is_file():
+        if not path or not ui.server_path(path, "motif file").is_file():
             raise TisfmError(f"motif file {path or '(empty)'} does not exist on this server")
         return path, Path(path).name
     if spec["file"] is None:
@@ -253,6 +253,8 @@ def training_form():
         with ui.UploadBatch() as uploads:
             data_args, data_label, transform, demo_folder = resolve_data(data, transform, uploads)
             motif_spec, motif_label = resolve_motifs(motifs, demo_folder, uploads)
+            if data["kind"] != "demo" and ":" in transform:
+                ui.server_path(transform.split(":", 1)[1], "transform table")
             with st.spinner("Checking the inputs (reading and matching every file) ..."):
                 summary = check_training_inputs(
                     **{flag[2:]: value for flag, value in zip(data_args[::2], data_args[1::2])},

@@ -88,7 +88,7 @@ def sequence_input(path, length):
     if not fasta.strip() or not region.strip():
         st.info(f"Give the genome FASTA and a region; the {length}-bp window centred on the region is used.")
         return None
-    return genome_window(fasta.strip(), region.strip(), length)
+    return genome_window(str(ui.server_path(fasta, "genome FASTA")), region.strip(), length)
 
 
 def genome_window(fasta, region, length):

@@ -251,3 +251,32 @@ def test_good_uploads_start_a_job_on_copies_under_app_chosen_names(bad, env, tmp
         assert saved.read_bytes() == Path(original).read_bytes()
     assert parsed.out.endswith("/runs/from_uploads") and "motifs_small.meme" in label
     assert any("300 regions x 7 outputs, 100 bp" in s for s in texts(at.success)), texts(at.success)
+
+
+def test_server_paths_outside_the_allowed_folders_are_refused(bad, env, tmp_path, monkeypatch):
+    """With TISFM_SERVER_ROOTS set (an exposed app), typed paths may not leave those folders,
+    not even through a link, and typed runs folders outside them are not searched."""
+    launched = []
+    monkeypatch.setattr(jobs, "launch", lambda *a, **k: launched.append(a))
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "escape.tsv").symlink_to(bad["targets"])
+    monkeypatch.setenv("TISFM_SERVER_ROOTS", str(allowed))
+    for name, case, needle in [
+        ("outside", train_server(seq="seq"), "is outside the folders this app may read"),
+        ("link", train_server(seq="seq", targets="link"), "is outside the folders"),
+    ]:
+        at = page("pages/1_Models_and_training.py")
+        case[1](at, dict(bad, link=allowed / "escape.tsv"))
+        assert any(needle in e for e in texts(at.error)), (name, texts(at.error))
+    at = page("pages/6_TISM_logos.py", env / "lineages_full")
+    at.radio(key="tism_mode").set_value("Genome coordinates").run()
+    at.text_input(key="tism_genome").input("/etc/hostname")
+    at.text_input(key="tism_region").input("chr1:1-100").run()
+    assert any("is outside the folders" in e for e in texts(at.error)), texts(at.error)
+    assert not launched
+    # typed runs folders outside the roots are not searched; the configured ones still are
+    at = page("pages/1_Models_and_training.py")
+    at.session_state["runs_folders"] = f"{env}; /"
+    at.run()
+    assert len(at.dataframe[0].value) == 5

@@ -373,12 +373,22 @@ def is_run(path):
     return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
 
 
-def find_runs(folder):
-    """Run directories under ``folder`` (recursively, sorted by path)."""
-    folder = Path(folder)
+def find_runs(folder, *, max_depth=4):
+    """Run directories under ``folder``, at most ``max_depth`` levels down, sorted by path.
+
+    Hidden folders and links to folders are not entered, and the search stops at the depth
+    limit, so that a broad folder (a home directory, ``/``) is listed in bounded time.
+    """
+    folder = Path(folder).expanduser()
     if not folder.is_dir():
         return []
-    return sorted(p.parent for p in folder.rglob(CONFIG) if is_run(p.parent))
+    found = []
+    for root, dirs, files in os.walk(folder, onerror=lambda exc: None):
+        depth = len(Path(root).relative_to(folder).parts)
+        if CONFIG in files and is_run(Path(root)):
+            found.append(Path(root))
+        dirs[:] = [] if depth >= max_depth else sorted(d for d in dirs if not d.startswith("."))
+    return sorted(found)
 
 
 def run_summary(path):
