@@ -402,6 +402,9 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
         model.precision = precision if device.type == "cpu" else "fp32"
     if hasattr(model, "compiled"):
         model.compiled = use_compile(settings.compile, model, device)
+        if model.compiled and verbose and rank == 0:
+            print("compiling the fused motif block for this model shape (seconds, first step only; "
+                  "--compile off skips it)", flush=True)
     if device.type == "cpu":
         keep_freed_memory()
     if settings.finetune_epochs and not hasattr(model, "set_kernels_trainable"):
