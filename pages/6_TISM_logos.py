@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import sys
+import zlib
 from pathlib import Path
 
 _ROOT = str(Path(__file__).resolve().parents[1])
@@ -66,11 +68,17 @@ def sequence_input(path, length):
             return None
         return ui.parse_sequences(text, length=length, what="the pasted sequences")
     if mode == "Upload FASTA":
-        upload = st.file_uploader("FASTA file", type=["fa", "fasta", "fna", "txt"], key="tism_fasta")
+        upload = st.file_uploader("FASTA file (plain or gzip)", type=["fa", "fasta", "fna", "txt", "gz"],
+                                  key="tism_fasta")
         if upload is None:
             return None
+        data = upload.getvalue()
         try:
-            text = upload.getvalue().decode("utf-8")
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            text = data.decode("utf-8-sig")
+        except (OSError, EOFError, zlib.error):
+            raise TisfmError(f"{upload.name} is a damaged or truncated gzip file") from None
         except UnicodeDecodeError:
             raise TisfmError(f"{upload.name} is not a text (UTF-8) file") from None
         return ui.parse_sequences(text, length=length, what=upload.name)

@@ -135,6 +135,8 @@ def write_bad_inputs(tmp, fasta, tsv):
     write("unknown.bed", "chrZ\t10\t60\tp1\n")
     write("notes.pt", "not a checkpoint\n")
     write("targets.csv", Path(tsv).read_text().replace("\t", ","))
+    files["image.png"] = tmp / "image.png"
+    files["image.png"].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     files["damaged.fa.gz"] = tmp / "damaged.fa.gz"
     files["damaged.fa.gz"].write_bytes(gzip.compress(Path(fasta).read_bytes())[:-40])
     evil = tmp / "evil.pt"

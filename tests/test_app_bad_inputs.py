@@ -103,6 +103,15 @@ def tism(text):
     return "pages/6_TISM_logos.py", act
 
 
+def tism_upload(name):
+    def act(at, f):
+        at.radio(key="tism_mode").set_value("Upload FASTA").run()
+        shown = Path(f[name]).name if Path(f[name]).suffix in (".fa", ".gz") else "upload.fa"
+        _upload(at, "tism_fasta", f[name], shown)
+        at.run()
+    return "pages/6_TISM_logos.py", act
+
+
 def run_zip(which):
     def act(at, f):
         at.file_uploader(key="run_zip").set_value(("run.zip", f["zips"][which], "application/zip")).run()
@@ -142,6 +151,7 @@ CASES = [
     ("non-numeric target", train_upload(targets="text.tsv"), "holds 'high'"),
     ("comma-separated targets", train_upload(targets="targets.csv"), "must be tab-separated"),
     ("damaged gzip sequences", train_upload(seq="damaged.fa.gz"), "damaged or truncated gzip"),
+    ("image uploaded as sequences", train_upload(seq="image.png"), "'image.png' (uploaded) is not UTF-8"),
     ("cuda without a GPU", train_upload(device="cuda"), "CUDA"),
     ("BED interval past the contig end", train_server(bed="offend.bed", genome="genome.fa"),
      "runs past the end of chr1"),
@@ -155,6 +165,8 @@ CASES = [
     ("pasted header without sequence", tism(lambda f: ">a\n\n>b\n" + _seq_line(f)), "'a'"),
     ("pasted duplicate ids", tism(lambda f: f">a\n{_seq_line(f)}\n>a\n{_seq_line(f, 3)}"), "appears twice"),
     ("pasted text before the first header", tism(lambda f: "hello\n>a\n" + _seq_line(f)), "before the first"),
+    ("uploaded binary FASTA", tism_upload("image.png"), "is not a text (UTF-8) file"),
+    ("uploaded damaged gzip FASTA", tism_upload("damaged.fa.gz"), "damaged or truncated gzip"),
     ("run zip with truncated weights", run_zip("truncated"), "model.safetensors"),
     ("run zip with a wrong-typed config field", run_zip("wrongtype"), "'length'"),
     ("run zip whose config lacks the model", run_zip("nofield"), "'model'"),
@@ -280,3 +292,17 @@ def test_server_paths_outside_the_allowed_folders_are_refused(bad, env, tmp_path
     at.session_state["runs_folders"] = f"{env}; /"
     at.run()
     assert len(at.dataframe[0].value) == 5
+
+
+def test_gzip_fasta_upload_explains_the_same_sequences(bad, env):
+    import gzip
+
+    text = "\n".join(Path(bad["seq"]).read_text().splitlines()[:4]) + "\n"
+    views = []
+    for name, data in (("two.fa", text.encode()), ("two.fa.gz", gzip.compress(text.encode()))):
+        at = page("pages/6_TISM_logos.py", env / "lineages_full")
+        at.radio(key="tism_mode").set_value("Upload FASTA").run()
+        at.file_uploader(key="tism_fasta").set_value((name, data, "application/octet-stream")).run()
+        assert not texts(at.error) and not at.exception, texts(at.error)
+        views.append([c.proto.spec for c in at.get("plotly_chart")] + texts(at.caption))
+    assert views[0] == views[1] and views[0]
