@@ -24,7 +24,8 @@ from tisfm_core import jobs
 from tisfm_core.atomic import write_bytes
 from tisfm_core.errors import TisfmError
 from tisfm_core.plots import figure_image
-from tisfm_core.runs import CONFIG, WEIGHTS, find_runs, load_run, read_run_config, run_summary
+from tisfm_core.runs import (CONFIG, WEIGHTS, find_runs, load_run, read_run_config, resolve_run_data,
+                             run_summary)
 from tisfm_core.sequences import encode
 
 REPO = Path(__file__).resolve().parent
@@ -121,10 +122,11 @@ def runs_folders():
 
 # -- synthetic demo data ------------------------------------------------------------------------
 
-def demo_truth(config):
-    """(is_synthetic, truth) for a run config: synthetic when a data file lies in a folder named
-    demo* or next to a ``truth.json``; truth is that file's content (None when absent)."""
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+def demo_truth(path, config):
+    """(is_synthetic, truth) for the run at ``path`` with this config: synthetic when a data file
+    lies in a folder named demo* or next to a ``truth.json``; truth is that file's content (None
+    when absent). Data paths are resolved as the run's loaders do (run-relative when moved)."""
+    data = resolve_run_data(path, config)
     synthetic, truth = False, None
     for key in ("sequences", "targets", "bed", "genome"):
         value = data.get(key)
@@ -197,7 +199,7 @@ def list_runs(folders=None):
             row["folder"] = str(folder)
             if "error" not in row:
                 try:
-                    row["synthetic"] = demo_truth(read_run_config(path))[0]
+                    row["synthetic"] = demo_truth(path, read_run_config(path))[0]
                 except TisfmError:
                     row["synthetic"] = False
             rows.append(row)
@@ -290,7 +292,7 @@ def require_run(row, *, tisfm=True):
 
 def synthetic_note(path):
     """A visible label on pages that show a run trained on synthetic demo data; returns truth."""
-    synthetic, truth = demo_truth(read_run_config(path))
+    synthetic, truth = demo_truth(path, read_run_config(path))
     if synthetic:
         st.warning(f"**{SYNTHETIC.capitalize()}**: this run was trained on generated data with "
                    "planted motifs, not on measurements." +

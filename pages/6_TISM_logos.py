@@ -23,6 +23,7 @@ from tisfm_core.attribution import agreement, ism, logo_values, motif_hits, tism
 from tisfm_core.dataset import load_sequences  # noqa: E402
 from tisfm_core.errors import TisfmError  # noqa: E402
 from tisfm_core.plots import agreement_scatter, attribution_logo, base_heatmap  # noqa: E402
+from tisfm_core.runs import resolve_run_data  # noqa: E402
 from tisfm_core.sequences import decode, read_bed_windows  # noqa: E402
 
 INTRO = ("TISM (Taylor in-silico mutagenesis) estimates, from one gradient, how much each output would "
@@ -37,12 +38,12 @@ EXAMPLE = ">my_region\nACGT... (one sequence of the run's length per FASTA recor
 
 @st.cache_data(max_entries=8, show_spinner="Reading the run's sequences ...")
 def run_sequences(path, stamp):
-    config = ui.get_run(path).config
-    data = config.get("data") or {}
+    run = ui.get_run(path)
+    data = resolve_run_data(run)   # run-relative paths when the run was moved
     if not (data.get("sequences") or data.get("bed")):
         raise TisfmError(f"run {Path(path).name} records no training sequences")
     seqs = load_sequences(data.get("sequences"), bed=data.get("bed"), genome=data.get("genome"),
-                          length=int(config["model"]["config"]["length"]))
+                          length=int(run.config["model"]["config"]["length"]))
     return list(seqs.ids), seqs.indices
 
 

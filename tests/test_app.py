@@ -553,3 +553,27 @@ def test_import_reference_state_dict(env, tmp_path):
         got = model(torch.from_numpy(np.load(root / "inputs.npy"))).numpy()
     assert np.abs(got - np.load(root / "outputs.npy")).max() < 1e-4
     assert at.session_state["active_run"] == str(imported)
+
+
+def test_moved_runs_find_their_data_through_run_relative_paths(fixture_root, tmp_path, monkeypatch):
+    """A runs folder copied elsewhere (absolute data paths gone) still gives the TISM page its
+    regions and the planted-regulator marks their truth.json."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(fixture_root / "data", moved / "data")
+    shutil.copytree(fixture_root / "runs" / "lineages_full", moved / "runs" / "lineages_full")
+    config_path = moved / "runs" / "lineages_full" / "config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("sequences", "targets"):
+        config["data"][key] = "/nonexistent" + config["data"][key]
+    config_path.write_text(json.dumps(config))
+    monkeypatch.setenv("TISFM_RUNS", str(moved / "runs"))
+    monkeypatch.setenv("TISFM_HOME", str(tmp_path / "home"))
+    run = moved / "runs" / "lineages_full"
+    synthetic, truth = app_ui.demo_truth(str(run), config)
+    assert synthetic and truth is not None and truth["synthetic"] is True
+    at = page("pages/6_TISM_logos.py", run)
+    at.radio(key="tism_mode").set_value("Region of the run's data").run()
+    assert not texts(at.error), texts(at.error)
+    assert at.multiselect(key="tism_regions").value == ["syn_00000"]

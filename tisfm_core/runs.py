@@ -339,16 +339,26 @@ def portable_data(config_data, transform_spec, run_dir):
     return data, spec_rel
 
 
-def resolve_run_data(run):
+def resolve_run_data(run, config=None):
     """The training data of a run: paths that exist now (absolute first, then run-relative).
+
+    Parameters
+    ----------
+    run : Run, or str or Path of a run directory
+    config : dict, optional
+        The run's config.json content when ``run`` is a path (read when not given).
 
     Returns
     -------
     dict
         ``sequences``, ``targets``, ``bed``, ``genome`` (paths or None) and ``transform`` (spec).
     """
-    root = Path(run.path)
-    data = run.config.get("data") or {}
+    if isinstance(run, (str, Path)):
+        root = Path(run)
+        config = read_run_config(root) if config is None else config
+    else:
+        root, config = Path(run.path), run.config
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
     out = {}
     for key in DATA_KEYS:
         path = data.get(key)
@@ -356,7 +366,7 @@ def resolve_run_data(run):
         if path and not Path(path).exists() and rel and (root / rel).exists():
             path = str((root / rel).resolve())
         out[key] = path
-    transform = run.config.get("transform", {})
+    transform = config.get("transform") if isinstance(config.get("transform"), dict) else {}
     spec = transform.get("spec", "none")
     kind, _, target = spec.partition(":")
     rel = transform.get("spec_rel", "")
