@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TisfmError
+from .textfiles import check_input_file, read_text
 
 
 def _fsync_dir(folder):
@@ -103,13 +104,8 @@ def _nan_to_none(value):
 
 def read_json(path, *, what="file"):
     """Read a JSON object, with a clear error for a missing, empty or malformed file."""
-    path = Path(path)
-    if not path.is_file():
-        raise TisfmError(f"{what} {path} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise TisfmError(f"{what} {path} is not UTF-8 text") from None
+        data = json.loads(read_text(path, what))
     except json.JSONDecodeError as exc:
         raise TisfmError(f"{what} {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict):
@@ -138,9 +134,7 @@ def read_arrays(path, *, what="file"):
         For object (pickled) arrays, which are refused for safety, and for truncated or corrupt
         files.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TisfmError(f"{what} {path} does not exist")
+    path = check_input_file(path, what)
     with open(path, "rb") as handle:
         magic = handle.read(6)
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):

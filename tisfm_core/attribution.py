@@ -678,8 +678,6 @@ def load_attribution(path):
         has arrays of the wrong shape or dtype.
     """
     path = Path(path)
-    if not path.is_file():
-        raise TisfmError(f"attribution file {path} does not exist")
     arrays = read_arrays(path, what="attribution file")
     if not isinstance(arrays, dict):
         raise TisfmError(f"attribution file {path} is a single .npy array, expected an .npz archive")

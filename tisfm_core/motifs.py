@@ -275,10 +275,10 @@ def _check_background(values):
 def _read_lines(path, what):
     """Text lines of ``path`` (any line ending), with clear errors for missing, unreadable or empty files."""
     path = check_input_file(path, f"{what} file")
-    text = read_text(path, f"{what} file")
+    text = read_text(path, f"{what} file")   # text mode: every line end is already "\n"
     if not text.strip():
         raise TisfmError(f"{what} file {path} is empty")
-    return path, re.split(r"\r\n|\r|\n", text)
+    return path, text.split("\n")
 
 
 def _last_line(lines):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import pickle
-from pathlib import Path
 
 import torch
 
 from .errors import TisfmError
+from .textfiles import check_input_file
 from .model import TISFM, TISFMConfig
 
 #: reference parameter name -> our parameter name
@@ -51,9 +51,7 @@ def read_state_dict(path):
     dict[str, torch.Tensor]
         Tensors on the CPU (checkpoints saved on a GPU load on CPU-only machines).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TisfmError(f"state dict {path} does not exist")
+    path = check_input_file(path, "state dict")
     with open(path, "rb") as handle:
         magic = handle.read(4)
     # torch.save writes a zip archive; files of PyTorch < 1.6 are bare pickles (protocol >= 2)

@@ -7,6 +7,8 @@ lineage means of z-scores, and parent-child differences along a cell-type tree (
 
 from __future__ import annotations
 
+import io
+
 import os
 from dataclasses import dataclass, field
 
@@ -15,7 +17,7 @@ import pandas as pd
 
 from .atomic import read_arrays
 from .errors import TisfmError
-from .textfiles import check_input_file, is_gzip, iter_lines
+from .textfiles import check_input_file, is_gzip, iter_lines, read_text
 
 TRANSFORMS = ("none", "zscore", "lineage:PATH.tsv", "tree-diff:PATH.tsv")
 
@@ -159,12 +161,7 @@ def read_aitac_targets(values_npy, ids_npy, names):
     if ids.dtype.kind == "S":
         ids = np.char.decode(ids, "utf-8")
     if isinstance(names, (str, os.PathLike)):
-        names_path = check_input_file(names, "cell-type table")
-        table = pd.read_csv(names_path, sep="\t", dtype=str, keep_default_na=False)
-        if "cell_type" not in table.columns:
-            raise TisfmError(f"cell-type table {names_path} has no 'cell_type' column (found: "
-                             f"{_examples(table.columns)})")
-        names = table["cell_type"].tolist()
+        names = _read_named_columns(names, ("cell_type",), "cell-type table")[1]["cell_type"].tolist()
     names = [str(n) for n in names]
     if len(names) != values.shape[1]:
         raise TisfmError(f"{len(names)} output names were given but target array {values_npy} "
@@ -276,10 +273,10 @@ def zscore_rows(df):
 
 def _read_named_columns(path, required, what):
     path = check_input_file(path, what)
+    text = read_text(path, what)   # small tables: gzip and decoding errors handled in one place
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                            compression="gzip" if is_gzip(path) else None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        table = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise TisfmError(f"{what} {path} is not a readable TSV: {exc}") from None
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .atomic import atomic_write, read_json, write_json
 from .devices import conv_precision, keep_freed_memory, resolve_device
 from .errors import TisfmError, check_positive_int
+from .fused import motif_conv
 from .metrics import RegressionMetrics
 from .prox import ProxAdam
 from .sequences import one_hot_torch
@@ -240,13 +241,19 @@ def initialize_from_data(model, indices, targets, *, n_samples=2048, quantile=0.
     if model.attention is not None:
         model.attention.unify.zero_()
         model.attention.unify_bias.zero_()
-    scores = torch.cat([model.motif_scores(model.augment_input(c)).double()
-                        for c in x.split(256)])                      # (n, C, Lc)
-    flat = scores.transpose(0, 1).reshape(scores.shape[1], -1)
-    if flat.shape[1] > 2 ** 20:  # torch.quantile's size limit; a strided subsample is plenty
-        flat = flat[:, :: math.ceil(flat.shape[1] / 2 ** 20)]
-    sd = flat.std(dim=1)
-    q = torch.quantile(flat, quantile, dim=1)
+    xa = torch.cat([model.augment_input(c) for c in x.split(256)])
+    n_channels = model.kernels.shape[0]
+    sd = torch.empty(n_channels, dtype=torch.float64, device=device)
+    q = torch.empty(n_channels, dtype=torch.float64, device=device)
+    # a block of channels at a time: all scores of 862 motifs in float64 would take 8 GB
+    for start in range(0, n_channels, 64):
+        kernels = model.kernels[start:start + 64]
+        scores = torch.cat([motif_conv(c, kernels, model.precision).double() for c in xa.split(256)])
+        flat = scores.transpose(0, 1).reshape(kernels.shape[0], -1)   # (channels, n * Lc)
+        if flat.shape[1] > 2 ** 20:  # torch.quantile's size limit; a strided subsample is plenty
+            flat = flat[:, :: math.ceil(flat.shape[1] / 2 ** 20)]
+        sd[start:start + 64] = flat.std(dim=1)
+        q[start:start + 64] = torch.quantile(flat, quantile, dim=1)
     real = sd > 1e-6  # the zero padding channels keep scale 1, bias 0
     scale = torch.where(real, sharpness / sd.clamp(min=1e-6), torch.ones_like(sd))
     model.scale.copy_(scale.float())
