@@ -58,11 +58,7 @@ def load_target_table(path):
             raise TisfmError(f"{path} is a folder but not an AI-TAC sample (needs cell_type_array.npy "
                              "and peak_names.npy)")
         names_tsv = path / "cell_types.tsv"
-        names = names_tsv if names_tsv.is_file() else None
-        if names is None:
-            n = np.load(values, mmap_mode="r", allow_pickle=False).shape[1]
-            names = [f"task{i}" for i in range(n)]
-        return read_aitac_targets(values, ids, names)
+        return read_aitac_targets(values, ids, names_tsv if names_tsv.is_file() else None)
     return read_targets(path)
 
 
@@ -70,15 +66,7 @@ def load_sequences(sequences=None, *, bed=None, genome=None, length=None):
     """A :class:`SequenceSet` from FASTA/TSV or BED + genome (exactly one source)."""
     if isinstance(sequences, SequenceSet):
         return sequences
-    if sequences is None and bed is None:
-        raise TisfmError("no sequences given: pass a FASTA/TSV file or a BED file with a genome FASTA")
-    if sequences is not None and bed is not None:
-        raise TisfmError("give either a sequence file or a BED file, not both")
-    if bed is not None and genome is None:
-        raise TisfmError("a BED file needs a genome FASTA (--genome) to read the sequences from")
-    if bed is not None:
-        return read_sequences(bed=bed, genome=genome, length=length or 300)
-    return read_sequences(sequences, length=length)
+    return read_sequences(sequences, bed=bed, genome=genome, length=length)
 
 
 def load_dataset(sequences=None, targets=None, *, bed=None, genome=None, length=None,

@@ -139,8 +139,9 @@ def read_aitac_targets(values_npy, ids_npy, names):
         ``cell_type_array.npy``: numeric array of shape (N, R).
     ids_npy : str or Path
         ``peak_names.npy``: bytes or str array of shape (N,).
-    names : list of str, or str or Path
-        The R output names, or a TSV with a ``cell_type`` column listing them in column order.
+    names : list of str, str or Path, or None
+        The R output names, or a TSV with a ``cell_type`` column listing them in column order;
+        None names them ``task0``, ``task1``, ...
 
     Returns
     -------
@@ -160,7 +161,9 @@ def read_aitac_targets(values_npy, ids_npy, names):
                          f"{values_npy} has {len(values)} rows")
     if ids.dtype.kind == "S":
         ids = np.char.decode(ids, "utf-8")
-    if isinstance(names, (str, os.PathLike)):
+    if names is None:
+        names = [f"task{i}" for i in range(values.shape[1])]
+    elif isinstance(names, (str, os.PathLike)):
         names = _read_named_columns(names, ("cell_type",), "cell-type table")[1]["cell_type"].tolist()
     names = [str(n) for n in names]
     if len(names) != values.shape[1]:
