@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .atomic import read_arrays, write_npz
 from .devices import resolve_device
-from .errors import TisfmError, check_positive_int
+from .errors import TisfmError, check_integer
 from .model import TISFM
 from .sequences import one_hot, one_hot_torch
 
@@ -339,7 +339,7 @@ def tism(model, indices_or_onehot, *, outputs=None, batch_size=64, device="cpu",
         R = ``len(outputs)``.
     """
     idx = _as_indices(indices_or_onehot)
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = check_integer(batch_size, "batch_size")
     with _prepared(model, device) as dev:
         outs = _output_index(outputs, _n_outputs(model, idx, dev))
         values = np.zeros((len(idx), len(outs), 4, idx.shape[1]), dtype=np.float32)
@@ -381,7 +381,7 @@ def ism(model, indices_or_onehot, *, outputs=None, batch_size=512, device="cpu",
     np.ndarray, float32, shape (N, R, 4, L)
     """
     idx = _as_indices(indices_or_onehot)
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = check_integer(batch_size, "batch_size")
     length = idx.shape[1]
     with _prepared(model, device) as dev, torch.inference_mode():
         outs = torch.from_numpy(_output_index(outputs, _n_outputs(model, idx, dev))).to(dev)
@@ -591,7 +591,7 @@ def motif_hits(motifs, indices, *, threshold=0.8, era="head", batch_size=64):
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
             or not 0 <= threshold <= 1:
         raise TisfmError(f"threshold must be a relative score in [0, 1], got {threshold!r}")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = check_integer(batch_size, "batch_size")
     kernels = motifs.kernels(era, n_pad_channels=0).astype(np.float64)   # (2n, 4, W)
     n_ch, _, width = kernels.shape
     length = idx.shape[1]

@@ -37,7 +37,7 @@ import pandas as pd
 
 from . import immgen
 from .atomic import write_json, write_text
-from .errors import TisfmError
+from .errors import TisfmError, check_integer
 from .motifs import MotifSet, read_jaspar_release, write_meme
 from .sequences import decode
 from .targets import aggregate_lineages, read_lineage_map, read_parent_table, read_targets, tree_diff
@@ -164,12 +164,6 @@ ZBTB7B_DESIGN = (
     "T.4.Sp.aCD3+CD40.18hr, Treg.4.*) and nowhere else. So the tree-diff target of the CD4 edge "
     "'T.4.Th-T.DP.Th' (child minus parent) has a negative Zbtb7b weight, the CD8 edge "
     "'T.8.Th-T.DP.Th' none, and the abT lineage target a negative one.")
-
-
-def _check_int(value, what, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise TisfmError(f"{what} must be an integer >= {minimum}, not {value!r}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,10 +420,10 @@ def make_demo_atlas(out, *, n_regions=20000, length=300, random_state=0, verbose
     TisfmError
         For a bad argument, a planted regulator missing from JASPAR 2024, or an unwritable folder.
     """
-    n_regions = _check_int(n_regions, "n_regions", 1)
-    length = _check_int(length, "length", MIN_LENGTH)
+    n_regions = check_integer(n_regions, "n_regions", 1)
+    length = check_integer(length, "length", MIN_LENGTH)
     if random_state is not None:
-        random_state = _check_int(random_state, "random_state", 0)
+        random_state = check_integer(random_state, "random_state", 0)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TisfmError(f"{out} exists and is a file; expected a folder for the demo atlas")

@@ -10,11 +10,12 @@ class TisfmError(ValueError):
     """A problem with user input or saved state, explained in one sentence."""
 
 
-def check_positive_int(value, name, minimum=1):
-    """``value`` as an int when it is a whole number >= ``minimum`` (not a bool), else a TisfmError."""
+def check_integer(value, name, minimum=1):
+    """``value`` as an int when it is an integer >= ``minimum`` (not a bool), else a TisfmError
+    naming ``name``: the one check behind every count, size and index option."""
     import numbers
 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"a whole number >= {minimum}"
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise TisfmError(f"{name} must be {what}, got {value!r}")
     return int(value)

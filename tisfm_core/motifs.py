@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text
-from .errors import TisfmError
+from .errors import TisfmError, check_integer
 from .textfiles import check_input_file, read_text
 
 __all__ = [
@@ -214,8 +214,8 @@ class MotifSet:
         """
         if era not in ERAS:
             raise TisfmError(f"era must be 'head' (motifs centred in the kernel) or 'paper' (left-aligned), not {era!r}")
-        n_pad = _non_negative_int(n_pad_channels, "n_pad_channels")
-        full = self.max_width if width is None else _non_negative_int(width, "width")
+        n_pad = check_integer(n_pad_channels, "n_pad_channels", 0)
+        full = self.max_width if width is None else check_integer(width, "width", 0)
         if full < self.max_width:
             k = int(np.argmax(self.widths > full))
             raise TisfmError(f"kernel width {full} is narrower than motif {self.ids[k]!r} (width {self.widths[k]})")
@@ -250,12 +250,6 @@ class MotifSet:
             return self._index[motif_id]
         except (KeyError, TypeError):
             raise TisfmError(f"motif id {motif_id!r} is not in the motif set {self.source!r}") from None
-
-
-def _non_negative_int(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise TisfmError(f"{what} must be a non-negative integer, not {value!r}")
-    return int(value)
 
 
 def _check_background(values):
@@ -552,8 +546,7 @@ def write_meme(motifs, path, *, background=(0.25,) * 4, nsites=20):
     if not isinstance(motifs, MotifSet):
         raise TisfmError(f"write_meme needs a MotifSet, not {type(motifs).__name__}")
     bg = _check_background(background)
-    if isinstance(nsites, bool) or not isinstance(nsites, (int, np.integer)) or nsites < 1:
-        raise TisfmError(f"nsites must be a positive integer, not {nsites!r}")
+    check_integer(nsites, "nsites")
     out = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", "",
            "Background letter frequencies", " ".join(f"{b} {repr(float(f))}" for b, f in zip(BASES, bg)), ""]
     for motif_id, name, matrix in zip(motifs.ids, motifs.names, motifs.matrices):

@@ -35,7 +35,7 @@ from torch import nn
 
 from .atomic import check_format, read_arrays, read_json, write_json, write_npz
 from .devices import resolve_device
-from .errors import TisfmError, check_positive_int
+from .errors import TisfmError, check_integer
 from .sequences import one_hot_torch
 from .training import TrainSettings, make_optimizer
 
@@ -598,10 +598,10 @@ def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3
         raise TisfmError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     mode = "fast" if mode == "auto" else mode
     lambdas = _check_lambdas(lambdas)
-    check_positive_int(epochs, "epochs")
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(patience, "patience")
-    check_positive_int(lr_patience, "lr_patience", minimum=0)
+    check_integer(epochs, "epochs")
+    check_integer(batch_size, "batch_size")
+    check_integer(patience, "patience")
+    check_integer(lr_patience, "lr_patience", minimum=0)
     if isinstance(mcp_b, bool) or not isinstance(mcp_b, (int, float, np.number)) or not mcp_b > 1:
         raise TisfmError(f"mcp_b must be a number greater than 1, got {mcp_b!r}")
     lr = 0.01 if lr is None else lr

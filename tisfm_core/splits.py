@@ -12,15 +12,9 @@ import numbers
 import numpy as np
 
 from .atomic import read_json, write_text
-from .errors import TisfmError
+from .errors import TisfmError, check_integer
 
 SPLIT_KEYS = ("train", "val", "test")
-
-
-def _count(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise TisfmError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def kfold_split(n, *, n_folds=10, fold=0, random_state=0):
@@ -46,9 +40,9 @@ def kfold_split(n, *, n_folds=10, fold=0, random_state=0):
     dict of str to numpy.ndarray
         ``{"train", "val", "test"}``: sorted ``int64`` row indices.
     """
-    n = _count(n, "n", 1)
-    n_folds = _count(n_folds, "n_folds", 3)
-    fold = _count(fold, "fold", 0)
+    n = check_integer(n, "n", 1)
+    n_folds = check_integer(n_folds, "n_folds", 3)
+    fold = check_integer(fold, "fold", 0)
     if fold >= n_folds:
         raise TisfmError(f"fold must lie in 0..{n_folds - 1}, got {fold}")
     if n < n_folds:
@@ -78,7 +72,7 @@ def holdout_split(n, *, val_fraction=0.1, test_fraction=0.1, random_state=0):
     dict of str to numpy.ndarray
         ``{"train", "val", "test"}``: sorted ``int64`` row indices.
     """
-    n = _count(n, "n", 1)
+    n = check_integer(n, "n", 1)
     sizes = []
     for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not isinstance(fraction, numbers.Real) or not 0 <= fraction < 1:

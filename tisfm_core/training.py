@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .atomic import atomic_write, read_json, write_json
 from .devices import conv_precision, keep_freed_memory, resolve_device
-from .errors import TisfmError, check_positive_int
+from .errors import TisfmError, check_integer
 from .fused import motif_conv
 from .metrics import RegressionMetrics
 from .prox import ProxAdam
@@ -166,7 +166,7 @@ def predict_batches(model, indices, *, batch_size=512, device=None, precision="f
     -------
     np.ndarray, float32, shape (N, n_outputs)
     """
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = check_integer(batch_size, "batch_size")
     device = next(model.parameters()).device if device is None else torch.device(device)
     was_training = model.training
     model.eval()
