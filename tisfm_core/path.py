@@ -700,31 +700,26 @@ def load_run_data(run):
         When a data file or split.json is missing, or the data no longer fit the split.
     """
     from .dataset import load_dataset
-    from .runs import SPLIT
-
-    from .runs import resolve_run_data
+    from .runs import DATA_KEYS, SPLIT, resolve_run_data
+    from .splits import SPLIT_KEYS, load_split
 
     if not isinstance(run.config.get("data"), dict) or not run.config["data"].get("targets"):
         raise TisfmError(f"{run.path}/config.json records no training data ('data'); the "
                          "regularization path needs the run's training data")
     cfg = resolve_run_data(run)
-    for key in ("sequences", "targets", "bed", "genome"):
+    for key in DATA_KEYS:
         if cfg.get(key) and not Path(cfg[key]).exists():
             raise TisfmError(f"{cfg[key]} ({key} of run {run.path}) does not exist: the regularization "
                              "path needs the run's training data at that path")
     split_file = Path(run.path) / SPLIT
-    split = read_json(split_file, what="split file")
+    split = load_split(split_file)
     spec = cfg["transform"]
     data = load_dataset(cfg.get("sequences"), cfg["targets"], bed=cfg.get("bed"), genome=cfg.get("genome"),
                         length=run.config["model"]["config"].get("length") if cfg.get("bed") else None,
                         transform=spec, outputs=run.outputs)
     parts = {}
-    for key in ("train", "val", "test"):
-        index = split.get(key)
-        if not isinstance(index, list) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                  for v in index):
-            raise TisfmError(f"{split_file}: '{key}' must be a list of whole numbers")
-        index = np.asarray(index, dtype=np.int64)
+    for key in SPLIT_KEYS:
+        index = split[key]
         if index.size and (index.min() < 0 or index.max() >= len(data)):
             raise TisfmError(f"{split_file}: '{key}' indexes region {int(index.max())} but the run's data "
                              f"now have {len(data)} regions (the data files changed after training)")

@@ -35,6 +35,7 @@ from .atomic import atomic_write, check_format, read_json, write_json
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig
 from .motifs import MotifSet, read_meme, write_meme
+from .splits import save_split
 
 FORMAT = "tisfm-run"
 FORMAT_VERSION = 1
@@ -137,7 +138,7 @@ def save_run(path, model, *, outputs, motifs=None, meta=None, split=None, half=F
     config.update(meta or {})
     save_weights(path / WEIGHTS, model, half=half)
     if split is not None:
-        write_json(path / SPLIT, {k: np.asarray(v).astype(int).tolist() for k, v in split.items()})
+        save_split(split, path / SPLIT)
     write_json(path / CONFIG, config)
     return path
 
