@@ -191,3 +191,12 @@ def test_log_tail_keeps_last_lines_and_last_progress_state(tmp_path):
     (folder / "log.txt").write_text("".join(f"line {i}\n" for i in range(100)) + "bar 10%\rbar 50%\rbar 90%\n")
     assert jobs.log_tail(job, 3).splitlines() == ["line 98", "line 99", "bar 90%"]
     assert jobs.log_tail(jobs.Job(path=tmp_path / "none", id="n", kind="train")) == ""
+
+
+def test_every_job_command_takes_a_status_file():
+    """launch() always appends --status-file: each job kind's command must accept it."""
+    from tisfm_core.cli import build_parser
+
+    commands = next(a for a in build_parser()._subparsers._group_actions if hasattr(a, "choices"))
+    for kind in jobs.KINDS:
+        assert "--status-file" in commands.choices[kind]._option_string_actions, kind

@@ -58,7 +58,6 @@ class Job:
     label: str = ""
     out: str | None = None
     cancelled: float | None = None
-    reports_status: bool = True
 
     @property
     def status_path(self):
@@ -72,9 +71,8 @@ class Job:
         return {"id": self.id, "kind": self.kind, "args": list(self.args), "pid": self.pid,
                 "pgid": self.pgid, "start_ticks": self.start_ticks, "created": self.created,
                 "label": self.label, "out": self.out, "cancelled": self.cancelled,
-                "reports_status": self.reports_status,
                 "command": [sys.executable, "-m", "tisfm_core", self.kind, *self.args,
-                            *(["--status-file", str(self.status_path)] if self.reports_status else [])]}
+                            "--status-file", str(self.status_path)]}
 
 
 def _out_of(args):
@@ -85,17 +83,6 @@ def _out_of(args):
         if arg.startswith("--out="):
             return arg.split("=", 1)[1]
     return None
-
-
-def _command_options(kind):
-    """The option strings of ``tisfm <kind>``; TisfmError when this tisfm has no such command."""
-    from .cli import build_parser
-
-    parser = build_parser()
-    for action in parser._subparsers._group_actions:
-        if kind in getattr(action, "choices", {}):
-            return set(action.choices[kind]._option_string_actions)
-    raise TisfmError(f"this tisfm has no '{kind}' command, so a {kind} job cannot be started")
 
 
 def unique_folder(parent, prefix, *, what="folder", parent_label="", template="{prefix}_{time}_{rand}"):
@@ -190,7 +177,7 @@ def _reap(proc, path):
         pass
 
 
-def launch(kind, args, jobs_dir, *, label="", env=None):
+def launch(kind, args, jobs_dir, *, label=""):
     """Start ``python -m tisfm_core <kind> ARGS --status-file JOB/status.json`` in the background.
 
     Parameters
@@ -198,13 +185,11 @@ def launch(kind, args, jobs_dir, *, label="", env=None):
     kind : {"train", "cv", "path"}
         The CLI subcommand.
     args : list of str
-        Its arguments (without ``--status-file``, which is added when the command accepts it).
+        Its arguments (without ``--status-file``, which every job command accepts and is added).
     jobs_dir : str or Path
         Folder holding the job folders (created if needed).
     label : str, default ""
         A short description shown in job tables.
-    env : dict, optional
-        Extra environment variables for the command.
 
     Returns
     -------
@@ -218,13 +203,12 @@ def launch(kind, args, jobs_dir, *, label="", env=None):
     """
     if kind not in KINDS:
         raise TisfmError(f"unknown job kind {kind!r}; expected one of {', '.join(KINDS)}")
-    reports = "--status-file" in _command_options(kind)
     args = [str(a) for a in args]
     job_id, path = _new_job_folder(jobs_dir, kind)
     job = Job(path=path, id=job_id, kind=kind, args=args, created=time.time(), label=label,
-              out=_out_of(args), reports_status=reports)
+              out=_out_of(args))
     command = job.to_dict()["command"]
-    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     child_env["PYTHONPATH"] = os.pathsep.join(
         [str(_PACKAGE_ROOT)] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     write_json(path / JOB, job.to_dict())
@@ -258,7 +242,7 @@ def load_job(path):
                    pid=int(data.get("pid") or 0), pgid=int(data.get("pgid") or 0),
                    start_ticks=data.get("start_ticks"), created=float(data.get("created") or 0.0),
                    label=str(data.get("label") or ""), out=data.get("out"),
-                   cancelled=data.get("cancelled"), reports_status=bool(data.get("reports_status", True)))
+                   cancelled=data.get("cancelled"))
     except (KeyError, TypeError, ValueError) as exc:
         raise TisfmError(f"job file {path / JOB} is missing or has a bad field ({exc})") from None
 
@@ -305,7 +289,7 @@ def job_state(job):
     elif reported in ("done", "failed"):
         state = reported
     elif alive:
-        state = "running" if status or not job.reports_status else "starting"
+        state = "running" if status else "starting"
     elif returncode == 0:
         state = "done"
     elif returncode is not None:
