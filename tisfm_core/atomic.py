@@ -30,6 +30,19 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+def check_output_folder(out, *, force, hint="overwrite it"):
+    """Refuse ``out`` when it is a file, or a non-empty folder without ``force``; returns a Path.
+
+    ``hint`` completes "use --force to ..." in the message.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TisfmError(f"{out} exists and is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise TisfmError(f"{out} already exists and is not empty; use --force to {hint}")
+    return out
+
+
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
 

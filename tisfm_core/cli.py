@@ -73,12 +73,9 @@ def _add_training(p):
 
 def _status(a):
     """A StatusFile callback when --status-file is given, else None."""
-    if not getattr(a, "status_file", None):
-        return None
-    from .progress import StatusFile
+    from .progress import status_file
 
-    return StatusFile(a.status_file)
-
+    return status_file(getattr(a, "status_file", None))
 
 
 def _settings(a):

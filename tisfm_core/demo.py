@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import immgen
-from .atomic import write_json, write_text
+from .atomic import check_output_folder, write_json, write_text
 from .errors import TisfmError, check_integer
 from .motifs import MotifSet, read_jaspar_release, write_meme
 from .sequences import decode
@@ -424,9 +424,7 @@ def make_demo_atlas(out, *, n_regions=20000, length=300, random_state=0, verbose
     length = check_integer(length, "length", MIN_LENGTH)
     if random_state is not None:
         random_state = check_integer(random_state, "random_state", 0)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TisfmError(f"{out} exists and is a file; expected a folder for the demo atlas")
+    out = check_output_folder(out, force=True)
     started = time.perf_counter()
 
     def say(message):
@@ -580,12 +578,8 @@ def add_parser(sub):
 
 def cmd_demo_data(args):
     """Handler of ``tisfm demo-data``: refuses an existing non-empty folder without ``--force``."""
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise TisfmError(f"{out} exists and is a file; expected a folder for the demo atlas")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise TisfmError(f"{out} already exists and is not empty; use --force to write the demo "
-                         "atlas into it anyway")
+    out = check_output_folder(args.out, force=args.force,
+                              hint="write the demo atlas into it anyway")
     info = make_demo_atlas(out, n_regions=args.regions, random_state=args.seed)
     size = sum(Path(p).stat().st_size for p in info["files"].values())
     print(f"SYNTHETIC demo atlas written to {info['out']}: {info['n_regions']} regions x "

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import check_format, read_arrays, read_json, write_json, write_npz
+from .atomic import check_format, check_output_folder, read_arrays, read_json, write_json, write_npz
 from .devices import resolve_device
 from .errors import TisfmError, check_integer
 from .sequences import one_hot_torch
@@ -807,17 +807,11 @@ def add_parser(sub):
 
 def cmd_path(args):
     """Handler of ``tisfm path``: one line per lambda, then the best lambda per output."""
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise TisfmError(f"{out} exists and is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise TisfmError(f"{out} already exists and is not empty; use --force to overwrite it")
-    lambdas = parse_lambdas(args.lambdas, log=args.log)
-    status = None
-    if getattr(args, "status_file", None):
-        from .progress import StatusFile
+    from .progress import reporting, status_file
 
-        status = StatusFile(args.status_file)
+    out = check_output_folder(args.out, force=args.force)
+    lambdas = parse_lambdas(args.lambdas, log=args.log)
+    status = status_file(getattr(args, "status_file", None))
 
     def progress(event):
         # one progress step per finished lambda
@@ -825,8 +819,6 @@ def cmd_path(args):
             status({"event": "step", "step": event["index"] + 2, "steps": event["lambdas"] + 1,
                     "message": f"lambda {event['lam']:.4g}: val MSE {event['val_mse']:.4f}, "
                                f"{event['n_nonzero']} non-zeros"})
-    from .progress import reporting
-
     with reporting(status, lambda: f"path with {len(lambdas)} lambdas written to {out}"):
         result = regularization_path(args.run, penalty=args.penalty, lambdas=lambdas, mcp_b=args.mcp_b,
                                      epochs=args.epochs, lr=args.lr, step_lr=args.step_lr,

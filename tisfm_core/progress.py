@@ -8,6 +8,11 @@ from contextlib import contextmanager
 from .atomic import write_json
 
 
+def status_file(path):
+    """A :class:`StatusFile` callback for ``--status-file PATH``, or None when no path is given."""
+    return StatusFile(path) if path else None
+
+
 class StatusFile:
     """Callback that keeps a JSON status file up to date (atomically, at most every ``interval`` s).
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .aitac import AITAC
-from .atomic import read_json, write_json, write_text
+from .atomic import check_output_folder, read_json, write_json, write_text
 from .dataset import load_dataset, load_sequences
 from .devices import resolve_device
 from .errors import TisfmError
@@ -36,13 +36,9 @@ def _abs(path):
 
 def prepare_output_folder(out, *, force=False):
     """Refuse to overwrite an existing run unless ``force``; with ``force`` remove only our files."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TisfmError(f"{out} exists and is a file, not a run folder")
+    out = check_output_folder(out, force=force, hint="overwrite it or --resume to continue an "
+                                                    "interrupted training")
     if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise TisfmError(f"{out} already exists and is not empty; use --force to overwrite it or "
-                             "--resume to continue an interrupted training")
         for name in _RUN_FILES:
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
