@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import read_json, write_json, write_text
 from .errors import TisfmError
-from .runs import is_run, load_run
+from .runs import is_run, read_run_config
 
 #: Sized so that the whole build stays within about 90 minutes on 2 CPU cores.
 DEFAULTS = {"n_regions": 12000, "epochs": 6, "finetune_epochs": 2, "folds": 10, "batch_size": 128,
@@ -86,7 +86,7 @@ def build_demo_models(out="trained_models", *, n_regions=None, epochs=None, fine
 
     atlas = out / "demo_atlas"
     step("atlas", "demo_atlas", lambda: {"regions": make_demo_atlas(
-        atlas, n_regions=cfg["n_regions"], random_state=random_state)["n_regions"]})
+        atlas, n_regions=cfg["n_regions"], random_state=random_state, verbose=verbose)["n_regions"]})
     common = dict(sequences=atlas / "sequences.fa", motifs=str(atlas / "motifs.meme"), half=True,
                   verbose=verbose, callback=callback)
     lineage = dict(targets=atlas / "targets_lineages.tsv", transform="none")
@@ -95,7 +95,7 @@ def build_demo_models(out="trained_models", *, n_regions=None, epochs=None, fine
         runs = cv_runs(out / "cv_full", folds=cfg["folds"], variant="full", **common, **lineage,
                        settings=_settings(cfg["epochs"], cfg["finetune_epochs"], cfg["batch_size"],
                                           random_state))
-        r2 = [load_run(r).config["metrics"]["test"]["mean_r2"] for r in runs]
+        r2 = [read_run_config(r)["metrics"]["test"]["mean_r2"] for r in runs]
         return {"mean_test_r2": float(np.mean(r2)), "fold_test_r2": r2}
     step("cv_full", "cv_full", cv)
 
@@ -112,7 +112,7 @@ def build_demo_models(out="trained_models", *, n_regions=None, epochs=None, fine
         run = train_run(out / "treediff_full", targets=atlas / "targets_celltypes.tsv",
                         transform=f"tree-diff:{atlas / 'parents.tsv'}", variant="full", force=True,
                         settings=_settings(cfg["epochs"], 0, cfg["batch_size"], random_state), **common)
-        return {"mean_test_r2": load_run(run).config["metrics"]["test"]["mean_r2"]}
+        return {"mean_test_r2": read_run_config(run)["metrics"]["test"]["mean_r2"]}
     step("treediff_full", "treediff_full", treediff)
 
     for variant in ("base", "attention", "interaction", "maxpool", "aitac"):
@@ -123,7 +123,7 @@ def build_demo_models(out="trained_models", *, n_regions=None, epochs=None, fine
                             settings=_settings(DEFAULTS["ablation_epochs"] + 4 * (variant == "aitac"), 0,
                                                cfg["batch_size"], random_state,
                                                lr=1e-3 if variant == "aitac" else 0.01))
-            return {"mean_test_r2": load_run(run).config["metrics"]["test"]["mean_r2"]}
+            return {"mean_test_r2": read_run_config(run)["metrics"]["test"]["mean_r2"]}
         step(f"ablation_{variant}", f"ablations/{variant}", ablation)
 
     write_text(out / "README.md", demo_readme(out, manifest))

@@ -9,8 +9,6 @@ import torch
 
 from .errors import TisfmError
 
-DEVICES = ("auto", "cpu", "cuda")
-
 
 def resolve_device(device="auto"):
     """Map "auto" | "cpu" | "cuda" | "cuda:N" (or a torch.device) to a torch.device.

@@ -127,10 +127,6 @@ class TISFMConfig:
         """Pooled features: one per motif plus the dummy features of the padding channels."""
         return self.n_channels // 2
 
-    @property
-    def conv_length(self):
-        return self.length - self.kernel_width + 1
-
     def to_dict(self):
         return asdict(self)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,17 +141,6 @@ def save_run(path, model, *, outputs, motifs=None, meta=None, split=None, half=F
     write_json(path / CONFIG, config)
     return path
 
-
-def update_config(path, **fields):
-    """Atomically merge ``fields`` into a run's config.json (metrics added after training, etc.)."""
-    path = Path(path)
-    config = read_run_config(path)
-    config.update(fields)
-    write_json(path / CONFIG, config)
-    return config
-
-
-# -- loading ------------------------------------------------------------------------------------
 
 def read_run_config(path):
     """Read and validate a run's config.json (without loading weights)."""
@@ -430,11 +418,3 @@ def run_summary(path):
         "group": config.get("group", ""),
     })
     return row
-
-
-def remove_run(path):
-    """Delete a run directory (only if it is one)."""
-    path = Path(path)
-    if not is_run(path):
-        raise TisfmError(f"{path} is not a run directory; nothing deleted")
-    shutil.rmtree(path)
