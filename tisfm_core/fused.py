@@ -65,7 +65,7 @@ def motif_conv(x, kernels, precision):
 def _activations(s, scale, bias, n_features):
     """Calibrated sigmoids of scores (n, C, P) -> fp32 (n, M, 2P), strands of a motif side by side."""
     v = torch.addcmul(bias[:, None], s, scale[:, None]).sigmoid_()
-    return v.view(s.shape[0], n_features, -1)
+    return v.reshape(s.shape[0], n_features, -1)
 
 
 #: Largest |pooling weight| for which the softmax may be shifted by max(a, 0) instead of the row

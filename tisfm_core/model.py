@@ -19,6 +19,7 @@ interpretable. Parameter names follow the reference where they are shown to user
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -27,7 +28,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .errors import TisfmError
-from .fused import attention_core, motif_block, motif_conv
+from .motifs import ERAS
+from .fused import _activations, attention_core, motif_block, motif_conv
 
 #: The paper's ablations (Fig. 1) as flag sets.
 VARIANTS = {
@@ -38,7 +40,6 @@ VARIANTS = {
     "maxpool": dict(attention=True, interaction=True, pooling="max"),
 }
 
-ERAS = ("paper", "head")
 POOLINGS = ("programmable", "max")
 SOFTMAX_AXES = ("query", "key")
 
@@ -141,9 +142,7 @@ class TISFMConfig:
         missing = [f.name for f in fields(cls) if f.name in ("n_motifs", "n_outputs") and f.name not in data]
         if missing:
             raise TisfmError(f"model config is missing required fields: {', '.join(missing)}")
-        types = {"n_motifs": int, "n_outputs": int, "length": int, "kernel_width": int,
-                 "attention": bool, "interaction": bool, "positional": bool,
-                 "pooling": str, "era": str, "attention_softmax": str, "n_pad_channels": int}
+        types = typing.get_type_hints(cls)   # the dataclass annotations: int, bool or str
         for key, value in data.items():
             want = types[key]
             ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
@@ -328,9 +327,7 @@ class TISFM(nn.Module):
 
     def activations(self, scores):
         """Calibrated sigmoid activations, strands merged: (N, n_features, 2 * (L - K + 1))."""
-        z = torch.sigmoid(torch.addcmul(self.bias[:, None], scores, self.scale[:, None]))
-        n = z.shape[0]
-        return z.reshape(n, self.config.n_features, -1)
+        return _activations(scores, self.scale, self.bias, self.config.n_features)
 
     def pool(self, v):
         """(N, M, P) -> (N, M): programmable softmax pooling or max pooling over both strands."""

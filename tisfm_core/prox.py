@@ -28,7 +28,7 @@ from .errors import TisfmError
 
 __all__ = ["prox_l1", "prox_mcp", "ProxAdam"]
 
-_PENALTIES = ("none", "l1", "mcp")
+PENALTIES = ("none", "l1", "mcp")
 
 
 def _soft_threshold(theta_hat, tau):
@@ -124,9 +124,9 @@ def _check_group(group, index):
         and all(isinstance(b, Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
     ):
         raise TisfmError(f"Option 'betas' of {where} must be two numbers in [0, 1), got {betas!r}.")
-    if group["penalty"] not in _PENALTIES:
+    if group["penalty"] not in PENALTIES:
         raise TisfmError(
-            f"Option 'penalty' of {where} must be one of {', '.join(_PENALTIES)}, got {group['penalty']!r}."
+            f"Option 'penalty' of {where} must be one of {', '.join(PENALTIES)}, got {group['penalty']!r}."
         )
 
 

@@ -26,11 +26,10 @@ from .atomic import atomic_write, read_json, write_json
 from .devices import conv_precision, keep_freed_memory, resolve_device
 from .errors import TisfmError, check_integer
 from .fused import motif_conv
-from .metrics import RegressionMetrics
-from .prox import ProxAdam
+from .metrics import regression_metrics
+from .prox import PENALTIES, ProxAdam
 from .sequences import one_hot_torch
 
-PENALTIES = ("none", "l1", "mcp")
 
 
 @dataclass
@@ -172,7 +171,7 @@ def predict_batches(model, indices, *, batch_size=512, device=None, precision="f
     model.eval()
     old = getattr(model, "precision", None)
     if old is not None:
-        model.precision = conv_precision(device, precision) if precision == "auto" else precision
+        model.precision = conv_precision(device, precision)
     out = []
     idx = torch.as_tensor(indices)
     try:
@@ -192,9 +191,7 @@ def predict_batches(model, indices, *, batch_size=512, device=None, precision="f
 def evaluate_arrays(model, indices, targets, *, batch_size=512, device=None, precision="fp32"):
     """Per-output MSE, R2 and Pearson of ``model`` on all given samples (sums, not batch means)."""
     pred = predict_batches(model, indices, batch_size=batch_size, device=device, precision=precision)
-    metrics = RegressionMetrics(pred.shape[1])
-    metrics.update(pred, np.asarray(targets, dtype=np.float32))
-    return metrics.compute()
+    return regression_metrics(pred, np.asarray(targets, dtype=np.float32))
 
 
 @torch.no_grad()
