@@ -27,6 +27,7 @@ from tisfm_core.plots import figure_image
 from tisfm_core.runs import (CONFIG, WEIGHTS, find_runs, load_run, read_run_config, resolve_run_data,
                              run_summary)
 from tisfm_core.sequences import encode
+from tisfm_core.workflows import RUN_FILES
 
 REPO = Path(__file__).resolve().parent
 LOG = logging.getLogger("tisfm_app")
@@ -424,8 +425,6 @@ def parse_sequences(text, *, length=None, what="pasted text"):
 
 # -- uploads ------------------------------------------------------------------------------------
 
-#: Files a run directory may contain (anything else in an uploaded zip is refused).
-RUN_FILES = ("model.safetensors", "config.json", "motifs.meme", "split.json", "request.json", "train.log")
 #: Largest total uncompressed size of an uploaded run (the paper's model is about 4 MB).
 MAX_RUN_BYTES = 512 * 1024 * 1024
 

@@ -27,7 +27,8 @@ from .training import CHECKPOINT, TrainSettings, evaluate_arrays, fit, predict_b
 
 REQUEST = "request.json"
 MODEL_VARIANTS = tuple(VARIANTS) + ("aitac",)
-_RUN_FILES = (WEIGHTS, CONFIG, MOTIFS, SPLIT, REQUEST, "train.log")
+#: Files a run directory may hold: what --force replaces, and all an uploaded run zip may contain.
+RUN_FILES = (WEIGHTS, CONFIG, MOTIFS, SPLIT, REQUEST, "train.log")
 
 
 def _abs(path):
@@ -39,7 +40,7 @@ def prepare_output_folder(out, *, force=False):
     out = check_output_folder(out, force=force, hint="overwrite it or --resume to continue an "
                                                     "interrupted training")
     if out.is_dir() and any(out.iterdir()):
-        for name in _RUN_FILES:
+        for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
