@@ -15,7 +15,7 @@ import streamlit as st  # noqa: E402
 
 import app_ui as ui  # noqa: E402
 from tisfm_core.analysis.final_layer import final_layer, normalise_rows  # noqa: E402
-from tisfm_core.analysis.tree_diff import edge_metrics, edge_top_motifs, kept_edges, tree_layout  # noqa: E402
+from tisfm_core.analysis.tree_diff import edge_metrics, edge_top_motifs, mark_kept, tree_layout  # noqa: E402
 from tisfm_core.plots import tree_figure, weight_heatmap  # noqa: E402
 from tisfm_core.runs import read_run_config  # noqa: E402
 
@@ -67,7 +67,8 @@ def main():
     threshold = c1.slider("Keep edges with test R² above", -0.5, max(0.5, round(top_r2, 2)), 0.05, 0.01,
                           key="tree_threshold")
     k = c2.slider("Top TFs per kept edge", 1, 15, 5, key="tree_k")
-    kept = kept_edges(table, threshold)
+    table = mark_kept(table, threshold)   # the exported table's 'kept' follows the slider
+    kept = table.loc[table["kept"]]
     layout = tree_layout(table)
     fig = tree_figure(layout, table, threshold=threshold,
                       title=f"Lineage tree: {len(kept)} of {len(table)} edges with test R² > {threshold:.2f}")

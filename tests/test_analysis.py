@@ -13,7 +13,7 @@ from conftest import random_motifs
 from tisfm_core.analysis import (
     add_parser, cluster_order, correlations, cv_siblings, drift_summary, edge_metrics,
     edge_top_motifs, final_layer, inclusion_filter, inclusion_ratio, interaction_influence,
-    kept_edges, kernel_drift, motif_table, normalise_rows, outliers, pooling_vs_ic,
+    kept_edges, kernel_drift, mark_kept, motif_table, normalise_rows, outliers, pooling_vs_ic,
     similarity_matrix, top_k_union, tree_layout,
 )
 from tisfm_core.errors import TisfmError
@@ -243,6 +243,10 @@ def test_tree_diff_edges_and_top_motifs(tmp_path):
     np.testing.assert_allclose(df["test_pearson"], [0.5, 0.1, 0.0, 0.3, 0.25])
     assert df["kept"].tolist() == [True, False, False, True, False]    # 0.05 is not > 0.05
     assert kept_edges(df)["edge"].tolist() == ["B-A", "E-B"]
+    # a new threshold recomputes the 'kept' column itself (the table a page exports)
+    lowered = mark_kept(df, -1.0)
+    assert lowered["kept"].tolist() == (df["test_r2"] > -1.0).tolist() and df["kept"].sum() == 2
+    assert kept_edges(df, -1.0)["edge"].tolist() == lowered.loc[lowered["kept"], "edge"].tolist()
     override = edge_metrics(path, r2={label: 1.0 for label in LABELS})
     assert override["kept"].all()
 

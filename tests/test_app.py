@@ -577,3 +577,4 @@ def test_moved_runs_find_their_data_through_run_relative_paths(fixture_root, tmp
     at.radio(key="tism_mode").set_value("Region of the run's data").run()
     assert not texts(at.error), texts(at.error)
     assert at.multiselect(key="tism_regions").value == ["syn_00000"]
+

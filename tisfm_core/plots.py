@@ -22,6 +22,7 @@ from matplotlib import colormaps
 from matplotlib.colors import LinearSegmentedColormap, Normalize, TwoSlopeNorm, to_rgba
 from matplotlib.figure import Figure
 
+from .analysis.tree_diff import kept_mask
 from .errors import TisfmError
 
 BASES = "ACGT"
@@ -318,7 +319,7 @@ def tree_figure(layout, edges, *, threshold=0.05, title="Lineage tree"):
             continue
         (x0, y0), (x1, y1) = pos[row.parent], pos[row.child]
         transition = f"{row.parent_lineage or '?'} → {row.child_lineage or '?'}"
-        kept = np.isfinite(row.test_r2) and row.test_r2 > threshold
+        kept = bool(kept_mask(row.test_r2, threshold))
         if kept and transition not in transitions:
             transitions.append(transition)
         colour = _colour(transitions.index(transition)) if kept else "#bdbdbd"

@@ -24,12 +24,12 @@ from .final_layer import (cluster_order, final_layer, motif_table, normalise_row
 from .inclusion import cv_siblings, inclusion_filter, inclusion_ratio
 from .interaction import interaction_influence
 from .pooling_ic import correlations, outliers, pooling_vs_ic
-from .tree_diff import edge_metrics, edge_top_motifs, kept_edges, tree_layout
+from .tree_diff import edge_metrics, edge_top_motifs, kept_edges, kept_mask, mark_kept, tree_layout
 
 __all__ = [
     "cluster_order", "correlations", "cv_siblings", "drift_summary", "edge_metrics",
     "edge_top_motifs", "final_layer", "inclusion_filter", "inclusion_ratio",
-    "interaction_influence", "kept_edges", "kernel_drift", "motif_table", "normalise_rows",
+    "interaction_influence", "kept_edges", "kept_mask", "kernel_drift", "mark_kept", "motif_table", "normalise_rows",
     "outliers", "pooling_vs_ic", "similarity_matrix", "top_k", "top_k_union", "tree_layout",
     "add_parser", "cmd_analyze",
 ]

@@ -115,15 +115,26 @@ def edge_metrics(run, r2=None, threshold=0.05):
         "child_lineage": [lineage.get(c, "") for c in children],
         "parent_lineage": [lineage.get(p, "") for p in parents],
         "test_r2": r2, "test_pearson": pearson,
-        "kept": np.nan_to_num(r2, nan=-np.inf) > threshold,
+        "kept": kept_mask(r2, threshold),
     })
+
+
+def kept_mask(r2, threshold=0.05):
+    """The edge-keeping rule, in one place: test R² > ``threshold``; NaN is never kept."""
+    return np.nan_to_num(np.asarray(r2, dtype=np.float64), nan=-np.inf) > threshold
+
+
+def mark_kept(df, threshold=0.05):
+    """The :func:`edge_metrics` table with its ``kept`` column recomputed for ``threshold``."""
+    if "test_r2" not in df.columns:
+        raise TisfmError("expected the table returned by edge_metrics (column 'test_r2')")
+    return df.assign(kept=kept_mask(df["test_r2"], threshold))
 
 
 def kept_edges(df, threshold=0.05):
     """Rows of :func:`edge_metrics` with test R² > ``threshold`` (NaN never kept), in order."""
-    if "test_r2" not in df.columns:
-        raise TisfmError("kept_edges expects the table returned by edge_metrics (column 'test_r2')")
-    return df.loc[np.nan_to_num(df["test_r2"].to_numpy(dtype=np.float64), nan=-np.inf) > threshold]
+    df = mark_kept(df, threshold)
+    return df.loc[df["kept"]]
 
 
 def edge_top_motifs(run, edges, k=5):
