@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -18,7 +19,6 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 import app_ui as ui  # noqa: E402
-from tisfm_core.atomic import write_text  # noqa: E402
 from tisfm_core.attribution import agreement, ism, logo_values, motif_hits, tism, variant_effects  # noqa: E402
 from tisfm_core.dataset import load_sequences  # noqa: E402
 from tisfm_core.errors import TisfmError  # noqa: E402
@@ -100,8 +100,10 @@ def sequence_input(path, length):
     return genome_window(str(ui.server_path(fasta, "genome FASTA")), region.strip(), length)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
 def genome_window(fasta, region, length):
-    """The window of ``length`` bp centred on a chrom:start-end region (1-based inclusive)."""
+    """The window of ``length`` bp centred on a chrom:start-end region (1-based inclusive);
+    cached, so reruns of the page do not read the genome again."""
     try:
         chrom, span = region.replace(",", "").rsplit(":", 1)
         start, end = (int(v) for v in span.split("-"))
@@ -109,10 +111,11 @@ def genome_window(fasta, region, length):
         raise TisfmError(f"region {region!r} is not of the form chrom:start-end (e.g. chr1:3000001-3000300)") from None
     if start < 1 or end < start:
         raise TisfmError(f"region {region!r}: start must be >= 1 and end >= start")
-    bed = ui.new_folder(ui.data_dir() / "regions", "region") / "region.bed"
-    # BED is 0-based, end exclusive; read_bed_windows centres the window on the region
-    write_text(bed, f"{chrom}\t{start - 1}\t{end}\t{region}\n")
-    seqs = read_bed_windows(bed, fasta, length=length)
+    with tempfile.TemporaryDirectory(prefix="tisfm-region-") as folder:
+        bed = Path(folder) / "region.bed"
+        # BED is 0-based, end exclusive; read_bed_windows centres the window on the region
+        bed.write_text(f"{chrom}\t{start - 1}\t{end}\t{region}\n")
+        seqs = read_bed_windows(bed, fasta, length=length)
     return list(seqs.ids), seqs.indices
 
 
