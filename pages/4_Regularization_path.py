@@ -16,9 +16,8 @@ import streamlit as st  # noqa: E402
 
 import app_ui as ui  # noqa: E402
 from tisfm_core import jobs  # noqa: E402
-from tisfm_core.atomic import read_json  # noqa: E402
-from tisfm_core.errors import TisfmError  # noqa: E402
-from tisfm_core.path import PATH_JSON, PATH_NPZ, coefficients_at, load_path, parse_lambdas, top_coefficients  # noqa: E402
+from tisfm_core.path import (PATH_NPZ, coefficients_at, find_paths, load_path, parse_lambdas,  # noqa: E402
+                             top_coefficients)
 from tisfm_core.plots import path_coefficients, path_mse, weight_heatmap  # noqa: E402
 
 INTRO = ("A regularization path retrains only the final layer at a series of penalty strengths λ "
@@ -26,25 +25,6 @@ INTRO = ("A regularization path retrains only the final layer at a series of pen
          "an output is the one with the lowest validation error.")
 
 
-def find_paths(run_path):
-    """Path folders (path.json) under the runs folders that were computed from this run."""
-    target = str(Path(run_path).resolve())
-    found = []
-    for folder in ui.runs_folders():
-        if not Path(folder).is_dir():
-            continue
-        for meta_file in sorted(Path(folder).rglob(PATH_JSON)):
-            try:
-                meta = read_json(meta_file, what="path summary")
-            except TisfmError:
-                continue
-            run = meta.get("run")
-            if run and str(Path(run).resolve()) == target and (meta_file.parent / PATH_NPZ).exists():
-                found.append(meta_file.parent)
-    return list(dict.fromkeys(found))
-
-
-@st.cache_data(max_entries=16, show_spinner="Reading the path ...")
 def cached_path(path_dir, stamp):
     return load_path(path_dir)
 
@@ -128,7 +108,7 @@ def main():
     row = ui.setup("Regularization path", INTRO)
     path = ui.require_run(row)
     ui.synthetic_note(path)
-    paths = find_paths(path)
+    paths = find_paths(path, ui.runs_folders())
     if not paths:
         st.info("No regularization path of this run was found in the runs folders. Start one below "
                 "(or on the command line: `tisfm path RUN --penalty mcp --lambdas 1e-4:1e-1:12 --log "

@@ -288,6 +288,24 @@ _ARRAYS = {"lambdas": "f", "coefs": "f", "intercepts": "f", "weights": "f", "val
            "lambda_seconds": "f", "motif_ids": "U", "motif_names": "U", "outputs": "U"}
 
 
+def find_paths(run_path, folders):
+    """Path folders (path.json + path.npz) under ``folders`` that were computed from the run at
+    ``run_path``, in folder order (bounded search: see :func:`tisfm_core.runs.find_folders`)."""
+    from .runs import find_folders
+
+    target = Path(run_path).resolve()
+    found = []
+    for folder in folders:
+        for path_dir in find_folders(folder, PATH_JSON):
+            try:
+                run = read_json(path_dir / PATH_JSON, what="path summary").get("run")
+            except TisfmError:
+                continue
+            if run and Path(run).resolve() == target and (path_dir / PATH_NPZ).exists():
+                found.append(path_dir)
+    return list(dict.fromkeys(found))
+
+
 def load_path(path_dir):
     """Read a path folder written by :meth:`PathResult.save`.
 

@@ -372,8 +372,9 @@ def is_run(path):
     return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
 
 
-def find_runs(folder, *, max_depth=4):
-    """Run directories under ``folder``, at most ``max_depth`` levels down, sorted by path.
+def find_folders(folder, marker, *, max_depth=4):
+    """Folders under ``folder`` (itself included) that hold a file named ``marker``, at most
+    ``max_depth`` levels down, sorted by path.
 
     Hidden folders and links to folders are not entered, and the search stops at the depth
     limit, so that a broad folder (a home directory, ``/``) is listed in bounded time.
@@ -383,11 +384,16 @@ def find_runs(folder, *, max_depth=4):
         return []
     found = []
     for root, dirs, files in os.walk(folder, onerror=lambda exc: None):
-        depth = len(Path(root).relative_to(folder).parts)
-        if CONFIG in files and is_run(Path(root)):
+        if marker in files:
             found.append(Path(root))
+        depth = len(Path(root).relative_to(folder).parts)
         dirs[:] = [] if depth >= max_depth else sorted(d for d in dirs if not d.startswith("."))
     return sorted(found)
+
+
+def find_runs(folder, *, max_depth=4):
+    """Run directories under ``folder`` (see :func:`find_folders`), sorted by path."""
+    return [p for p in find_folders(folder, CONFIG, max_depth=max_depth) if is_run(p)]
 
 
 def run_summary(path):
