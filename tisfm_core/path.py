@@ -37,7 +37,7 @@ from .atomic import check_format, check_output_folder, read_arrays, read_json, w
 from .devices import resolve_device
 from .errors import TisfmError, check_integer
 from .sequences import one_hot_torch
-from .training import TrainSettings, make_optimizer
+from .training import Batches, TrainSettings, make_optimizer
 
 __all__ = ["PathResult", "regularization_path", "path_from_arrays", "parse_lambdas", "load_path",
            "coefficients_at", "top_coefficients", "load_run_data", "add_parser", "cmd_path"]
@@ -387,12 +387,6 @@ class _Head(nn.Module):
         self.final = final
 
 
-def _tensors(indices, targets, device):
-    idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.uint8)).to(device)
-    tgt = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)).to(device)
-    return idx, tgt
-
-
 def _batch_loss(pred, y):
     # the training loop's loss: mean over the batch and the outputs
     return F.mse_loss(pred, y, reduction="sum") / (y.shape[0] * y.shape[1])
@@ -403,7 +397,8 @@ class _SlowBackend:
 
     def __init__(self, model, data, batch_size, device):
         self.module = model
-        self.data = {k: _tensors(*v, device) for k, v in data.items()}
+        batches = {k: Batches.from_arrays(*v, device) for k, v in data.items()}
+        self.data = {k: (b.indices, b.targets) for k, b in batches.items()}
         self.batch_size = batch_size
 
     def train_epoch(self, optimizer, order):
@@ -452,7 +447,8 @@ class _FastBackend:
         self.data = {}
         with torch.no_grad():
             for split, (indices, targets) in data.items():
-                idx, tgt = _tensors(indices, targets, device)
+                part = Batches.from_arrays(indices, targets, device)
+                idx, tgt = part.indices, part.targets
                 feats = [model.features(one_hot_torch(idx[s:s + batch_size])).float()
                          for s in range(0, idx.shape[0], batch_size)]
                 self.data[split] = (torch.cat(feats), tgt)
