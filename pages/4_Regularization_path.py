@@ -51,10 +51,8 @@ def path_views(path_dir):
     stamp = (path_dir / PATH_NPZ).stat().st_mtime_ns
     result = cached_path(str(path_dir), stamp)
     outputs = list(result.outputs)
-    best = pd.DataFrame({"output": outputs, "best λ": result.best_lambdas,
-                         "validation MSE": result.val_mse[result.best_index, np.arange(len(outputs))],
-                         "test MSE": result.test_mse[result.best_index, np.arange(len(outputs))],
-                         "non-zero TFs": result.n_nonzero[result.best_index, np.arange(len(outputs))]})
+    best = result.best_table().drop(columns="index").reset_index().rename(columns={
+        "lambda": "best λ", "val_mse": "validation MSE", "test_mse": "test MSE", "n_nonzero": "non-zero TFs"})
     st.markdown(f"**{result.penalty.upper()}** path with {len(result.lambdas)} λ values "
                 f"({result.lambdas.min():.3g} to {result.lambdas.max():.3g}), {len(result.motif_ids)} TFs.")
     shown = st.multiselect("Outputs in the MSE chart", outputs, default=outputs[:8], key="path_outputs")

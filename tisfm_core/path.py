@@ -179,6 +179,16 @@ class PathResult:
         """Per output, the lambda with the lowest validation MSE: (R,)."""
         return self.lambdas[self.best_index]
 
+    def best_table(self):
+        """Per output, its best lambda: DataFrame indexed by output with ``index``, ``lambda``,
+        ``val_mse``, ``test_mse`` and ``n_nonzero``."""
+        rows = np.arange(len(self.outputs))
+        return pd.DataFrame({"index": self.best_index, "lambda": self.lambdas[self.best_index],
+                             "val_mse": self.val_mse[self.best_index, rows],
+                             "test_mse": self.test_mse[self.best_index, rows],
+                             "n_nonzero": self.n_nonzero[self.best_index, rows]},
+                            index=pd.Index(self.outputs, name="output"))
+
     def apply(self, model, index):
         """Copy the final layer of lambda ``index`` into ``model.final`` (in place) and return it."""
         index = _lambda_index(self, index)
@@ -201,10 +211,10 @@ class PathResult:
                   motif_ids=np.asarray(self.motif_ids, dtype=str),
                   motif_names=np.asarray(self.motif_names, dtype=str),
                   outputs=np.asarray(self.outputs, dtype=str))
-        best = {o: {"index": int(i), "lambda": float(self.lambdas[i]),
-                    "val_mse": float(self.val_mse[i, r]), "test_mse": float(self.test_mse[i, r]),
-                    "n_nonzero": int(self.n_nonzero[i, r])}
-                for r, (o, i) in enumerate(zip(self.outputs, self.best_index))}
+        best = {o: {"index": int(row["index"]), "lambda": float(row["lambda"]),
+                    "val_mse": float(row["val_mse"]), "test_mse": float(row["test_mse"]),
+                    "n_nonzero": int(row["n_nonzero"])}
+                for o, row in self.best_table().iterrows()}
         write_json(path_dir / PATH_JSON, {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": self.run,
@@ -839,9 +849,8 @@ def cmd_path(args):
                                      batch_size=args.batch_size, mode=args.mode, device=args.device,
                                      random_state=args.seed, verbose=True, callback=progress)
         result.save(out)
-    for r, output in enumerate(result.outputs):
-        i = result.best_index[r]
-        print(f"best lambda {output}: {result.lambdas[i]:.4g} (val MSE {result.val_mse[i, r]:.4f}, "
-              f"test MSE {result.test_mse[i, r]:.4f}, {result.n_nonzero[i, r]} non-zeros)")
+    for output, row in result.best_table().iterrows():
+        print(f"best lambda {output}: {row['lambda']:.4g} (val MSE {row['val_mse']:.4f}, "
+              f"test MSE {row['test_mse']:.4f}, {int(row['n_nonzero'])} non-zeros)")
     print(f"path of {len(result.lambdas)} lambdas ({result.mode} mode, {result.seconds:.1f} s) "
           f"written to {out}")
