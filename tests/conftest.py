@@ -145,3 +145,16 @@ def write_bad_inputs(tmp, fasta, tsv):
     subprocess.run([sys.executable, "-c", script], check=True)
     files["evil.pt"] = evil
     return files
+
+
+def folder_digest(folder):
+    """SHA-256 over the names and bytes of every file under ``folder`` ("" folder: nothing)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    folder = Path(folder)
+    for p in sorted(folder.rglob("*")) if folder.exists() else []:
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()

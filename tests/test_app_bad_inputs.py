@@ -7,27 +7,17 @@ no upload left behind, and every saved run unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import write_bad_inputs
+from conftest import folder_digest, write_bad_inputs
 from test_app import _run_files, _zip, page, texts
 from tisfm_core import jobs
 
 pytestmark = pytest.mark.slow
-
-
-def _digest(folder):
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).rglob("*")) if Path(folder).exists() else []:
-        if p.is_file():
-            h.update(str(p.relative_to(folder)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +175,7 @@ def test_bad_input_gets_an_error_box_and_changes_nothing(bad, env, tmp_path, mon
     launched = []
     monkeypatch.setattr(jobs, "launch", lambda *a, **k: launched.append(a))
     home = tmp_path / "home"
-    before = _digest(env), _digest(home)
+    before = folder_digest(env), folder_digest(home)
     script, act = case
     at = page(script, env / "lineages_full")
     act(at, bad)
@@ -194,7 +184,7 @@ def test_bad_input_gets_an_error_box_and_changes_nothing(bad, env, tmp_path, mon
     assert any(needle in e for e in errors), errors
     assert all("Traceback" not in e and "Something went wrong" not in e for e in errors), errors
     assert not launched
-    assert (_digest(env), _digest(home)) == before            # no run changed, no upload left behind
+    assert (folder_digest(env), folder_digest(home)) == before            # no run changed, no upload left behind
     assert not (bad["tmp"] / "pwned").exists()
 
 

@@ -1,24 +1,14 @@
 """The bad-input matrix of the command line: every case must exit with status 2, print one line
 that names the problem, show no traceback, and leave every saved file untouched."""
 
-import hashlib
 import json
 import shutil
 
 import pytest
 import torch
 
-from conftest import planted_dataset, write_bad_inputs
+from conftest import folder_digest, planted_dataset, write_bad_inputs
 from tisfm_core.cli import main
-
-
-def _digest(folder):
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(folder)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +111,14 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(world, capsys, name, c
     if "cuda" in command and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     tmp, fasta, tsv, meme, run, aitac = world
-    before = _digest(run), _digest(aitac)
+    before = folder_digest(run), folder_digest(aitac)
     args = command.format(tmp=tmp, fasta=fasta, tsv=tsv, meme=meme, run=run, aitac=aitac).split()
     code = main(args)
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert needle.lower() in err.lower(), err
-    assert (_digest(run), _digest(aitac)) == before
+    assert (folder_digest(run), folder_digest(aitac)) == before
     assert not (tmp / "pwned").exists()
 
 
