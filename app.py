@@ -7,19 +7,12 @@ with ``st.navigation`` below.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parent)
-if _ROOT not in sys.path:  # app_ui lives next to this file
-    sys.path.insert(0, _ROOT)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-import app_ui as ui  # noqa: E402
-from tisfm_core.plots import r2_bar  # noqa: E402
-from tisfm_core.workflows import summary  # noqa: E402
+from tisfm_app import ui
+from tisfm_core.plots import r2_bar
+from tisfm_core.workflows import summary
 
 INTRO = (
     "**tiSFM** (totally interpretable sequence-to-function model) predicts chromatin accessibility "

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tisfm_core.motifs import MotifSet  # noqa: E402
 from tisfm_core.path import load_run_data, path_from_arrays  # noqa: E402
+from tisfm_core.specs import PathSpec  # noqa: E402
 from tisfm_core.runs import load_run  # noqa: E402
 from tisfm_core.splits import kfold_split  # noqa: E402
 from tisfm_core.training import initialize_from_data  # noqa: E402
@@ -105,12 +106,12 @@ def main(argv=None):
     lambdas = grid(args.lambdas)
     tiny = {k: (idx[:64], y[:64]) for k, (idx, y) in parts.items()}
     for mode in ("fast", "slow"):  # warm-up: first calls pay for lazy initialisation in torch
-        path_from_arrays(model, tiny["train"], tiny["val"], tiny["test"], mode=mode, lambdas=[0],
-                         epochs=1, **common)
+        path_from_arrays(model, tiny["train"], tiny["val"], tiny["test"],
+                         PathSpec(mode=mode, lambdas=[0], epochs=1, **common))
     res = {}
     for mode in ("fast", "slow"):
-        res[mode] = path_from_arrays(model, small["train"], small["val"], small["test"], mode=mode,
-                                     lambdas=lambdas, epochs=args.epochs, **common)
+        res[mode] = path_from_arrays(model, small["train"], small["val"], small["test"],
+                                     PathSpec(mode=mode, lambdas=lambdas, epochs=args.epochs, **common))
         r = res[mode]
         print(f"{mode}: {r.seconds:.2f} s for {len(lambdas)} lambdas, {int(r.epochs.sum())} epochs "
               f"(feature pass {r.feature_seconds:.2f} s)", flush=True)
@@ -124,8 +125,9 @@ def main(argv=None):
 
     full = ""
     if args.full_lambdas:
-        r = path_from_arrays(model, parts["train"], parts["val"], parts["test"], mode="fast",
-                             lambdas=grid(args.full_lambdas), epochs=args.full_epochs, **common)
+        r = path_from_arrays(model, parts["train"], parts["val"], parts["test"],
+                             PathSpec(mode="fast", lambdas=grid(args.full_lambdas), epochs=args.full_epochs,
+                                      **common))
         print(f"fast {args.full_lambdas} lambdas x {args.full_epochs} epochs: {r.seconds:.1f} s "
               f"(feature pass {r.feature_seconds:.1f} s, {int(r.epochs.sum())} epochs run)", flush=True)
         full = f", fast {args.full_lambdas}x{args.full_epochs}: {r.seconds:.1f} s"

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # app_ui lives in the app folder, one level up
-    sys.path.insert(0, _ROOT)
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+from tisfm_app import ui
+from tisfm_core import jobs
+from tisfm_core.errors import TisfmError
+from tisfm_core.plots import history_table, loss_curve
+from tisfm_core.runs import list_runs
+from tisfm_core.server import data_dir, home_dir, jobs_dir, server_path, user_runs_dir
+from tisfm_core.specs import MODEL_VARIANTS, VARIANTS, DataSpec, ModelSpec, TrainTask
+from tisfm_core.training import TrainSettings
+from tisfm_core.uploads import UploadBatch, extract_run_zip
+from tisfm_core.workflows import check_training_inputs
 
-import app_ui as ui  # noqa: E402
-from tisfm_core import jobs  # noqa: E402
-from tisfm_core.errors import TisfmError  # noqa: E402
-from tisfm_core.plots import history_table, loss_curve  # noqa: E402
-from tisfm_core.workflows import check_training_inputs  # noqa: E402
-
-VARIANTS = ("full", "base", "attention", "interaction", "maxpool", "aitac")
 RELEASES = ("2024", "2026", "2022", "2020")
 DEMO_TARGETS = {
     "lineages (7 outputs)": ("lineages", "none"),
@@ -33,7 +32,7 @@ ACTIVE_STATES = ("starting", "running")
 # -- runs -------------------------------------------------------------------------------------
 
 def runs_table():
-    rows = ui.list_runs()
+    rows = list_runs(ui.runs_folders())
     st.subheader("Runs")
     if not rows:
         st.info("No runs yet in " + ", ".join(str(f) for f in ui.runs_folders()) + ".")
@@ -56,7 +55,7 @@ def upload_run():
                 "`split.json`). It is checked before anything is unpacked and loaded before it is listed.")
     upload = st.file_uploader("Run zip", type=["zip"], key="run_zip")
     if upload is not None and st.button("Add this run", key="add_run_zip"):
-        dest = ui.extract_run_zip(upload.getvalue(), ui.user_runs_dir())
+        dest = extract_run_zip(upload.getvalue(), user_runs_dir())
         st.session_state[ui.ACTIVE_RUN] = str(dest)
         st.session_state["_page_notice"] = f"Run added as {dest.name} and made the active run."
         st.rerun()
@@ -71,18 +70,18 @@ def import_reference():
     state = c1.file_uploader("State dict (.pt)", type=["pt", "pth"], key="ref_pt")
     motifs = c2.file_uploader("Motif file (MEME, JASPAR, TRANSFAC, HOMER)", key="ref_motifs")
     c1, c2, c3, c4 = st.columns(4)
-    variant = c1.selectbox("Variant", VARIANTS[:-1], key="ref_variant")
+    variant = c1.selectbox("Variant", VARIANTS, key="ref_variant")
     era = c2.selectbox("Era", ("paper", "head"), key="ref_era",
                        help="paper: left-aligned kernels without attention biases (the published model)")
     length = c3.number_input("Sequence length", 60, 5000, 300, key="ref_length")
     outputs = c4.text_input("Output names (comma-separated, optional)", key="ref_outputs")
     if st.button("Import", key="ref_import", disabled=state is None or motifs is None):
         names = [o.strip() for o in outputs.split(",") if o.strip()] or None
-        with ui.UploadBatch() as uploads:
-            folder = uploads.folder(ui.data_dir() / "imports", "import")
+        with UploadBatch() as uploads:
+            folder = uploads.folder(data_dir() / "imports", "import")
             pt = uploads.save(state, folder, "state_dict.pt")
             motif_path = uploads.save(motifs, folder, "motifs" + _suffix(motifs.name))
-            out = uploads.folder(ui.user_runs_dir(), "imported")   # removed again on failure
+            out = uploads.folder(user_runs_dir(), "imported")   # removed again on failure
             out.rmdir()  # import_reference_run creates it and refuses a non-empty one
             with st.spinner("Importing ..."):
                 import_reference_run(pt, motifs=motif_path, variant=variant, era=era, outputs=names,
@@ -158,38 +157,39 @@ def transform_input(spec):
     return kind
 
 
-def resolve_data(spec, transform, uploads):
-    """CLI data arguments, a description and the transform for a data spec (uploads are saved
-    through ``uploads``, an :class:`app_ui.UploadBatch`)."""
+def resolve_data(spec, transform, uploads, *, folds=10):
+    """The DataSpec of the form's data choice, a description and the demo folder (or None);
+    uploads are saved through ``uploads``, an :class:`tisfm_core.uploads.UploadBatch`."""
     if spec["kind"] == "demo":
         with st.spinner(f"Making the synthetic demo atlas ({spec['n']} regions) ..."):
-            folder = Path(_demo_folder(spec["n"], spec["seed"], str(ui.home_dir())))
+            folder = Path(_demo_folder(spec["n"], spec["seed"], str(home_dir())))
         table, kind = DEMO_TARGETS[spec["target"]]
-        args = ["--sequences", str(folder / "sequences.fa"), "--targets", str(folder / f"targets_{table}.tsv")]
-        transform = kind if kind != "tree-diff" else f"tree-diff:{folder / 'parents.tsv'}"
-        return args, f"{ui.SYNTHETIC} {spec['n']} regions, {spec['target'].split(' (')[0]}", transform, folder
+        data = DataSpec(sequences=str(folder / "sequences.fa"), targets=str(folder / f"targets_{table}.tsv"),
+                        transform=kind if kind != "tree-diff" else f"tree-diff:{folder / 'parents.tsv'}",
+                        folds=folds)
+        return data, f"{ui.SYNTHETIC} {spec['n']} regions, {spec['target'].split(' (')[0]}", folder
+    if ":" in transform:
+        server_path(transform.split(":", 1)[1], "transform table")
     if spec["kind"] == "server":
-        if not spec.get("targets", "").strip():
+        files = {key: spec.get(key, "").strip() or None for key in ("targets", "sequences", "bed", "genome")}
+        if not files["targets"]:
             raise TisfmError("give the path of the targets TSV")
-        args = ["--targets", spec["targets"].strip()]
-        if spec.get("sequences") is not None:
-            if not spec["sequences"].strip():
-                raise TisfmError("give the path of the sequence file")
-            args += ["--sequences", spec["sequences"].strip()]
-        else:
-            if not (spec.get("bed", "").strip() and spec.get("genome", "").strip()):
-                raise TisfmError("give both the BED file and the genome FASTA")
-            args += ["--bed", spec["bed"].strip(), "--genome", spec["genome"].strip()]
-        for flag, value in zip(args[::2], args[1::2]):
-            if not ui.server_path(value, flag[2:].replace("_", " ")).exists():
+        if "sequences" in spec and not files["sequences"]:
+            raise TisfmError("give the path of the sequence file")
+        if "bed" in spec and not (files["bed"] and files["genome"]):
+            raise TisfmError("give both the BED file and the genome FASTA")
+        for key, value in files.items():
+            if value and not server_path(value, key).exists():
                 raise TisfmError(f"{value} does not exist on this server")
-        return args, f"files {Path(args[1]).name}", transform, None
+        data = DataSpec(**files, transform=transform, folds=folds)
+        return data, f"files {Path(files['sequences'] or files['bed']).name}", None
     if spec["sequences"] is None or spec["targets"] is None:
         raise TisfmError("upload both the sequence file and the targets TSV")
-    folder = uploads.folder(ui.data_dir() / "uploads", "data")
-    args = ["--sequences", uploads.save(spec["sequences"], folder, "sequences" + _suffix(spec["sequences"].name)),
-            "--targets", uploads.save(spec["targets"], folder, "targets.tsv")]
-    return args, f"uploaded {spec['sequences'].name}", transform, None
+    folder = uploads.folder(data_dir() / "uploads", "data")
+    data = DataSpec(sequences=uploads.save(spec["sequences"], folder, "sequences" + _suffix(spec["sequences"].name)),
+                    targets=uploads.save(spec["targets"], folder, "targets.tsv"), transform=transform,
+                    folds=folds)
+    return data, f"uploaded {spec['sequences'].name}", None
 
 
 def motif_inputs(demo):
@@ -213,12 +213,12 @@ def resolve_motifs(spec, demo_folder, uploads):
         return str(Path(demo_folder) / "motifs.meme"), "demo motifs"
     if spec["kind"] == "server":
         path = spec["path"].strip()
-        if not path or not ui.server_path(path, "motif file").is_file():
+        if not path or not server_path(path, "motif file").is_file():
             raise TisfmError(f"motif file {path or '(empty)'} does not exist on this server")
         return path, Path(path).name
     if spec["file"] is None:
         raise TisfmError("upload a motif file")
-    folder = uploads.folder(ui.data_dir() / "uploads", "motifs")
+    folder = uploads.folder(data_dir() / "uploads", "motifs")
     return uploads.save(spec["file"], folder, "motifs" + _suffix(spec["file"].name)), spec["file"].name
 
 
@@ -231,7 +231,7 @@ def training_form():
     transform = transform_input(data)
     motifs = motif_inputs(data["kind"] == "demo")
     c1, c2, c3, c4 = st.columns(4)
-    variant = c1.selectbox("Variant", VARIANTS, key="variant",
+    variant = c1.selectbox("Variant", MODEL_VARIANTS, key="variant",
                            help="full: attention + interaction + programmable pooling; base: pooling only; "
                                 "maxpool: max pooling; aitac: the AI-TAC CNN baseline")
     epochs = c2.number_input("Epochs (frozen PWMs)", 1, 1000, 20, key="epochs")
@@ -247,27 +247,22 @@ def training_form():
     name = st.text_input("Run name (folder in your runs folder)", key="run_name",
                          placeholder=f"{variant}_{time.strftime('%Y%m%d-%H%M%S')}")
     if st.button("Start training job", type="primary", key="start_training"):
-        out = ui.user_runs_dir() / _safe_name(name, f"{variant}_{time.strftime('%Y%m%d-%H%M%S')}")
+        out = user_runs_dir() / _safe_name(name, f"{variant}_{time.strftime('%Y%m%d-%H%M%S')}")
         if out.exists():
             raise TisfmError(f"a run folder named {out.name} already exists in {out.parent}; choose another name")
-        with ui.UploadBatch() as uploads:
-            data_args, data_label, transform, demo_folder = resolve_data(data, transform, uploads)
+        with UploadBatch() as uploads:
+            data_spec, data_label, demo_folder = resolve_data(data, transform, uploads, folds=int(folds))
             motif_spec, motif_label = resolve_motifs(motifs, demo_folder, uploads)
-            if data["kind"] != "demo" and ":" in transform:
-                ui.server_path(transform.split(":", 1)[1], "transform table")
+            task = TrainTask(data=data_spec, model=ModelSpec(variant=variant, motifs=motif_spec),
+                             training=TrainSettings(epochs=int(epochs), finetune_epochs=int(finetune),
+                                                    batch_size=int(batch), penalty=penalty, lam=float(lam),
+                                                    device=None if device == "auto" else device))
             with st.spinner("Checking the inputs (reading and matching every file) ..."):
-                summary = check_training_inputs(
-                    **{flag[2:]: value for flag, value in zip(data_args[::2], data_args[1::2])},
-                    motifs=motif_spec, variant=variant, transform=transform, folds=int(folds),
-                    device=device)
-        args = [*data_args, "--motifs", motif_spec, "--variant", variant, "--transform", transform,
-                "--epochs", int(epochs), "--finetune-epochs", int(finetune), "--batch-size", int(batch),
-                "--penalty", penalty, "--lam", float(lam), "--folds", int(folds), "--device", device,
-                "--out", str(out)]
+                summary = check_training_inputs(task)
         kind = "cv" if mode.startswith("Cross") else "train"
         label = (f"{out.name}: {variant} on {data_label} with {motif_label}"
                  + (f", {int(folds)}-fold CV" if kind == "cv" else ""))
-        job = jobs.launch(kind, args, ui.jobs_dir(), label=label)
+        job = jobs.launch(kind, ["--out", str(out)], jobs_dir(), label=label, spec=task)
         st.session_state["_page_notice"] = (
             f"Started job {job.id}: {label} ({summary['n_regions']:,} regions x "
             f"{summary['n_outputs']} outputs, {summary['length']} bp"
@@ -310,7 +305,7 @@ def job_details(row):
 
 
 def jobs_panel():
-    rows = jobs.list_jobs(ui.jobs_dir())
+    rows = jobs.list_jobs(jobs_dir())
     notice = st.session_state.pop("_job_notice", None)
     if notice:
         getattr(st, notice[0])(notice[1])
@@ -356,7 +351,7 @@ def main():
     with tabs[2]:
         ui.guarded(import_reference)
     st.subheader("Jobs")
-    active = any(r["state"] in ACTIVE_STATES for r in jobs.list_jobs(ui.jobs_dir()))
+    active = any(r["state"] in ACTIVE_STATES for r in jobs.list_jobs(jobs_dir()))
     # poll every 2 s only while something runs; the panel reruns alone, not the whole page
     st.fragment(run_every=2 if active else None)(jobs_fragment)()
     if not active:

@@ -3,24 +3,22 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # app_ui lives in the app folder, one level up
-    sys.path.insert(0, _ROOT)
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-import app_ui as ui  # noqa: E402
-from tisfm_core.analysis.final_layer import (cluster_order, final_layer, normalise_rows,  # noqa: E402
-                                             top_k_union)
-from tisfm_core.analysis.inclusion import cv_siblings, inclusion_filter, inclusion_ratio  # noqa: E402
-from tisfm_core.plots import SEQUENTIAL, motif_logo, weight_heatmap  # noqa: E402
-from tisfm_core.runs import read_run_config  # noqa: E402
-from tisfm_core.workflows import kernel_motifs  # noqa: E402
+from tisfm_app import ui
+from tisfm_core.analysis.final_layer import (
+    cluster_order,
+    final_layer,
+    normalise_rows,
+    top_k_union,
+)
+from tisfm_core.analysis.inclusion import cv_siblings, inclusion_filter, inclusion_ratio
+from tisfm_core.demo import planted_marks
+from tisfm_core.plots import SEQUENTIAL, motif_logo, weight_heatmap
+from tisfm_core.runs import read_run_config
+from tisfm_core.workflows import kernel_motifs
 
 INTRO = ("Each cell is the final-layer weight of a TF (row) for an output (column), divided by the "
          "largest |weight| of that output, so every output spans -1 to 1 (red: the TF raises the "
@@ -55,7 +53,7 @@ def heatmap_section(path, truth):
         return None
     norm = normalise_rows(W)
     rows = top_k_union(W[shown], k=k, by=by)
-    marks = [m for m in ui.planted_marks(truth, shown) if m[0] in W.index]
+    marks = [m for m in planted_marks(truth, shown) if m[0] in W.index]
     if marks and st.checkbox("Also show the planted regulators of the synthetic demo", value=True,
                              key="with_planted"):
         rows += [m for m in dict.fromkeys(m[0] for m in marks) if m not in rows]

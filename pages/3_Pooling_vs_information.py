@@ -3,21 +3,15 @@ against final-layer importance (Fig. 3B)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # app_ui lives in the app folder, one level up
-    sys.path.insert(0, _ROOT)
-
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-import app_ui as ui  # noqa: E402
-from tisfm_core.analysis.interaction import interaction_influence  # noqa: E402
-from tisfm_core.analysis.pooling_ic import correlations, outliers, pooling_vs_ic  # noqa: E402
-from tisfm_core.errors import TisfmError  # noqa: E402
-from tisfm_core.plots import labelled_scatter  # noqa: E402
+from tisfm_app import ui
+from tisfm_core.analysis.interaction import interaction_influence
+from tisfm_core.analysis.pooling_ic import correlations, outliers, pooling_vs_ic
+from tisfm_core.demo import planted_marks
+from tisfm_core.errors import TisfmError
+from tisfm_core.plots import labelled_scatter
 
 INTRO = ("Every motif learns a **pooling weight**: near 0 its matches are averaged over the sequence, "
          "large values approach max pooling. The paper found that informative (high-IC) motifs learn "
@@ -35,7 +29,7 @@ def influence_table(path, stamp):
 
 
 def _planted_column(df, truth):
-    planted = {m for m, *_ in ui.planted_marks(truth, list((truth or {}).get("per_lineage", {})) +
+    planted = {m for m, *_ in planted_marks(truth, list((truth or {}).get("per_lineage", {})) +
                                                list((truth or {}).get("per_edge", {})))}
     if planted:
         df = df.copy()

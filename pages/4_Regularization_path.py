@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # app_ui lives in the app folder, one level up
-    sys.path.insert(0, _ROOT)
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-import app_ui as ui  # noqa: E402
-from tisfm_core import jobs  # noqa: E402
-from tisfm_core.path import (PATH_NPZ, coefficients_at, find_paths, load_path, parse_lambdas,  # noqa: E402
-                             top_coefficients)
-from tisfm_core.plots import path_coefficients, path_mse, weight_heatmap  # noqa: E402
+from tisfm_app import ui
+from tisfm_core import jobs
+from tisfm_core.path import (
+    PATH_NPZ,
+    coefficients_at,
+    find_paths,
+    load_path,
+    parse_lambdas,
+    top_coefficients,
+)
+from tisfm_core.plots import path_coefficients, path_mse, weight_heatmap
+from tisfm_core.server import jobs_dir, user_runs_dir
+from tisfm_core.specs import PathSpec
 
 INTRO = ("A regularization path retrains only the final layer at a series of penalty strengths λ "
          "(each warm-started from the previous one). Larger λ zeroes more TF weights; the best λ of "
          "an output is the one with the lowest validation error.")
 
 
+@st.cache_resource(max_entries=8, show_spinner="Reading the path ...")
 def cached_path(path_dir, stamp):
+    """The path folder's result, read once per folder and file stamp (not on every rerun)."""
     return load_path(path_dir)
 
 
@@ -38,11 +43,11 @@ def launch_form(run_path, expanded):
         log = c3.checkbox("log-spaced", True, key="path_log")
         epochs = c4.number_input("Epochs per λ", 1, 200, 20, key="path_epochs")
         if st.button("Start path job", key="start_path"):
-            parse_lambdas(grid, log=log)  # refuse a bad grid here, not in the job
-            out = ui.user_runs_dir() / "paths" / f"{Path(run_path).name}_{penalty}_{time.strftime('%Y%m%d-%H%M%S')}"
-            args = [str(run_path), "--penalty", penalty, "--lambdas", grid, "--epochs", int(epochs),
-                    "--out", str(out)] + (["--log"] if log else [])
-            job = jobs.launch("path", args, ui.jobs_dir(), label=f"{penalty} path of {Path(run_path).name}")
+            # a bad grid is refused here, not in the job
+            spec = PathSpec(lambdas=tuple(parse_lambdas(grid, log=log)), penalty=penalty, epochs=int(epochs))
+            out = user_runs_dir() / "paths" / f"{Path(run_path).name}_{penalty}_{time.strftime('%Y%m%d-%H%M%S')}"
+            job = jobs.launch("path", [str(run_path), "--out", str(out)], jobs_dir(), spec=spec,
+                              label=f"{penalty} path of {Path(run_path).name}")
             st.success(f"Started job {job.id}. Follow it on *Models and training*; the path appears here "
                        "when it is done.")
 

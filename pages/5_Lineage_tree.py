@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # app_ui lives in the app folder, one level up
-    sys.path.insert(0, _ROOT)
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-import app_ui as ui  # noqa: E402
-from tisfm_core.analysis.final_layer import final_layer, normalise_rows  # noqa: E402
-from tisfm_core.analysis.tree_diff import edge_metrics, edge_top_motifs, mark_kept, tree_layout  # noqa: E402
-from tisfm_core.plots import tree_figure, weight_heatmap  # noqa: E402
-from tisfm_core.runs import read_run_config  # noqa: E402
+from tisfm_app import ui
+from tisfm_core.analysis.final_layer import final_layer, normalise_rows
+from tisfm_core.analysis.tree_diff import (
+    edge_metrics,
+    edge_top_motifs,
+    mark_kept,
+    tree_layout,
+)
+from tisfm_core.demo import planted_marks
+from tisfm_core.plots import tree_figure, weight_heatmap
+from tisfm_core.runs import read_run_config
 
 INTRO = ("A tree-diff model predicts, for every edge of the cell-type tree, the change of accessibility "
          "from the parent to the child cell type. Edges the model predicts well (test R² above the "
@@ -94,7 +93,7 @@ def edge_heatmap(path, stamp, kept, k, truth):
     norm = normalise_rows(W[edges]).loc[rows]
     labels = {e: edge_label(r) for e, r in zip(edges, kept.itertuples(index=False))}
     values = norm.rename(columns=labels)
-    marks = [(m, labels[o]) for m, o, _, _ in ui.planted_marks(truth, edges) if m in rows]
+    marks = [(m, labels[o]) for m, o, _, _ in planted_marks(truth, edges) if m in rows]
     fig = weight_heatmap(values, raw=W.loc[rows, edges].rename(columns=labels), names=names,
                          colorbar="normalised weight", marks=marks,
                          title=f"Top {k} TFs of each kept edge")
@@ -119,7 +118,7 @@ def edge_detail(path, stamp, table, kept, clicked, truth):
     st.markdown(f"**{info['parent']} → {info['child']}** ({info['parent_lineage'] or '?'} → "
                 f"{info['child_lineage'] or '?'}): test R² {info['test_r2']:.3f}, Pearson {info['test_pearson']:.3f}")
     tfs = top_motifs(str(path), stamp, (edge,), 10).drop(columns="edge")
-    planted = {m: s for m, o, s, _ in ui.planted_marks(truth, [edge])}
+    planted = {m: s for m, o, s, _ in planted_marks(truth, [edge])}
     if planted:
         tfs["planted (sign)"] = [("+" if planted[m] > 0 else "−") if m in planted else "" for m in tfs["motif"]]
     st.dataframe(tfs, hide_index=True, width="stretch")

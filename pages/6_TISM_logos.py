@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import gzip
-import sys
-import tempfile
-import zlib
+import hashlib
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # app_ui lives in the app folder, one level up
-    sys.path.insert(0, _ROOT)
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-import hashlib  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-import app_ui as ui  # noqa: E402
-from tisfm_core.attribution import agreement, ism, logo_values, motif_hits, tism, variant_effects  # noqa: E402
-from tisfm_core.dataset import load_sequences  # noqa: E402
-from tisfm_core.errors import TisfmError  # noqa: E402
-from tisfm_core.plots import agreement_scatter, attribution_logo, base_heatmap  # noqa: E402
-from tisfm_core.runs import resolve_run_data  # noqa: E402
-from tisfm_core.sequences import decode, read_bed_windows  # noqa: E402
+from tisfm_app import ui
+from tisfm_core.attribution import (
+    agreement,
+    attribution_table,
+    ism,
+    logo_values,
+    motif_hits,
+    tism,
+    variant_effects,
+)
+from tisfm_core.dataset import load_sequences
+from tisfm_core.errors import TisfmError
+from tisfm_core.plots import agreement_scatter, attribution_logo, base_heatmap
+from tisfm_core.runs import resolve_run_data
+from tisfm_core.sequences import decode, parse_sequence_text, region_window
+from tisfm_core.server import server_path
+from tisfm_core.textfiles import decode_text
 
 INTRO = ("TISM (Taylor in-silico mutagenesis) estimates, from one gradient, how much each output would "
          "change if any base were mutated. The logo shows, at every position, the reference base with "
@@ -67,22 +68,14 @@ def sequence_input(path, length):
         if not text.strip():
             st.info(f"Paste one or more sequences of {length} bp, or choose another source.")
             return None
-        return ui.parse_sequences(text, length=length, what="the pasted sequences")
+        return _pair(parse_sequence_text(text, length=length, what="the pasted sequences"))
     if mode == "Upload FASTA":
         upload = st.file_uploader("FASTA file (plain or gzip)", type=["fa", "fasta", "fna", "txt", "gz"],
                                   key="tism_fasta")
         if upload is None:
             return None
-        data = upload.getvalue()
-        try:
-            if data[:2] == b"\x1f\x8b":
-                data = gzip.decompress(data)
-            text = data.decode("utf-8-sig")
-        except (OSError, EOFError, zlib.error):
-            raise TisfmError(f"{upload.name} is a damaged or truncated gzip file") from None
-        except UnicodeDecodeError:
-            raise TisfmError(f"{upload.name} is not a text (UTF-8) file") from None
-        return ui.parse_sequences(text, length=length, what=upload.name)
+        text = decode_text(upload.getvalue(), upload.name)
+        return _pair(parse_sequence_text(text, length=length, what=upload.name))
     if mode == "Region of the run's data":
         ids, indices = run_sequences(str(path), ui.run_stamp(path))
         chosen = st.multiselect("Regions (up to 20)", ids, default=ids[:1], max_selections=20, key="tism_regions")
@@ -97,25 +90,16 @@ def sequence_input(path, length):
     if not fasta.strip() or not region.strip():
         st.info(f"Give the genome FASTA and a region; the {length}-bp window centred on the region is used.")
         return None
-    return genome_window(str(ui.server_path(fasta, "genome FASTA")), region.strip(), length)
+    return genome_window(str(server_path(fasta, "genome FASTA")), region.strip(), length)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def genome_window(fasta, region, length):
-    """The window of ``length`` bp centred on a chrom:start-end region (1-based inclusive);
-    cached, so reruns of the page do not read the genome again."""
-    try:
-        chrom, span = region.replace(",", "").rsplit(":", 1)
-        start, end = (int(v) for v in span.split("-"))
-    except ValueError:
-        raise TisfmError(f"region {region!r} is not of the form chrom:start-end (e.g. chr1:3000001-3000300)") from None
-    if start < 1 or end < start:
-        raise TisfmError(f"region {region!r}: start must be >= 1 and end >= start")
-    with tempfile.TemporaryDirectory(prefix="tisfm-region-") as folder:
-        bed = Path(folder) / "region.bed"
-        # BED is 0-based, end exclusive; read_bed_windows centres the window on the region
-        bed.write_text(f"{chrom}\t{start - 1}\t{end}\t{region}\n")
-        seqs = read_bed_windows(bed, fasta, length=length)
+    """The window centred on a typed region; cached, so reruns do not read the genome again."""
+    return _pair(region_window(fasta, region, length))
+
+
+def _pair(seqs):
     return list(seqs.ids), seqs.indices
 
 
@@ -130,20 +114,6 @@ def compute_tism(path, stamp, indices, outputs):
     if bar is not None:
         bar.empty()
     return np.concatenate(parts)
-
-
-def long_table(values, ids, outputs, indices):
-    """All TISM values as a long table (sequence, output, position 1-based, ref, base, effect)."""
-    n, r, _, length = values.shape
-    refs = np.array(list(BASES + "N"))[indices]
-    return pd.DataFrame({
-        "sequence": np.repeat(ids, r * 4 * length),
-        "output": np.tile(np.repeat(outputs, 4 * length), n),
-        "position": np.tile(np.arange(1, length + 1), n * r * 4),
-        "ref": np.repeat(refs.reshape(n, 1, 1, length), r, axis=1).repeat(4, axis=2).reshape(-1),
-        "base": np.tile(np.repeat(list(BASES), length), n * r),
-        "effect": values.reshape(-1),
-    })
 
 
 def main():
@@ -168,7 +138,7 @@ def main():
     out_index = [run.outputs.index(o) for o in outputs]
     values = compute_tism(path, stamp, indices, out_index)
     heights = logo_values(values, indices)
-    st.download_button("All TISM values (CSV)", lambda: long_table(values, ids, outputs, indices).to_csv(index=False),
+    st.download_button("All TISM values (CSV)", lambda: attribution_table(values, ids, outputs, indices).to_csv(index=False),
                        file_name="tism_values.csv", mime="text/csv", key="tism_all_csv", on_click="ignore")
 
     c1, c2, c3 = st.columns([2, 2, 3])

@@ -60,6 +60,7 @@ def build(root):
     """Write the fixture folder into ``root`` (see the module docstring); returns ``root``."""
     from tisfm_core.demo import make_demo_atlas
     from tisfm_core.path import regularization_path
+    from tisfm_core.specs import DataSpec, ModelSpec, PathSpec, TrainTask
     from tisfm_core.training import TrainSettings
     from tisfm_core.workflows import train_run
 
@@ -69,17 +70,20 @@ def build(root):
     motifs = small_motifs(atlas_dir, info["truth"])
     files = info["files"]
     runs = root / "runs"
-    common = dict(sequences=files["sequences"], motifs=str(motifs), folds=5, verbose=False)
     two = TrainSettings(epochs=2, batch_size=64, device="cpu", precision="fp32", lr=0.003)
     one = TrainSettings(epochs=1, batch_size=64, device="cpu", precision="fp32", lr=0.003)
-    train_run(runs / "lineages_full", targets=files["lineages"], variant="full", settings=two, **common)
+
+    def task(variant, settings, targets, **data):
+        return TrainTask(data=DataSpec(sequences=files["sequences"], targets=targets, folds=5, **data),
+                         model=ModelSpec(variant=variant, motifs=str(motifs)), training=settings)
+    train_run(runs / "lineages_full", task("full", two, files["lineages"]), verbose=False)
     for fold in range(2):
-        train_run(runs / "cv_lineages" / f"fold_{fold}", targets=files["lineages"], variant="base",
-                  fold=fold, group="cv_lineages", settings=one, **common)
-    train_run(runs / "treediff_base", targets=files["celltypes"], variant="base",
-              transform=f"tree-diff:{files['parents']}", settings=one, **common)
-    result = regularization_path(runs / "lineages_full", penalty="mcp", lambdas=[0.0, 1e-3, 1e-2, 1e-1],
-                                 epochs=2)
+        train_run(runs / "cv_lineages" / f"fold_{fold}",
+                  task("base", one, files["lineages"], fold=fold).replace(group="cv_lineages"), verbose=False)
+    train_run(runs / "treediff_base", task("base", one, files["celltypes"],
+                                           transform=f"tree-diff:{files['parents']}"), verbose=False)
+    result = regularization_path(runs / "lineages_full", PathSpec(lambdas=(0.0, 1e-3, 1e-2, 1e-1),
+                                                                  penalty="mcp", epochs=2, device="cpu"))
     result.save(runs / "paths" / "lineages_mcp")
     broken = runs / "broken"
     broken.mkdir(parents=True)

@@ -1,21 +1,37 @@
 """Interpretation analyses, each checked against a small independent computation."""
 
-import argparse
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import random_motifs
 from scipy import stats
 
-from conftest import random_motifs
 from tisfm_core.analysis import (
-    add_parser, cluster_order, correlations, cv_siblings, drift_summary, edge_metrics,
-    edge_top_motifs, final_layer, inclusion_filter, inclusion_ratio, interaction_influence,
-    kept_edges, kernel_drift, mark_kept, motif_table, normalise_rows, outliers, pooling_vs_ic,
-    similarity_matrix, top_k_union, tree_layout,
+    cluster_order,
+    correlations,
+    cv_siblings,
+    drift_summary,
+    edge_metrics,
+    edge_top_motifs,
+    final_layer,
+    inclusion_filter,
+    inclusion_ratio,
+    interaction_influence,
+    kept_edges,
+    kernel_drift,
+    mark_kept,
+    motif_table,
+    normalise_rows,
+    outliers,
+    pooling_vs_ic,
+    similarity_matrix,
+    top_k_union,
+    tree_layout,
 )
+from tisfm_core.cli import build_parser
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import MotifSet
 from tisfm_core.runs import load_run, save_run
@@ -355,8 +371,7 @@ def test_cisbp_self_similarity_is_one(cisbp):
 # -- command line -----------------------------------------------------------------------------
 
 def test_analyze_command(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     motifs = random_motifs(5)
     W = np.array([[0.0, 2.0, -1.0, 0.5, 0.0], [4.0, 0.0, 0.0, 0.0, -2.0]])
     run = make_run(tmp_path / "r", motifs, W=W)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,18 +16,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from app_fixtures import app_runs_folder
+
 from tisfm_core import jobs
+from tisfm_core.cli import build_parser
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import read_meme
 from tisfm_core.runs import load_run
-from tisfm_core.sequences import encode, one_hot
+from tisfm_core.demo import run_truth
+from tisfm_core.sequences import encode, one_hot, parse_sequence_text
+from tisfm_core.specs import TrainTask
+from tisfm_core.uploads import extract_run_zip
+from tisfm_core.workflows import RUN_FILES
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import app_ui  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -231,20 +232,15 @@ def test_regularization_path_views(env):
 
 def test_regularization_path_missing_offers_a_job(env, monkeypatch):
     calls = []
-    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="": calls.append((kind, args)) or
-                        jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None:
+                        calls.append((kind, args, spec)) or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
     at = page("pages/4_Regularization_path.py", env / "treediff_base")
     assert any("No regularization path" in i for i in texts(at.info))
     at.button(key="start_path").click().run()
-    kind, args = calls[0]
-    import argparse
-
-    from tisfm_core.path import add_parser
-
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    parsed = parser.parse_args([kind, *map(str, args)])
-    assert parsed.run == str(env / "treediff_base") and parsed.penalty == "mcp" and parsed.log
+    kind, args, spec = calls[0]
+    parsed = build_parser().parse_args([kind, *map(str, args)])
+    assert parsed.run == str(env / "treediff_base") and spec.penalty == "mcp" and spec.log_grid
+    assert np.allclose(spec.lambdas, np.r_[0, np.geomspace(1e-4, 1e-1, 12)])
 
 
 # -- lineage tree -------------------------------------------------------------------------------
@@ -363,7 +359,7 @@ def _zip(entries, links=()):
 
 
 def _run_files(run_dir, prefix=""):
-    return {prefix + p.name: p.read_bytes() for p in run_dir.iterdir() if p.name in app_ui.RUN_FILES}
+    return {prefix + p.name: p.read_bytes() for p in run_dir.iterdir() if p.name in RUN_FILES}
 
 
 def test_upload_run_zip(env, tmp_path):
@@ -399,22 +395,21 @@ def test_bad_run_zips_are_refused(env, tmp_path, entries, links, message):
 def test_zip_size_limit_and_invalid_run(env, tmp_path):
     files = _run_files(env / "lineages_full")
     with pytest.raises(TisfmError, match="more than"):
-        app_ui.extract_run_zip(_zip(files), tmp_path / "runs", max_bytes=1000)
+        extract_run_zip(_zip(files), tmp_path / "runs", max_bytes=1000)
     broken = dict(files, **{"config.json": b'{"format": "tisfm-run", "format_version": 1}'})
     with pytest.raises(TisfmError, match="the uploaded run is not valid"):
-        app_ui.extract_run_zip(_zip(broken), tmp_path / "runs")
+        extract_run_zip(_zip(broken), tmp_path / "runs")
     assert not any((tmp_path / "runs").iterdir())
     with pytest.raises(TisfmError, match="not a zip"):
-        app_ui.extract_run_zip(b"plain text", tmp_path / "runs")
+        extract_run_zip(b"plain text", tmp_path / "runs")
 
 
 def test_training_form_builds_a_valid_job(env, fixture_root, monkeypatch):
-    from tisfm_core.cli import build_parser
 
     calls = []
 
-    def fake_launch(kind, args, jobs_dir, label=""):
-        calls.append((kind, [str(a) for a in args], label))
+    def fake_launch(kind, args, jobs_dir, label="", spec=None):
+        calls.append((kind, [str(a) for a in args], label, spec))
         return jobs.Job(path=Path(jobs_dir), id="fake", kind=kind)
 
     monkeypatch.setattr(jobs, "launch", fake_launch)
@@ -432,11 +427,14 @@ def test_training_form_builds_a_valid_job(env, fixture_root, monkeypatch):
     at.text_input(key="run_name").input("my tree run!").run()
     at.button(key="start_training").click().run()
     assert not texts(at.error), texts(at.error)
-    kind, args, label = calls[0]
+    kind, args, label, task = calls[0]
     parsed = build_parser().parse_args([kind, *args])
-    assert kind == "train" and parsed.variant == "base" and parsed.epochs == 3 and parsed.finetune_epochs == 2
-    assert parsed.transform == f"tree-diff:{demo / 'parents.tsv'}" and parsed.motifs == "jaspar:2024"
-    assert parsed.sequences == str(demo / "sequences.fa") and parsed.out.endswith("/runs/my_tree_run")
+    assert kind == "train" and parsed.out.endswith("/runs/my_tree_run")
+    # the job's task survives its JSON round trip (what the job process reads)
+    task = TrainTask.from_dict(json.loads(json.dumps(task.to_dict(base=REPO))), base=REPO)
+    assert task.model.variant == "base" and task.training.epochs == 3 and task.training.finetune_epochs == 2
+    assert task.data.transform == f"tree-diff:{demo / 'parents.tsv'}" and task.model.motifs == "jaspar:2024"
+    assert task.data.sequences == str(demo / "sequences.fa")
     # a missing server file is refused before any job starts
     at.text_input(key="srv_targets").input(str(demo / "nope.tsv")).run()
     at.button(key="start_training").click().run()
@@ -444,22 +442,20 @@ def test_training_form_builds_a_valid_job(env, fixture_root, monkeypatch):
 
 
 def test_training_form_makes_the_demo_atlas(env, tmp_path, monkeypatch):
-    from tisfm_core.cli import build_parser
 
     calls = []
-    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="":
-                        calls.append((kind, [str(a) for a in args])) or jobs.Job(path=Path(jobs_dir), id="f", kind=kind))
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None:
+                        calls.append((kind, spec)) or jobs.Job(path=Path(jobs_dir), id="f", kind=kind))
     at = page("pages/1_Models_and_training.py")
     at.number_input(key="demo_regions").set_value(200)
     at.selectbox(key="demo_targets").set_value("tree edges (80 outputs: child minus parent)")
     at.radio(key="job_mode").set_value("Cross-validation (one run per fold)").run()
     at.button(key="start_training").click().run()
     assert not texts(at.error), texts(at.error)
-    kind, args = calls[0]
-    parsed = build_parser().parse_args([kind, *args])
+    kind, task = calls[0]
     demo = tmp_path / "home" / "data" / "demo_200_seed0"
-    assert kind == "cv" and parsed.sequences == str(demo / "sequences.fa")
-    assert parsed.transform == f"tree-diff:{demo / 'parents.tsv'}" and parsed.motifs == str(demo / "motifs.meme")
+    assert kind == "cv" and task.data.sequences == str(demo / "sequences.fa")
+    assert task.data.transform == f"tree-diff:{demo / 'parents.tsv'}" and task.model.motifs == str(demo / "motifs.meme")
     assert len((demo / "sequences.fa").read_text().split(">")) == 201
     assert json.loads((demo / "truth.json").read_text())["synthetic"] is True
 
@@ -491,16 +487,16 @@ def test_jobs_panel_shows_progress_loss_and_failures(env, tmp_path):
 # -- helpers --------------------------------------------------------------------------------------
 
 def test_parse_sequences_fasta_raw_and_wrapped():
-    ids, idx = app_ui.parse_sequences(">a x\nACGT\nAC\n\n>b\nTTTTNN\n", length=6)
-    assert ids == ["a", "b"] and idx.tolist() == [[0, 1, 2, 3, 0, 1], [3, 3, 3, 3, 4, 4]]
-    ids, idx = app_ui.parse_sequences("ACG\nTAC\n\nGGG\nCCC", length=6)  # blocks of wrapped lines
-    assert ids == ["seq1", "seq2"] and idx.tolist() == [[0, 1, 2, 3, 0, 1], [2, 2, 2, 1, 1, 1]]
-    ids, idx = app_ui.parse_sequences("ACG\nTAC", length=3)  # one sequence per line
-    assert ids == ["seq1", "seq2"]
+    seqs = parse_sequence_text(">a x\nACGT\nAC\n\n>b\nTTTTNN\n", length=6)
+    assert list(seqs.ids) == ["a", "b"] and seqs.indices.tolist() == [[0, 1, 2, 3, 0, 1], [3, 3, 3, 3, 4, 4]]
+    seqs = parse_sequence_text("ACG\nTAC\n\nGGG\nCCC", length=6)  # blocks of wrapped lines
+    assert list(seqs.ids) == ["seq1", "seq2"] and seqs.indices.tolist() == [[0, 1, 2, 3, 0, 1], [2, 2, 2, 1, 1, 1]]
+    seqs = parse_sequence_text("ACG\nTAC", length=3)  # one sequence per line
+    assert list(seqs.ids) == ["seq1", "seq2"]
     with pytest.raises(TisfmError, match="line 1: text before the first"):
-        app_ui.parse_sequences("ACGT\n>a\nACGT")
+        parse_sequence_text("ACGT\n>a\nACGT")
     with pytest.raises(TisfmError, match="'b' appears twice"):
-        app_ui.parse_sequences(">b\nAC\n>b\nAC")
+        parse_sequence_text(">b\nAC\n>b\nAC")
 
 
 def test_figure_downloads_are_valid_images():
@@ -571,7 +567,7 @@ def test_moved_runs_find_their_data_through_run_relative_paths(fixture_root, tmp
     monkeypatch.setenv("TISFM_RUNS", str(moved / "runs"))
     monkeypatch.setenv("TISFM_HOME", str(tmp_path / "home"))
     run = moved / "runs" / "lineages_full"
-    synthetic, truth = app_ui.demo_truth(str(run), config)
+    synthetic, truth = run_truth(str(run), config)
     assert synthetic and truth is not None and truth["synthetic"] is True
     at = page("pages/6_TISM_logos.py", run)
     at.radio(key="tism_mode").set_value("Region of the run's data").run()

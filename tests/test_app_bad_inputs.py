@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import folder_digest, write_bad_inputs
 from test_app import _run_files, _zip, page, texts
+
 from tisfm_core import jobs
 
 pytestmark = pytest.mark.slow

@@ -1,17 +1,25 @@
 """Attribution: TISM against explicit autograd, ISM against hand-built mutants, exactness on a
 linear model, agreement, variant effects, motif hits against brute force, files and CLI."""
 
-import argparse
 
 import numpy as np
 import pytest
 import torch
+from conftest import random_motifs
 from torch import nn
 
-from conftest import random_motifs
 from tisfm_core.aitac import AITAC
-from tisfm_core.attribution import (add_parser, agreement, ism, load_attribution, logo_values,
-                                    motif_hits, save_attribution, tism, variant_effects)
+from tisfm_core.attribution import (
+    agreement,
+    ism,
+    load_attribution,
+    logo_values,
+    motif_hits,
+    save_attribution,
+    tism,
+    variant_effects,
+)
+from tisfm_core.cli import build_parser
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import MotifSet
 from tisfm_core.runs import save_run
@@ -294,8 +302,7 @@ def test_cli_handlers(tmp_path, capsys):
     idx = _sequences(3)
     fasta = tmp_path / "s.fa"
     fasta.write_text("".join(f">s{i}\n{t}\n" for i, t in enumerate(decode(idx))))
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
 
     args = parser.parse_args(["tism", str(run), "--sequences", str(fasta), "--out", str(tmp_path / "t.npz")])
     args.func(args)

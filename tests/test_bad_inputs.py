@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import folder_digest, planted_dataset, write_bad_inputs
+
 from tisfm_core.cli import main
 
 

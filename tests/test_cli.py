@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, planted_dataset
+
 from tisfm_core.cli import main
 from tisfm_core.motifs import read_meme
 from tisfm_core.runs import load_run
@@ -78,8 +78,9 @@ def test_export_final_layer_and_kernels(trained, tmp_path):
     assert main(["export", str(run), "--final-layer", str(w_path), "--kernels", str(k_path)]) == 0
     table = pd.read_csv(w_path, sep="\t")
     motifs = read_meme(meme)
-    assert list(table.columns) == ["motif", "out0", "out1", "out2"]
+    assert list(table.columns) == ["motif", "name", "out0", "out1", "out2"]
     assert list(table["motif"]) == list(motifs.ids)            # padding features excluded
+    assert list(table["name"]) == list(motifs.names)           # the TF next to its motif id
     weights = load_run(run).model.final.weight.detach().numpy()[:, : len(motifs)].T
     assert np.allclose(table[["out0", "out1", "out2"]].to_numpy(), weights, atol=1e-5)
     kernels = read_meme(k_path)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO, planted_dataset
+
 from tisfm_core.runs import load_run
 
 

@@ -6,7 +6,6 @@ counts) instead of trusting the generator's own bookkeeping.
 
 from __future__ import annotations
 
-import argparse
 import filecmp
 import json
 
@@ -16,7 +15,9 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tisfm_core import immgen
-from tisfm_core.demo import FILES, add_parser, background_chain, cmd_demo_data, make_demo_atlas
+from tisfm_core.cli import build_parser
+from tisfm_core.cli.demo import cmd_demo_data
+from tisfm_core.demo import FILES, background_chain, make_demo_atlas
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import read_meme
 from tisfm_core.sequences import read_fasta
@@ -213,8 +214,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_cli_handler_refuses_a_non_empty_folder_without_force(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="tisfm")
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = tmp_path / "demo"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
@@ -224,7 +224,7 @@ def test_cli_handler_refuses_a_non_empty_folder_without_force(tmp_path, capsys):
         args.func(args)
     assert not (out / "sequences.fa").exists()
     args = parser.parse_args(["demo-data", "--out", str(out), "--regions", "40", "--force"])
-    assert args.func is cmd_demo_data and args.seed == 0
+    assert args.func is cmd_demo_data and args.seed == 0  # the handler of demo-data
     args.func(args)
     assert "SYNTHETIC" in capsys.readouterr().out
     assert len(read_fasta(out / "sequences.fa")) == 40

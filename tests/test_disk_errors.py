@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import planted_dataset
+
 from tisfm_core import jobs
 from tisfm_core.cli import main
 from tisfm_core.errors import TisfmError

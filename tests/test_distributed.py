@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, planted_dataset
+
 from tisfm_core.runs import load_run
 
 

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from app_fixtures import app_runs_folder
 
 REPO = Path(__file__).resolve().parents[1]

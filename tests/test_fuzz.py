@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import planted_dataset, random_motifs
+
+from tisfm_core.specs import DataSpec, ModelSpec, PathSpec, TrainTask
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import load_motifs, write_meme
 from tisfm_core.path import load_path, regularization_path
@@ -77,10 +78,11 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     fasta, tsv, meme, _ = planted_dataset(tmp, n=160, length=40, n_outputs=2)
     run = tmp / "run"
-    train_run(run, targets=tsv, sequences=fasta, motifs=str(meme), variant="full", folds=4,
-              settings=TrainSettings(epochs=1, batch_size=64, device="cpu"), verbose=False)
+    train_run(run, TrainTask(data=DataSpec(targets=str(tsv), sequences=str(fasta), folds=4),
+                             model=ModelSpec(variant="full", motifs=str(meme)),
+                             training=TrainSettings(epochs=1, batch_size=64, device="cpu")), verbose=False)
     path = tmp / "path"
-    regularization_path(run, penalty="l1", lambdas=[0.0, 0.01], epochs=1).save(path)
+    regularization_path(run, PathSpec(penalty="l1", lambdas=[0.0, 0.01], epochs=1, device="cpu")).save(path)
     return dict(tmp=tmp, fasta=fasta, tsv=tsv, meme=meme, run=run, path=path)
 
 

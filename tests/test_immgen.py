@@ -7,10 +7,15 @@ from collections import deque
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import IMMGEN, need
+
 from tisfm_core import immgen
-from tisfm_core.targets import aggregate_lineages, read_lineage_map, read_parent_table, tree_diff
+from tisfm_core.targets import (
+    aggregate_lineages,
+    read_lineage_map,
+    read_parent_table,
+    tree_diff,
+)
 
 
 def test_cell_types_count_uniqueness_and_lineages():

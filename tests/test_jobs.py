@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import planted_dataset
+
 from tisfm_core import jobs
 from tisfm_core.errors import TisfmError
 from tisfm_core.runs import find_runs, load_run

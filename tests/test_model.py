@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tisfm_core.errors import TisfmError
-from tisfm_core.model import TISFM, TISFMConfig, position_index, SelfAttentionSparse
+from tisfm_core.model import TISFM, SelfAttentionSparse, TISFMConfig, position_index
 
 
 def make(variant="full", n_motifs=862, n_outputs=8, length=300, width=30, era="paper", **kw):

@@ -11,8 +11,16 @@ import pytest
 from Bio import motifs as bio_motifs
 
 from tisfm_core.errors import TisfmError
-from tisfm_core.motifs import (MotifSet, load_motifs, read_homer, read_jaspar_file, read_jaspar_release,
-                               read_meme, read_transfac, write_meme)
+from tisfm_core.motifs import (
+    MotifSet,
+    load_motifs,
+    read_homer,
+    read_jaspar_file,
+    read_jaspar_release,
+    read_meme,
+    read_transfac,
+    write_meme,
+)
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "data" / "motifs"

@@ -2,23 +2,31 @@
 sparsify a planted problem in the right order, the stored weights reproduce the stored MSEs, the
 best lambda is the per-output argmin, and path folders round-trip and fail cleanly."""
 
-import argparse
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import planted_dataset, random_motifs
 from scipy.linalg import hadamard
 from torch import nn
 
-from conftest import planted_dataset, random_motifs
+from tisfm_core.specs import DataSpec, ModelSpec, PathSpec, TrainTask
 from tisfm_core.aitac import AITAC
+from tisfm_core.cli import build_parser
 from tisfm_core.dataset import load_dataset
 from tisfm_core.errors import TisfmError
-from tisfm_core.path import (add_parser, coefficients_at, load_path, parse_lambdas, path_from_arrays,
-                             regularization_path, top_coefficients)
+from tisfm_core.path import (
+    coefficients_at,
+    load_path,
+    parse_lambdas,
+    path_from_arrays,
+    regularization_path,
+    top_coefficients,
+)
 from tisfm_core.training import TrainSettings, initialize_from_data, predict_batches
 from tisfm_core.workflows import build_untrained, train_run
 
@@ -57,8 +65,8 @@ LAMBDAS = np.r_[0.0, np.geomspace(1e-4, 1.0, 8)]
 @pytest.fixture(scope="module")
 def paths(planted):
     model, parts, motifs = planted
-    return {pen: path_from_arrays(model, parts["train"], parts["val"], parts["test"], penalty=pen,
-                                  lambdas=LAMBDAS, epochs=8, batch_size=64,
+    return {pen: path_from_arrays(model, parts["train"], parts["val"], parts["test"],
+                                  PathSpec(penalty=pen, lambdas=LAMBDAS, epochs=8, batch_size=64, device="cpu"),
                                   motif_ids=motifs.ids, motif_names=motifs.names,
                                   outputs=[f"out{k}" for k in range(N_OUT)])
             for pen in ("l1", "mcp")}
@@ -72,8 +80,9 @@ def test_fast_and_slow_modes_give_the_same_path():
     before = model.final.weight.detach().clone()
     threads = torch.get_num_threads()
     events = []
-    res = {mode: path_from_arrays(model, parts["train"], parts["val"], parts["test"], penalty="mcp",
-                                  lambdas=[3e-2, 0, 3e-3], epochs=2, batch_size=64, mode=mode, lr=0.05,
+    res = {mode: path_from_arrays(model, parts["train"], parts["val"], parts["test"],
+                                  PathSpec(penalty="mcp", lambdas=[3e-2, 0, 3e-3], epochs=2, batch_size=64,
+                                           mode=mode, lr=0.05, device="cpu"),
                                   callback=events.append if mode == "fast" else None)
            for mode in ("fast", "slow")}
     fast, slow = res["fast"], res["slow"]
@@ -133,9 +142,9 @@ def test_l1_path_reaches_the_closed_form_lasso_on_an_orthogonal_design():
     closed = np.sign(z) * np.maximum(np.abs(z) - lam * r / 2, 0)
     assert 0 < (closed != 0).sum() < (w_true != 0).sum()  # the threshold removes some true weights
 
-    res = path_from_arrays(HadamardFeatures(m, r), (idx, y), (idx, y), (idx, y), penalty="l1",
-                           lambdas=[lam], epochs=3000, lr=0.01, batch_size=n, patience=3000,
-                           lr_patience=50, mode="fast")
+    res = path_from_arrays(HadamardFeatures(m, r), (idx, y), (idx, y), (idx, y),
+                           PathSpec(penalty="l1", lambdas=[lam], epochs=3000, lr=0.01, batch_size=n,
+                                    patience=3000, lr_patience=50, mode="fast", device="cpu"))
     assert res.epochs[0] < 3000                      # stopped by the annealed lr, i.e. converged
     np.testing.assert_array_equal(res.coefs[0] != 0, closed != 0)
     assert np.abs(res.coefs[0] - closed).max() < 1e-3
@@ -258,30 +267,31 @@ def test_parse_lambdas():
 
 def test_invalid_arguments_are_user_errors(planted):
     model, parts, _ = planted
-    base = dict(lambdas=[0, 1e-3], epochs=1)
+    base = dict(lambdas=[0, 1e-3], epochs=1, device="cpu")
     for kwargs in (dict(penalty="none"), dict(mode="fastest"), dict(lambdas=[-1.0]), dict(lambdas=[]),
-                   dict(epochs=0), dict(lr=0.0), dict(mcp_b=1.0)):
+                   dict(epochs=0), dict(lr=0.0), dict(mcp_b=1.0), dict(lambdas=list(range(500)))):
         with pytest.raises(TisfmError):
-            path_from_arrays(model, parts["train"], parts["val"], parts["test"], **{**base, **kwargs})
+            PathSpec(**{**base, **kwargs})
+    spec = PathSpec(**base)
     with pytest.raises(TisfmError, match="targets"):
         path_from_arrays(model, parts["train"], (parts["val"][0], parts["val"][1][:, :2]),
-                         parts["test"], **base)
+                         parts["test"], spec)
     bad_idx = parts["val"][0].copy()
     bad_idx[0, 0] = 7
-    with pytest.raises(TisfmError, match="0-4"):
-        path_from_arrays(model, parts["train"], (bad_idx, parts["val"][1]), parts["test"], **base)
+    with pytest.raises(TisfmError, match="0..4"):
+        path_from_arrays(model, parts["train"], (bad_idx, parts["val"][1]), parts["test"], spec)
     with pytest.raises(TisfmError, match="AI-TAC"):
         path_from_arrays(AITAC(n_outputs=N_OUT, length=60), parts["train"], parts["val"],
-                         parts["test"], **base)
+                         parts["test"], spec)
 
 
 def test_run_path_cli_and_missing_training_data(tmp_path, capsys):
-    fasta, tsv, _, motifs = planted_dataset(tmp_path, n=300, length=40, n_outputs=2)
-    run = train_run(tmp_path / "run", targets=tsv, sequences=fasta, motifs=motifs, variant="base",
-                    folds=5, settings=TrainSettings(epochs=1, batch_size=64, device="cpu"),
-                    verbose=False)
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
+    fasta, tsv, meme, _ = planted_dataset(tmp_path, n=300, length=40, n_outputs=2)
+    run = train_run(tmp_path / "run", TrainTask(
+        data=DataSpec(targets=str(tsv), sequences=str(fasta), folds=5),
+        model=ModelSpec(variant="base", motifs=str(meme)),
+        training=TrainSettings(epochs=1, batch_size=64, device="cpu")), verbose=False)
+    parser = build_parser()
     out = tmp_path / "path"
     argv = ["path", str(run), "--penalty", "l1", "--lambdas", "1e-4:1e-2:2", "--log", "--epochs", "2",
             "--out", str(out)]
@@ -293,6 +303,8 @@ def test_run_path_cli_and_missing_training_data(tmp_path, capsys):
     res = load_path(out)
     np.testing.assert_allclose(res.lambdas, [0, 1e-4, 1e-2])
     assert res.run == str(run.resolve()) and res.outputs == ["out0", "out1"]
+    stored = json.loads((out / "path.json").read_text())["run"]
+    assert stored["rel"] == os.path.relpath(run.resolve(), out.resolve())  # move-safe
 
     # independent reload of the run's validation split: the stored weights give the stored MSEs
     split = json.loads((run / "split.json").read_text())
@@ -311,5 +323,5 @@ def test_run_path_cli_and_missing_training_data(tmp_path, capsys):
 
     fasta.rename(tmp_path / "moved.fa")
     with pytest.raises(TisfmError, match="needs the run's training data") as err:
-        regularization_path(run, lambdas=[0], epochs=1)
+        regularization_path(run, PathSpec(lambdas=[0], epochs=1, device="cpu"))
     assert str(fasta) in str(err.value)

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import CISBP, REFERENCE, REFERENCE_FIXTURES, REPO, need
+
 from tisfm_core.errors import TisfmError
 from tisfm_core.reference import import_reference, read_state_dict
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import random_motifs
+
 from tisfm_core.errors import TisfmError
 from tisfm_core.runs import find_runs, load_run, read_run_config, run_summary, save_run
 from tisfm_core.sequences import one_hot_torch
@@ -129,16 +129,19 @@ def test_moved_run_finds_its_data_through_relative_paths(tmp_path):
     import shutil
 
     from conftest import planted_dataset
+
     from tisfm_core.path import load_run_data
     from tisfm_core.runs import resolve_run_data
+    from tisfm_core.specs import DataSpec, ModelSpec, TrainTask
     from tisfm_core.training import TrainSettings
     from tisfm_core.workflows import train_run
 
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     fasta, tsv, meme, _ = planted_dataset(project / "data", n=200, length=40, n_outputs=2)
-    train_run(project / "runs" / "r", targets=tsv, sequences=fasta, motifs=str(meme),
-                    transform="zscore", settings=TrainSettings(epochs=1, batch_size=64), verbose=False)
+    train_run(project / "runs" / "r", TrainTask(
+        data=DataSpec(targets=str(tsv), sequences=str(fasta), transform="zscore"),
+        model=ModelSpec(motifs=str(meme)), training=TrainSettings(epochs=1, batch_size=64)), verbose=False)
     moved = tmp_path / "elsewhere"
     shutil.move(str(project), str(moved))
     loaded = load_run(moved / "runs" / "r")

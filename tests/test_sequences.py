@@ -9,8 +9,15 @@ import torch
 from tisfm_core import sequences as seqmod
 from tisfm_core.errors import TisfmError
 from tisfm_core.sequences import (
-    SequenceSet, decode, encode, one_hot, one_hot_torch, read_bed_windows, read_fasta,
-    read_sequence_tsv, read_sequences,
+    SequenceSet,
+    decode,
+    encode,
+    one_hot,
+    one_hot_torch,
+    read_bed_windows,
+    read_fasta,
+    read_sequence_tsv,
+    read_sequences,
 )
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "immgen_sample"

@@ -9,8 +9,15 @@ from scipy import stats
 
 from tisfm_core.errors import TisfmError
 from tisfm_core.targets import (
-    aggregate_lineages, apply_transform, match_ids, read_aitac_targets, read_lineage_map,
-    read_parent_table, read_targets, tree_diff, zscore_rows,
+    aggregate_lineages,
+    apply_transform,
+    match_ids,
+    read_aitac_targets,
+    read_lineage_map,
+    read_parent_table,
+    read_targets,
+    tree_diff,
+    zscore_rows,
 )
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "immgen_sample"

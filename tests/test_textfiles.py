@@ -4,8 +4,8 @@ import gzip
 
 import numpy as np
 import pytest
-
 from conftest import planted_dataset
+
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import load_motifs
 from tisfm_core.sequences import read_bed_windows, read_sequences

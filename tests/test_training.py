@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import planted_dataset
+
 from tisfm_core.dataset import load_dataset
 from tisfm_core.errors import TisfmError
 from tisfm_core.metrics import regression_metrics

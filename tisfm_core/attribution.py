@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -31,12 +30,12 @@ import torch.nn.functional as F
 
 from .atomic import read_arrays, write_npz
 from .devices import resolve_device
-from .errors import TisfmError, check_integer
+from .errors import TisfmError, check_indices, check_integer, check_outputs
 from .model import TISFM
 from .sequences import one_hot, one_hot_torch
 
 __all__ = ["tism", "ism", "logo_values", "agreement", "variant_effects", "motif_hits",
-           "save_attribution", "load_attribution", "Attribution", "add_parser", "cmd_tism", "cmd_ism"]
+           "save_attribution", "load_attribution", "Attribution", "attribution_table"]
 
 BASES = "ACGT"
 #: the three alternative bases of each reference base (row = reference A, C, G, T)
@@ -51,16 +50,16 @@ def _as_indices(data, what="sequences"):
         data = data.detach().cpu().numpy()
     data = np.asarray(data)
     if data.dtype.kind in "iu":
-        idx = data[None] if data.ndim == 1 else data
-        if idx.ndim != 2:
-            raise TisfmError(f"{what}: base indices must be shaped (N, L) or (L,) (a one-hot array must "
-                             f"have a float dtype), got {data.shape}")
+        if data.ndim == 2 and data.shape[0] == 4 and np.isin(data, (0, 1)).all() \
+                and np.isin(data.sum(axis=0), (0, 1)).all():
+            # (4, L) of 0/1 integers: a one-hot sequence or four index sequences? refuse to guess
+            raise TisfmError(f"{what}: an integer array of shape {data.shape} with only 0s and 1s is "
+                             "ambiguous (one one-hot sequence or four index sequences); pass a float "
+                             "one-hot array or uint8 base indices")
+        idx = check_indices(data[None] if data.ndim == 1 else data, what)
         if idx.shape[0] == 0:
             raise TisfmError(f"{what}: no sequences given")
-        if idx.size and (idx.min() < 0 or idx.max() > 4):
-            raise TisfmError(f"{what}: base indices must lie in 0..4 (A, C, G, T, N), found "
-                             f"{idx.min()}..{idx.max()}")
-        return idx.astype(np.uint8)
+        return idx
     if data.dtype.kind in "fb":
         x = data[None] if data.ndim == 2 else data
         if x.ndim != 3 or x.shape[1] != 4:
@@ -84,20 +83,6 @@ def _n_outputs(model, idx, device):
         return model.n_outputs
     with torch.inference_mode():
         return int(model(one_hot_torch(torch.from_numpy(idx[:1]).to(device))).shape[1])
-
-
-def _output_index(outputs, n_outputs):
-    """Selected output positions as int64 (R,); None selects all."""
-    if outputs is None:
-        return np.arange(n_outputs, dtype=np.int64)
-    sel = np.atleast_1d(np.asarray(outputs))
-    if sel.ndim != 1 or sel.size == 0 or sel.dtype.kind not in "iu":
-        raise TisfmError(f"outputs must be a non-empty list of output positions (integers), got {outputs!r}")
-    bad = sel[(sel < 0) | (sel >= n_outputs)]
-    if bad.size:
-        raise TisfmError(f"output position {bad[0]} does not exist: the model has {n_outputs} outputs "
-                         f"(0..{n_outputs - 1})")
-    return sel.astype(np.int64)
 
 
 @contextmanager
@@ -291,12 +276,12 @@ def _transposed_conv(h, kernels, groups):
 def _gradient_chunks(model, idx, outs, batch_size, device, verbose, name):
     """Yield (sequence slice, output slice, raw gradients (S, R', 4, L)) for all pairs.
 
-    At most ``batch_size`` sequence-output pairs are differentiated at once: batch_size // R
-    sequences with all outputs, or one sequence and batch_size outputs at a time when R is larger.
+    ``batch_size`` sequences go through the model at once; their gradients are formed a few
+    outputs at a time, at most ``batch_size`` sequence-output pairs together (bounds memory).
     """
     n_out = len(outs)
-    per_seq = max(1, batch_size // n_out)
-    per_out = min(n_out, batch_size)
+    per_seq = min(batch_size, len(idx))
+    per_out = max(1, min(n_out, batch_size // per_seq))
     outs_t = torch.from_numpy(outs).to(device)
     source = torch.from_numpy(idx)
     make = _tisfm_gradients if isinstance(model, TISFM) else _autograd_gradients
@@ -308,7 +293,8 @@ def _gradient_chunks(model, idx, outs, batch_size, device, verbose, name):
         _progress(verbose, name, stop, len(idx), "sequences")
 
 
-def tism(model, indices_or_onehot, *, outputs=None, batch_size=64, device="cpu", verbose=False):
+def tism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_size=64, device=None,
+         verbose=False):
     """Taylor in-silico mutagenesis: first-order effect of every single-base substitution.
 
     ``values[n, r, b, i] = d out_r / d x[b, i] - d out_r / d x[ref(i), i]`` at the sequence's
@@ -324,12 +310,16 @@ def tism(model, indices_or_onehot, *, outputs=None, batch_size=64, device="cpu",
     indices_or_onehot : np.ndarray or torch.Tensor
         uint8 base indices (N, L) (or (L,) for one sequence; 4 = N), or a float one-hot array
         (N, 4, L) / (4, L) in A,C,G,T order.
-    outputs : sequence of int, optional
-        Positions of the outputs to explain, in the order wanted; default all.
+    outputs : sequence of int or str, optional
+        The outputs to explain (positions, or names when ``output_names`` is given), in the
+        order wanted; default all.
+    output_names : sequence of str, optional
+        Names of all the model's outputs (e.g. ``run.outputs``).
     batch_size : int, default 64
-        Maximum number of sequence-output pairs differentiated at once (bounds memory).
-    device : str, default "cpu"
-        "cpu", "cuda", "cuda:N" or "auto".
+        Sequences differentiated at once; with many outputs they are explained a few outputs at
+        a time so that at most ``batch_size`` sequence-output gradients are held at once.
+    device : str, optional
+        "cpu", "cuda" or "cuda:N"; None uses CUDA when present.
     verbose : bool, default False
         Print progress to stderr.
 
@@ -341,7 +331,7 @@ def tism(model, indices_or_onehot, *, outputs=None, batch_size=64, device="cpu",
     idx = _as_indices(indices_or_onehot)
     batch_size = check_integer(batch_size, "batch_size")
     with _prepared(model, device) as dev:
-        outs = _output_index(outputs, _n_outputs(model, idx, dev))
+        outs = check_outputs(outputs, _n_outputs(model, idx, dev), output_names)
         values = np.zeros((len(idx), len(outs), 4, idx.shape[1]), dtype=np.float32)
         for seq, out, g in _gradient_chunks(model, idx, outs, batch_size, dev, verbose, "tism"):
             ref = torch.from_numpy(idx[seq]).to(dev).long()
@@ -361,7 +351,8 @@ def _predict(model, idx, outs, batch_size, device):
     return torch.cat(parts)
 
 
-def ism(model, indices_or_onehot, *, outputs=None, batch_size=512, device="cpu", verbose=False):
+def ism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_size=512, device=None,
+        verbose=False):
     """Exact in-silico mutagenesis: every single-base substitution, each through the full model.
 
     ``values[n, r, b, i] = out_r(sequence n with base b at i) - out_r(sequence n)`` for the
@@ -371,10 +362,10 @@ def ism(model, indices_or_onehot, *, outputs=None, batch_size=512, device="cpu",
 
     Parameters
     ----------
-    model, indices_or_onehot, outputs, device, verbose
+    model, indices_or_onehot, outputs, output_names, device, verbose
         As in :func:`tism`.
     batch_size : int, default 512
-        Variants per forward pass.
+        Sequences (single-base variants) per forward pass.
 
     Returns
     -------
@@ -384,7 +375,7 @@ def ism(model, indices_or_onehot, *, outputs=None, batch_size=512, device="cpu",
     batch_size = check_integer(batch_size, "batch_size")
     length = idx.shape[1]
     with _prepared(model, device) as dev, torch.inference_mode():
-        outs = torch.from_numpy(_output_index(outputs, _n_outputs(model, idx, dev))).to(dev)
+        outs = torch.from_numpy(check_outputs(outputs, _n_outputs(model, idx, dev), output_names)).to(dev)
         values = np.zeros((len(idx), len(outs), 4, length), dtype=np.float32)
         reference = _predict(model, idx, outs, batch_size, dev)
         seqs = torch.from_numpy(idx).to(dev).long()
@@ -480,7 +471,7 @@ def agreement(a, b, *, indices=None):
     return np.where(np.isfinite(r), r, np.nan)
 
 
-def variant_effects(model, indices, position, alt, *, outputs=None, output_names=None, device="cpu"):
+def variant_effects(model, indices, position, alt, *, outputs=None, output_names=None, device=None):
     """Reference vs alternative allele at one position, for every selected output.
 
     Parameters
@@ -492,11 +483,12 @@ def variant_effects(model, indices, position, alt, *, outputs=None, output_names
         0-based position of the variant.
     alt : str or int
         Alternative base, one of A, C, G, T (or 0..3).
-    outputs : sequence of int, optional
-        Output positions; default all.
+    outputs : sequence of int or str, optional
+        Output positions (or names, with ``output_names``); default all.
     output_names : sequence of str, optional
         Names of all the model's outputs; the ``output`` column then holds names, not positions.
-    device : str, default "cpu"
+    device : str, optional
+        None uses CUDA when present.
 
     Returns
     -------
@@ -520,7 +512,7 @@ def variant_effects(model, indices, position, alt, *, outputs=None, output_names
     mutated[:, position] = alt_i
     with _prepared(model, device) as dev:
         n_all = _n_outputs(model, idx, dev)
-        outs = _output_index(outputs, n_all)
+        outs = check_outputs(outputs, n_all, output_names)
         with torch.inference_mode():
             ref_pred = _predict(model, idx, torch.from_numpy(outs).to(dev), 256, dev).float().cpu().numpy()
             alt_pred = _predict(model, mutated, torch.from_numpy(outs).to(dev), 256, dev).float().cpu().numpy()
@@ -692,62 +684,37 @@ def load_attribution(path):
         if arr.dtype.kind != "U" or arr.shape != (n,):
             raise TisfmError(f"{path}: {key!r} must be {n} unicode strings, got {arr.dtype} {arr.shape}")
     indices = arrays.get("indices")
-    if indices is not None and (indices.dtype != np.uint8
-                                or indices.shape != (values.shape[0], values.shape[3])
-                                or (indices.size and indices.max() > 4)):
-        raise TisfmError(f"{path}: 'indices' must be uint8 base indices 0..4 shaped "
-                         f"({values.shape[0]}, {values.shape[3]}), got {indices.dtype} {indices.shape}")
+    if indices is not None:
+        if indices.dtype != np.uint8 or indices.shape[0] != values.shape[0]:
+            raise TisfmError(f"{path}: 'indices' must be uint8 base indices for {values.shape[0]} "
+                             f"sequences, got {indices.dtype} {indices.shape}")
+        check_indices(indices, f"{path}: 'indices'", length=values.shape[3])
     return Attribution(values, ids.tolist(), outputs.tolist(), indices)
 
 
-# -- command line -------------------------------------------------------------------------------
+def attribution_table(values, ids, outputs, indices):
+    """Attribution values as a long table, one row per sequence, output, position and base.
 
-def add_parser(sub):
-    """Add the ``tism`` and ``ism`` subcommands to an argparse subparsers object."""
-    for name, func, batch, text in (
-            ("tism", cmd_tism, 64, "Taylor in-silico mutagenesis (first-order, fast) of a run"),
-            ("ism", cmd_ism, 512, "exact in-silico mutagenesis (3 forward passes per base) of a run")):
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("run", help="run directory")
-        p.add_argument("--sequences", required=True, help="FASTA or two-column TSV (id, sequence)")
-        p.add_argument("--out", required=True,
-                       help="output .npz: values (N, R, 4, L), ids, outputs, indices")
-        p.add_argument("--outputs", help="comma-separated output names (default: all)")
-        p.add_argument("--batch-size", type=int, default=batch,
-                       help=f"{'sequence-output pairs' if name == 'tism' else 'variants'} per batch "
-                            f"(default {batch})")
-        p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
-        p.set_defaults(func=func)
+    Parameters
+    ----------
+    values : np.ndarray, float32, shape (N, R, 4, L)
+    ids : sequence of str, length N
+    outputs : sequence of str, length R
+    indices : np.ndarray, uint8, shape (N, L)
 
-
-def _attribute(args, method):
-    from .dataset import load_sequences
-    from .runs import load_run
-
-    run = load_run(args.run, device=args.device)
-    seqs = load_sequences(args.sequences, length=int(run.config["model"]["config"]["length"]))
-    names = run.outputs
-    chosen = names if args.outputs is None else [o.strip() for o in args.outputs.split(",") if o.strip()]
-    unknown = [o for o in chosen if o not in names]
-    if unknown or not chosen:
-        what = f"{unknown[0]!r} is not an output of {args.run}" if unknown else "names no output"
-        raise TisfmError(f"--outputs: {what}; valid outputs: {', '.join(names)}")
-    fn = tism if method == "tism" else ism
-    started = time.perf_counter()
-    values = fn(run.model, seqs.indices, outputs=[names.index(o) for o in chosen],
-                batch_size=args.batch_size, device=args.device)
-    seconds = time.perf_counter() - started
-    save_attribution(args.out, values, seqs.ids, chosen, indices=seqs.indices)
-    print(f"{method}: {len(seqs)} sequences x {len(chosen)} outputs x {seqs.length} bp in "
-          f"{seconds:.2f} s -> {args.out}")
-    return values
-
-
-def cmd_tism(args):
-    """``tisfm tism RUN --sequences S --out F.npz``: TISM values of a run's outputs."""
-    return _attribute(args, "tism")
-
-
-def cmd_ism(args):
-    """``tisfm ism RUN --sequences S --out F.npz``: exact ISM values of a run's outputs."""
-    return _attribute(args, "ism")
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``sequence``, ``output``, ``position`` (1-based), ``ref``, ``base``, ``effect``.
+    """
+    values = _check_values(values, np.asarray(indices))
+    n, r, _, length = values.shape
+    refs = np.array(list(BASES + "N"))[indices]
+    return pd.DataFrame({
+        "sequence": np.repeat(np.asarray(ids, dtype=object), r * 4 * length),
+        "output": np.tile(np.repeat(np.asarray(outputs, dtype=object), 4 * length), n),
+        "position": np.tile(np.arange(1, length + 1), n * r * 4),
+        "ref": np.repeat(refs.reshape(n, 1, 1, length), r, axis=1).repeat(4, axis=2).reshape(-1),
+        "base": np.tile(np.repeat(list(BASES), length), n * r),
+        "effect": values.reshape(-1),
+    })

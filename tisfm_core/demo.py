@@ -28,6 +28,7 @@ Generative model (every number is also written to ``truth.json``):
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,15 @@ from .atomic import check_output_folder, write_json, write_text
 from .errors import TisfmError, check_integer
 from .motifs import MotifSet, read_jaspar_release, write_meme
 from .sequences import decode
-from .targets import aggregate_lineages, read_lineage_map, read_parent_table, read_targets, tree_diff
+from .targets import (
+    aggregate_lineages,
+    read_lineage_map,
+    read_parent_table,
+    read_targets,
+    tree_diff,
+)
 
-__all__ = ["make_demo_atlas", "add_parser", "cmd_demo_data", "REGULATORS", "SITE_COUNT_P", "NOISE_SD"]
+__all__ = ["make_demo_atlas", "run_truth", "planted_marks", "REGULATORS", "SITE_COUNT_P", "NOISE_SD"]
 
 JASPAR_RELEASE = "2024"
 MOUSE_TAXON = 10090
@@ -560,28 +567,50 @@ def make_demo_atlas(out, *, n_regions=20000, length=300, random_state=0, verbose
             "seconds": seconds, "truth": truth}
 
 
-# ----------------------------------------------------------------------------------------------
-# Command line
+#: Largest truth.json read next to a run's data (the demo's is a few kB).
+MAX_TRUTH_BYTES = 1 << 20
 
 
-def add_parser(sub):
-    """Add ``tisfm demo-data`` to the argparse subparsers ``sub``; returns the parser."""
-    p = sub.add_parser("demo-data", help="write the SYNTHETIC demo atlas (81 ImmGen cell types, "
-                                         "planted JASPAR motifs, known answer in truth.json)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
-    p.add_argument("--regions", type=int, default=20000, help="number of regions (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--force", action="store_true", help="write into an existing non-empty DIR")
-    p.set_defaults(func=cmd_demo_data)
-    return p
+def run_truth(path, config):
+    """(is_synthetic, truth) for the run at ``path`` with this config: synthetic when a data file
+    lies in a folder named demo* or next to a ``truth.json``; truth is that file's content (None
+    when absent). Data paths are resolved as the run's loaders do (run-relative when moved)."""
+    from .runs import resolve_run_data
+    from .server import readable_here
+
+    data = resolve_run_data(path, config)
+    synthetic, truth = False, None
+    for key in ("sequences", "targets", "bed", "genome"):
+        value = data.get(key)
+        if not value:
+            continue
+        path = Path(value)
+        if any(part.lower().startswith("demo") for part in path.parent.parts):
+            synthetic = True
+        candidate = path.parent / "truth.json"
+        # a run's config may come from an upload: its paths are read only inside the allowed roots
+        if truth is None and readable_here(candidate) and candidate.is_file() \
+                and candidate.stat().st_size <= MAX_TRUTH_BYTES:
+            try:
+                truth = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                truth = None
+            synthetic = True
+    if isinstance(truth, dict) and truth.get("synthetic"):
+        synthetic = True
+    return synthetic, truth if isinstance(truth, dict) else None
 
 
-def cmd_demo_data(args):
-    """Handler of ``tisfm demo-data``: refuses an existing non-empty folder without ``--force``."""
-    out = check_output_folder(args.out, force=args.force,
-                              hint="write the demo atlas into it anyway")
-    info = make_demo_atlas(out, n_regions=args.regions, random_state=args.seed)
-    size = sum(Path(p).stat().st_size for p in info["files"].values())
-    print(f"SYNTHETIC demo atlas written to {info['out']}: {info['n_regions']} regions x "
-          f"{info['length']} bp, 81 cell types, {info['n_motifs']} motifs, {size / 1e6:.1f} MB "
-          f"in {info['seconds']:.1f} s (the answer is in truth.json)")
+def planted_marks(truth, outputs):
+    """(motif id, output) pairs the demo's truth names for the given outputs (lineages or
+    tree edges), with their sign: list of (motif, output, sign, TF name)."""
+    if not truth:
+        return []
+    marks = []
+    outputs = set(map(str, outputs))
+    for table in ("per_lineage", "per_edge"):
+        for output, rows in (truth.get(table) or {}).items():
+            if output in outputs:
+                marks.extend((r["motif"], output, int(r.get("sign", 0)), r.get("name", "")) for r in rows
+                             if isinstance(r, dict) and "motif" in r)
+    return marks

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import read_json, write_json, write_text
-from .errors import TisfmError
 from .runs import is_run, read_run_config
+from .specs import DataSpec, ModelSpec, PathSpec, TrainTask
 
 #: Sized so that the whole build stays within about 90 minutes on 2 CPU cores.
 DEFAULTS = {"n_regions": 12000, "epochs": 6, "finetune_epochs": 2, "folds": 10, "batch_size": 128,
@@ -87,42 +88,46 @@ def build_demo_models(out="trained_models", *, n_regions=None, epochs=None, fine
     atlas = out / "demo_atlas"
     step("atlas", "demo_atlas", lambda: {"regions": make_demo_atlas(
         atlas, n_regions=cfg["n_regions"], random_state=random_state, verbose=verbose)["n_regions"]})
-    common = dict(sequences=atlas / "sequences.fa", motifs=str(atlas / "motifs.meme"), half=True,
-                  verbose=verbose, callback=callback)
-    lineage = dict(targets=atlas / "targets_lineages.tsv", transform="none")
+    lineages = DataSpec(sequences=str(atlas / "sequences.fa"), targets=str(atlas / "targets_lineages.tsv"),
+                        folds=cfg["folds"])
+    motifs = str(atlas / "motifs.meme")
+
+    def task(data, variant, settings):
+        return TrainTask(data=data, model=ModelSpec(variant=variant, motifs=motifs), training=settings,
+                         half=True)
 
     def cv():
-        runs = cv_runs(out / "cv_full", folds=cfg["folds"], variant="full", **common, **lineage,
-                       settings=_settings(cfg["epochs"], cfg["finetune_epochs"], cfg["batch_size"],
-                                          random_state))
+        runs = cv_runs(out / "cv_full", task(lineages, "full", _settings(
+            cfg["epochs"], cfg["finetune_epochs"], cfg["batch_size"], random_state)),
+            verbose=verbose, callback=callback)
         r2 = [read_run_config(r)["metrics"]["test"]["mean_r2"] for r in runs]
         return {"mean_test_r2": float(np.mean(r2)), "fold_test_r2": r2}
     step("cv_full", "cv_full", cv)
 
     def path():
-        result = regularization_path(out / "cv_full" / "fold_0", penalty="mcp",
-                                     lambdas=parse_lambdas(DEFAULTS["path_lambdas"], log=True),
-                                     epochs=DEFAULTS["path_epochs"], batch_size=cfg["batch_size"],
-                                     verbose=verbose)
+        spec = PathSpec(lambdas=tuple(parse_lambdas(DEFAULTS["path_lambdas"], log=True)), penalty="mcp",
+                        epochs=DEFAULTS["path_epochs"], batch_size=cfg["batch_size"], device="cpu")
+        result = regularization_path(out / "cv_full" / "fold_0", spec, verbose=verbose)
         result.save(out / "path_mcp_fold0")
         return {"lambdas": len(result.lambdas), "best_lambdas": [float(v) for v in result.best_lambdas]}
     step("path_mcp_fold0", "path_mcp_fold0", path)
 
     def treediff():
-        run = train_run(out / "treediff_full", targets=atlas / "targets_celltypes.tsv",
-                        transform=f"tree-diff:{atlas / 'parents.tsv'}", variant="full", force=True,
-                        settings=_settings(cfg["epochs"], 0, cfg["batch_size"], random_state), **common)
+        data = replace(lineages, targets=str(atlas / "targets_celltypes.tsv"),
+                       transform=f"tree-diff:{atlas / 'parents.tsv'}")
+        run = train_run(out / "treediff_full", task(data, "full", _settings(
+            cfg["epochs"], 0, cfg["batch_size"], random_state)), force=True, verbose=verbose,
+            callback=callback)
         return {"mean_test_r2": read_run_config(run)["metrics"]["test"]["mean_r2"]}
     step("treediff_full", "treediff_full", treediff)
 
     for variant in ("base", "attention", "interaction", "maxpool", "aitac"):
         def ablation(variant=variant):
             # AI-TAC at its own repository's learning rate (1e-3; 1e-2 diverges for this CNN)
-            run = train_run(out / "ablations" / variant, variant=variant, force=True, fold=0,
-                            folds=cfg["folds"], **common, **lineage,
-                            settings=_settings(DEFAULTS["ablation_epochs"] + 4 * (variant == "aitac"), 0,
-                                               cfg["batch_size"], random_state,
-                                               lr=1e-3 if variant == "aitac" else 0.01))
+            settings = _settings(DEFAULTS["ablation_epochs"] + 4 * (variant == "aitac"), 0,
+                                 cfg["batch_size"], random_state, lr=1e-3 if variant == "aitac" else 0.01)
+            run = train_run(out / "ablations" / variant, task(lineages, variant, settings), force=True,
+                            verbose=verbose, callback=callback)
             return {"mean_test_r2": read_run_config(run)["metrics"]["test"]["mean_r2"]}
         step(f"ablation_{variant}", f"ablations/{variant}", ablation)
 
@@ -186,26 +191,3 @@ def demo_readme(out, manifest):
     runs = sorted(p.relative_to(out) for p in out.rglob("config.json") if is_run(p.parent))
     lines += ["Run folders: " + ", ".join(f"`{p.parent}`" for p in runs), ""]
     return "\n".join(lines)
-
-
-def add_parser(sub):
-    p = sub.add_parser("demo-models", help="regenerate the shipped demo runs from the synthetic atlas")
-    p.add_argument("--out", default="trained_models")
-    p.add_argument("--regions", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--finetune-epochs", type=int, default=None)
-    p.add_argument("--folds", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="delete OUT first and rebuild everything")
-    p.set_defaults(func=cmd_demo_models)
-
-
-def cmd_demo_models(args):
-    if args.folds is not None and args.folds < 3:
-        raise TisfmError("--folds must be at least 3 (train / validation / test)")
-    manifest = build_demo_models(args.out, n_regions=args.regions, epochs=args.epochs,
-                                 finetune_epochs=args.finetune_epochs, folds=args.folds,
-                                 batch_size=args.batch_size, random_state=args.seed, force=args.force)
-    total = sum(e["seconds"] for e in manifest["steps"].values())
-    print(f"demo runs in {args.out} ({total / 60:.0f} min)")

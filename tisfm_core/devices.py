@@ -7,7 +7,10 @@ import ctypes.util
 
 import torch
 
-from .errors import TisfmError
+from .errors import TisfmError, check_choice
+
+#: Arithmetic of the motif convolution: "auto" picks bf16 where the CPU runs it natively.
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_device(device="auto"):
@@ -52,8 +55,7 @@ def conv_precision(device, precision="auto"):
 
     On CUDA the training loop uses bf16 autocast instead, so the module itself stays fp32.
     """
-    if precision not in ("auto", "fp32", "bf16"):
-        raise TisfmError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    check_choice(precision, "precision", PRECISIONS)
     if precision != "auto":
         return precision
     if torch.device(device).type == "cpu" and cpu_supports_fast_bf16():

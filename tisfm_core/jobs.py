@@ -34,6 +34,7 @@ JOB = "job.json"
 STATUS = "status.json"
 LOG = "log.txt"
 EXIT = "exit.json"
+SPEC = "spec.json"
 KINDS = ("train", "cv", "path")
 #: States a job can be in; "died" means the process vanished without a final status.
 STATES = ("starting", "running", "done", "failed", "cancelled", "died")
@@ -177,7 +178,7 @@ def _reap(proc, path):
         pass
 
 
-def launch(kind, args, jobs_dir, *, label=""):
+def launch(kind, args, jobs_dir, *, label="", spec=None):
     """Start ``python -m tisfm_core <kind> ARGS --status-file JOB/status.json`` in the background.
 
     Parameters
@@ -190,6 +191,9 @@ def launch(kind, args, jobs_dir, *, label=""):
         Folder holding the job folders (created if needed).
     label : str, default ""
         A short description shown in job tables.
+    spec : TrainTask or PathSpec, optional
+        The task, written to ``JOB/spec.json`` (paths relative to the job folder) and passed as
+        ``--spec``: the app's forms and typed commands run the same code.
 
     Returns
     -------
@@ -205,6 +209,9 @@ def launch(kind, args, jobs_dir, *, label=""):
         raise TisfmError(f"unknown job kind {kind!r}; expected one of {', '.join(KINDS)}")
     args = [str(a) for a in args]
     job_id, path = _new_job_folder(jobs_dir, kind)
+    if spec is not None:
+        write_json(path / SPEC, spec.to_dict(base=path))
+        args += ["--spec", str(path / SPEC)]
     job = Job(path=path, id=job_id, kind=kind, args=args, created=time.time(), label=label,
               out=_out_of(args))
     command = job.to_dict()["command"]

@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .errors import TisfmError
-from .motifs import ERAS
 from .fused import _activations, attention_core, motif_block, motif_conv
+from .motifs import ERAS
 
 #: The paper's ablations (Fig. 1) as flag sets.
 VARIANTS = {

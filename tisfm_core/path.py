@@ -24,7 +24,7 @@ import copy
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +33,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import check_format, check_output_folder, read_arrays, read_json, write_json, write_npz
+from .atomic import check_format, read_arrays, read_json, write_json, write_npz
 from .devices import resolve_device
-from .errors import TisfmError, check_integer
+from .errors import TisfmError, check_indices
+from .prox import PATH_PENALTIES
 from .sequences import one_hot_torch
-from .training import Batches, TrainSettings, make_optimizer
+from .specs import PathSpec, store_path, stored_path
+from .training import MIN_LR, Batches, TrainSettings, make_optimizer
 
 __all__ = ["PathResult", "regularization_path", "path_from_arrays", "parse_lambdas", "load_path",
-           "coefficients_at", "top_coefficients", "load_run_data", "add_parser", "cmd_path"]
+           "coefficients_at", "top_coefficients", "load_run_data", "find_paths"]
 
 PATH_NPZ = "path.npz"
 PATH_JSON = "path.json"
 FORMAT = "tisfm-path"
 FORMAT_VERSION = 1
-PENALTIES = ("l1", "mcp")
-MODES = ("auto", "fast", "slow")
-MIN_LR = 5e-7  # the paper's stopping threshold (reference section 4.1)
 
 
 # -- lambda grids ---------------------------------------------------------------------------------
@@ -96,19 +95,6 @@ def parse_lambdas(text, log=False):
     else:
         grid = np.linspace(start, stop, num)
     return np.unique(np.concatenate([[0.0], grid]))
-
-
-def _check_lambdas(lambdas):
-    try:
-        lam = np.asarray(lambdas, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TisfmError(f"lambdas must be numbers, got {lambdas!r}") from None
-    lam = np.atleast_1d(lam)
-    if lam.ndim != 1 or lam.size == 0:
-        raise TisfmError("lambdas must be a non-empty list of numbers")
-    if not np.isfinite(lam).all() or (lam < 0).any():
-        raise TisfmError(f"lambdas must be finite and >= 0, got {lam.tolist()}")
-    return np.unique(lam)  # sorted ascending, de-duplicated (the reference's order)
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -217,7 +203,7 @@ class PathResult:
                 for o, row in self.best_table().iterrows()}
         write_json(path_dir / PATH_JSON, {
             "format": FORMAT, "format_version": FORMAT_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": self.run,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": store_path(self.run, path_dir),
             "penalty": self.penalty, "mcp_b": float(self.mcp_b), "mode": self.mode,
             "settings": self.settings, "lambdas": self.lambdas.tolist(),
             "timing": {"seconds": float(self.seconds), "feature_seconds": float(self.feature_seconds),
@@ -308,7 +294,8 @@ def find_paths(run_path, folders):
     for folder in folders:
         for path_dir in find_folders(folder, PATH_JSON):
             try:
-                run = read_json(path_dir / PATH_JSON, what="path summary").get("run")
+                stored = read_json(path_dir / PATH_JSON, what="path summary").get("run")
+                run = stored_path(stored, path_dir) if isinstance(stored, (str, dict)) else None
             except TisfmError:
                 continue
             if run and Path(run).resolve() == target and (path_dir / PATH_NPZ).exists():
@@ -363,8 +350,8 @@ def load_path(path_dir):
     if ((a["best_index"] < 0) | (a["best_index"] >= n_lam)).any():
         raise TisfmError(f"{npz}: 'best_index' points outside the {n_lam} lambdas")
     penalty, mode = meta.get("penalty"), meta.get("mode")
-    if penalty not in PENALTIES or mode not in ("fast", "slow"):
-        raise TisfmError(f"{path_dir / PATH_JSON}: 'penalty' must be one of {', '.join(PENALTIES)} and "
+    if penalty not in PATH_PENALTIES or mode not in ("fast", "slow"):
+        raise TisfmError(f"{path_dir / PATH_JSON}: 'penalty' must be one of {', '.join(PATH_PENALTIES)} and "
                          f"'mode' fast or slow, got {penalty!r} and {mode!r}")
     mcp_b = meta.get("mcp_b")
     if isinstance(mcp_b, bool) or not isinstance(mcp_b, (int, float)) or not mcp_b > 1:
@@ -373,7 +360,7 @@ def load_path(path_dir):
     seconds = timing.get("seconds"), timing.get("feature_seconds")
     seconds = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
                for v in seconds]
-    run = meta.get("run")
+    run = stored_path(meta.get("run"), path_dir) if isinstance(meta.get("run"), (str, dict)) else None
     return PathResult(
         lambdas=a["lambdas"].astype(np.float64), coefs=a["coefs"].astype(np.float32),
         intercepts=a["intercepts"].astype(np.float32), weights=a["weights"].astype(np.float32),
@@ -384,7 +371,7 @@ def load_path(path_dir):
         mcp_b=float(mcp_b), mode=mode, seconds=seconds[0],
         lambda_seconds=a["lambda_seconds"].astype(np.float64), feature_seconds=seconds[1],
         settings=meta.get("settings") if isinstance(meta.get("settings"), dict) else {},
-        run=run if isinstance(run, str) else None)
+        run=run)
 
 
 # -- the two training back ends -------------------------------------------------------------------
@@ -499,18 +486,10 @@ def _check_data(name, part, length, n_outputs):
         raise TisfmError(f"{name} targets must be shaped ({idx.shape[0]}, {n_outputs}), got {y.shape}")
     if idx.shape[0] == 0:
         raise TisfmError(f"the {name} split has no samples")
-    if idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() > 4:
-        raise TisfmError(f"{name} indices must be integers 0-4 (A, C, G, T, N), as from "
-                         "tisfm_core.sequences.encode")
+    idx = check_indices(idx, f"{name} indices")
     if not np.isfinite(y).all():
         raise TisfmError(f"{name} targets contain NaN or infinite values")
     return idx, y
-
-
-def _check_lr(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or \
-            not math.isfinite(value) or value <= 0:
-        raise TisfmError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _fit_lambda(backend, settings, generator, *, patience, index, callback):
@@ -557,9 +536,7 @@ def _fit_lambda(backend, settings, generator, *, patience, index, callback):
     return best[0], best[1], best[2], epoch
 
 
-def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3.0, epochs=20,
-                     lr=None, step_lr=None, batch_size=256, mode="auto", lr_patience=2, patience=5,
-                     device="cpu", random_state=0, verbose=False, callback=None, motif_ids=None,
+def path_from_arrays(model, train, val, test, spec, *, verbose=False, callback=None, motif_ids=None,
                      motif_names=None, outputs=None):
     """Regularization path of a model's final layer on explicit data arrays.
 
@@ -574,35 +551,8 @@ def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3
         ``config.n_motifs`` (the first ``n_motifs`` features are the real motifs).
     train, val, test : tuple of (np.ndarray uint8 (N, L), np.ndarray float (N, R))
         Sequence indices and targets of the three splits.
-    penalty : {"l1", "mcp"}, default "mcp"
-        Proximal penalty on ``final.weight`` (the bias is never penalised).
-    lambdas : sequence of float
-        Penalty strengths >= 0; sorted ascending and de-duplicated. Lambda 0 trains without
-        penalty (AdamW with decoupled weight decay 0.01 on the final layer, as in the reference).
-    mcp_b : float, default 3.0
-        MCP concavity b (> 1).
-    epochs : int, default 20
-        Maximum epochs per lambda.
-    lr : float, optional
-        Learning rate of the first lambda. Default 0.01 (the paper's).
-    step_lr : float, optional
-        Learning rate of the warm-started lambdas. Default ``lr / 10`` (the reference's
-        ``--step-lr``).
-    batch_size : int, default 256
-    mode : {"auto", "fast", "slow"}, default "auto"
-        "slow" runs the whole model forward on every batch; "fast" computes the features once
-        (fp32, no gradients) and trains a copy of the final layer on them with the same batches
-        and the same optimiser, giving the same result far quicker. "auto" is "fast".
-    lr_patience : int, default 2
-        Epochs without validation improvement before the learning rate is divided by 10
-        (ReduceLROnPlateau, new for every lambda).
-    patience : int, default 5
-        Early stopping: a lambda ends after this many epochs without a lower validation loss,
-        or once its learning rate falls below 5e-7; its best-validation weights are kept and
-        warm-start the next lambda.
-    device : str, default "cpu"
-    random_state : int, default 0
-        Seeds the batch order (one generator for the whole path, shared by both modes).
+    spec : PathSpec
+        The penalty, the lambda grid and the per-lambda schedule (lr, epochs, early stopping).
     verbose : bool, default False
         Print one line per lambda.
     callback : callable, optional
@@ -616,22 +566,13 @@ def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3
     PathResult
     """
     t_start = time.perf_counter()
-    if penalty not in PENALTIES:
-        raise TisfmError(f"penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}")
-    if mode not in MODES:
-        raise TisfmError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    mode = "fast" if mode == "auto" else mode
-    lambdas = _check_lambdas(lambdas)
-    check_integer(epochs, "epochs")
-    check_integer(batch_size, "batch_size")
-    check_integer(patience, "patience")
-    check_integer(lr_patience, "lr_patience", minimum=0)
-    if isinstance(mcp_b, bool) or not isinstance(mcp_b, (int, float, np.number)) or not mcp_b > 1:
-        raise TisfmError(f"mcp_b must be a number greater than 1, got {mcp_b!r}")
-    lr = 0.01 if lr is None else lr
-    _check_lr("lr", lr)
-    step_lr = lr / 10 if step_lr is None else step_lr
-    _check_lr("step_lr", step_lr)
+    if not isinstance(spec, PathSpec):
+        raise TisfmError("path_from_arrays needs a PathSpec")
+    mode = "fast" if spec.mode == "auto" else spec.mode
+    lambdas = np.asarray(spec.lambdas, dtype=np.float64)
+    lr = 0.01 if spec.lr is None else spec.lr
+    step_lr = lr / 10 if spec.step_lr is None else spec.step_lr
+    batch_size, epochs = spec.batch_size, spec.epochs
     if not (hasattr(model, "features") and isinstance(getattr(model, "final", None), nn.Linear)
             and hasattr(getattr(model, "config", None), "n_motifs")):
         raise TisfmError("the regularization path needs a tiSFM model (motif features and a final "
@@ -647,7 +588,7 @@ def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3
     if len(motif_ids) != n_motifs or len(motif_names) != n_motifs or len(outputs) != n_out:
         raise TisfmError(f"the model has {n_motifs} motifs and {n_out} outputs but {len(motif_ids)} "
                          f"motif ids, {len(motif_names)} names and {len(outputs)} output names were given")
-    device = resolve_device(device)
+    device = resolve_device(spec.device)
 
     model = copy.deepcopy(model).to(device).eval()
     if hasattr(model, "precision"):
@@ -659,7 +600,7 @@ def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3
     feature_seconds = time.perf_counter() - t_feat if mode == "fast" else 0.0
     n_train = data["train"][0].shape[0]
     n_val, n_test = data["val"][0].shape[0], data["test"][0].shape[0]
-    generator = torch.Generator().manual_seed(int(random_state))
+    generator = torch.Generator().manual_seed(spec.random_state)
 
     n_lam = len(lambdas)
     weights = np.zeros((n_lam, n_out, n_feat), dtype=np.float32)
@@ -673,10 +614,10 @@ def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3
         for i, lam in enumerate(lambdas):
             t0 = time.perf_counter()
             settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr if i == 0 else step_lr,
-                                     penalty=penalty, lam=float(lam), mcp_b=float(mcp_b),
-                                     lr_patience=lr_patience, random_state=int(random_state),
+                                     penalty=spec.penalty, lam=float(lam), mcp_b=spec.mcp_b,
+                                     lr_patience=spec.lr_patience, random_state=spec.random_state,
                                      final_layer_only=True)
-            weight, bias, sq, used[i] = _fit_lambda(backend, settings, generator, patience=patience,
+            weight, bias, sq, used[i] = _fit_lambda(backend, settings, generator, patience=spec.patience,
                                                     index=i, callback=callback)
             weights[i], intercepts[i] = weight.cpu().numpy(), bias.cpu().numpy()
             val_mse[i] = sq / n_val
@@ -698,13 +639,11 @@ def path_from_arrays(model, train, val, test, *, penalty="mcp", lambdas, mcp_b=3
         lambdas=lambdas, coefs=coefs, intercepts=intercepts, weights=weights, val_mse=val_mse,
         test_mse=test_mse, n_nonzero=np.count_nonzero(coefs, axis=2).astype(np.int64), epochs=used,
         best_index=best_index, motif_ids=motif_ids, motif_names=motif_names, outputs=outputs,
-        penalty=penalty, mcp_b=float(mcp_b), mode=mode, seconds=time.perf_counter() - t_start,
+        penalty=spec.penalty, mcp_b=spec.mcp_b, mode=mode, seconds=time.perf_counter() - t_start,
         lambda_seconds=lambda_seconds, feature_seconds=feature_seconds,
-        settings={"epochs": int(epochs), "lr": float(lr), "step_lr": float(step_lr),
-                  "batch_size": int(batch_size), "lr_patience": int(lr_patience),
-                  "patience": int(patience), "min_lr": MIN_LR, "random_state": int(random_state),
-                  "device": str(device), "n_train": int(n_train), "n_val": int(n_val),
-                  "n_test": int(n_test), "final_layer_only": True})
+        settings={**spec.to_dict(), "lr": float(lr), "step_lr": float(step_lr), "mode": mode,
+                  "min_lr": MIN_LR, "device": str(device), "n_train": int(n_train),
+                  "n_val": int(n_val), "n_test": int(n_test), "final_layer_only": True})
 
 
 def load_run_data(run):
@@ -756,14 +695,12 @@ def load_run_data(run):
     return parts
 
 
-def regularization_path(run, *, penalty="mcp", lambdas, mcp_b=3.0, epochs=20, lr=None, step_lr=None,
-                        batch_size=256, mode="auto", lr_patience=2, patience=5, device="cpu",
-                        random_state=0, verbose=False, callback=None):
+def regularization_path(run, spec, *, verbose=False, callback=None):
     """Regularization path of a run's final layer on the run's own train/val/test split.
 
     Park & Hastie-style warm starts (reference section 4.5): lambdas in ascending order, each
     with a new proximal Adam (L1 or MCP on ``final.weight`` only) and a new ReduceLROnPlateau,
-    up to ``epochs`` epochs with early stopping on the validation loss; the best-validation
+    up to ``spec.epochs`` epochs with early stopping on the validation loss; the best-validation
     weights of each lambda warm-start the next. Only the final layer trains, everything else is
     frozen: the paper's recommended setting and the only one supported. The run is not changed.
 
@@ -771,9 +708,9 @@ def regularization_path(run, *, penalty="mcp", lambdas, mcp_b=3.0, epochs=20, lr
     ----------
     run : Run, str or Path
         A tiSFM run (loaded or its folder). Its data files must still exist.
-    lr : float, optional
-        Learning rate of the first lambda; default the run's training lr (else 0.01).
-    (other parameters)
+    spec : PathSpec
+        ``spec.lr`` None uses the run's training lr (else 0.01).
+    verbose, callback
         As in :func:`path_from_arrays`.
 
     Returns
@@ -787,70 +724,13 @@ def regularization_path(run, *, penalty="mcp", lambdas, mcp_b=3.0, epochs=20, lr
     if run.kind != "tisfm":
         raise TisfmError(f"{run.path} is an AI-TAC baseline: it has no motif final layer for a "
                          "regularization path")
-    if lr is None:
+    if spec.lr is None:
         trained = run.config.get("training", {}).get("lr")
-        lr = float(trained) if isinstance(trained, (int, float)) and trained > 0 else 0.01
+        spec = replace(spec, lr=float(trained) if isinstance(trained, (int, float)) and trained > 0
+                       else 0.01)
     parts = load_run_data(run)
-    result = path_from_arrays(run.model, parts["train"], parts["val"], parts["test"], penalty=penalty,
-                              lambdas=lambdas, mcp_b=mcp_b, epochs=epochs, lr=lr, step_lr=step_lr,
-                              batch_size=batch_size, mode=mode, lr_patience=lr_patience,
-                              patience=patience, device=device, random_state=random_state,
+    result = path_from_arrays(run.model, parts["train"], parts["val"], parts["test"], spec,
                               verbose=verbose, callback=callback, motif_ids=run.motif_ids,
                               motif_names=run.motif_names, outputs=run.outputs)
     result.run = str(Path(run.path).resolve())
     return result
-
-
-# -- command line ---------------------------------------------------------------------------------
-
-def add_parser(sub):
-    """Add ``tisfm path`` to an argparse subparsers object."""
-    p = sub.add_parser("path", help="regularization path of a run's final layer (L1 or MCP, warm starts)")
-    p.add_argument("run", help="run folder (its training data files must still exist)")
-    p.add_argument("--penalty", default="mcp", choices=list(PENALTIES))
-    p.add_argument("--lambdas", required=True, metavar="START:STOP:NUM",
-                   help="lambda grid; 0 (no penalty) is always added first")
-    p.add_argument("--log", action="store_true", help="log-spaced lambda grid")
-    p.add_argument("--mcp-b", type=float, default=3.0)
-    p.add_argument("--epochs", type=int, default=20, help="max epochs per lambda (default 20)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate of the first lambda (default: the run's)")
-    p.add_argument("--step-lr", type=float, default=None,
-                   help="learning rate of the warm-started lambdas (default lr/10)")
-    p.add_argument("--mode", default="auto", choices=list(MODES),
-                   help="fast: features computed once (default); slow: full forward every batch")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default cpu)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, metavar="PATH_DIR", help="folder for path.npz and path.json")
-    p.add_argument("--force", action="store_true", help="overwrite an existing path folder")
-    p.add_argument("--status-file", help="keep a JSON progress file up to date (used by the app's jobs)")
-    p.set_defaults(func=cmd_path)
-    return p
-
-
-def cmd_path(args):
-    """Handler of ``tisfm path``: one line per lambda, then the best lambda per output."""
-    from .progress import reporting, status_file
-
-    out = check_output_folder(args.out, force=args.force)
-    lambdas = parse_lambdas(args.lambdas, log=args.log)
-    status = status_file(getattr(args, "status_file", None))
-
-    def progress(event):
-        # one progress step per finished lambda
-        if status is not None and event.get("event") == "lambda":
-            status({"event": "step", "step": event["index"] + 2, "steps": event["lambdas"] + 1,
-                    "message": f"lambda {event['lam']:.4g}: val MSE {event['val_mse']:.4f}, "
-                               f"{event['n_nonzero']} non-zeros"})
-    with reporting(status, lambda: f"path with {len(lambdas)} lambdas written to {out}"):
-        result = regularization_path(args.run, penalty=args.penalty, lambdas=lambdas, mcp_b=args.mcp_b,
-                                     epochs=args.epochs, lr=args.lr, step_lr=args.step_lr,
-                                     batch_size=args.batch_size, mode=args.mode, device=args.device,
-                                     random_state=args.seed, verbose=True, callback=progress)
-        result.save(out)
-    for output, row in result.best_table().iterrows():
-        print(f"best lambda {output}: {row['lambda']:.4g} (val MSE {row['val_mse']:.4f}, "
-              f"test MSE {row['test_mse']:.4f}, {int(row['n_nonzero'])} non-zeros)")
-    print(f"path of {len(result.lambdas)} lambdas ({result.mode} mode, {result.seconds:.1f} s) "
-          f"written to {out}")

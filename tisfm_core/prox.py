@@ -29,6 +29,8 @@ from .errors import TisfmError
 __all__ = ["prox_l1", "prox_mcp", "ProxAdam"]
 
 PENALTIES = ("none", "l1", "mcp")
+#: Penalties a regularization path can walk (a path without a penalty has nothing to vary).
+PATH_PENALTIES = PENALTIES[1:]
 
 
 def _soft_threshold(theta_hat, tau):

@@ -13,8 +13,8 @@ import pickle
 import torch
 
 from .errors import TisfmError
-from .textfiles import check_input_file
 from .model import TISFM, TISFMConfig
+from .textfiles import check_input_file
 
 #: reference parameter name -> our parameter name
 NAME_MAP = {

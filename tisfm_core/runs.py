@@ -34,6 +34,7 @@ from .atomic import atomic_write, check_format, read_json, write_json
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig
 from .motifs import MotifSet, read_meme, write_meme
+from .specs import store_path, stored_path
 from .splits import save_split
 
 FORMAT = "tisfm-run"
@@ -315,21 +316,15 @@ def load_run(path, *, device="cpu"):
 DATA_KEYS = ("sequences", "targets", "bed", "genome")
 
 
-def portable_data(config_data, transform_spec, run_dir):
-    """Add run-relative copies of the data paths (``<key>_rel``, ``spec_rel``) so that a run
-    folder moved together with its data (e.g. the shipped demo runs) still finds it."""
-    run_dir = Path(run_dir).resolve()
-    data = dict(config_data)
-    for key in DATA_KEYS:
-        if data.get(key):
-            data[f"{key}_rel"] = os.path.relpath(data[key], run_dir)
-    kind, _, target = (transform_spec or "none").partition(":")
-    spec_rel = f"{kind}:{os.path.relpath(target, run_dir)}" if target else transform_spec
-    return data, spec_rel
+def data_record(data_spec, run_dir):
+    """The ``data`` field of a run's config.json: each data path stored relative to the run
+    (and absolute as the fallback), see :func:`tisfm_core.specs.store_path`."""
+    return {key: store_path(getattr(data_spec, key), run_dir) for key in DATA_KEYS} | {
+        "transform_table": store_path(data_spec.transform_table, run_dir)}
 
 
 def resolve_run_data(run, config=None):
-    """The training data of a run: paths that exist now (absolute first, then run-relative).
+    """The training data of a run: its paths as they are now (run-relative first, then absolute).
 
     Parameters
     ----------
@@ -340,7 +335,8 @@ def resolve_run_data(run, config=None):
     Returns
     -------
     dict
-        ``sequences``, ``targets``, ``bed``, ``genome`` (paths or None) and ``transform`` (spec).
+        ``sequences``, ``targets``, ``bed``, ``genome`` (paths or None) and ``transform`` (spec,
+        with its table path resolved the same way).
     """
     if isinstance(run, (str, Path)):
         root = Path(run)
@@ -348,22 +344,12 @@ def resolve_run_data(run, config=None):
     else:
         root, config = Path(run.path), run.config
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    out = {}
-    for key in DATA_KEYS:
-        path = data.get(key)
-        rel = data.get(f"{key}_rel")
-        if path and not Path(path).exists() and rel and (root / rel).exists():
-            path = str((root / rel).resolve())
-        out[key] = path
+    out = {key: stored_path(data.get(key), root) for key in DATA_KEYS}
     transform = config.get("transform") if isinstance(config.get("transform"), dict) else {}
-    spec = transform.get("spec", "none")
-    kind, _, target = spec.partition(":")
-    rel = transform.get("spec_rel", "")
-    if target and not Path(target).exists() and ":" in rel:
-        candidate = root / rel.partition(":")[2]
-        if candidate.exists():
-            spec = f"{kind}:{candidate.resolve()}"
-    out["transform"] = spec
+    spec = transform.get("spec") if isinstance(transform.get("spec"), str) else "none"
+    table = stored_path(data.get("transform_table"), root)
+    kind = spec.partition(":")[0]
+    out["transform"] = f"{kind}:{table}" if table else spec
     return out
 
 
@@ -424,3 +410,31 @@ def run_summary(path):
         "group": config.get("group", ""),
     })
     return row
+
+
+def list_runs(folders):
+    """One row per run directory found in ``folders`` (:func:`run_summary` plus ``display``, the
+    path relative to its folder, ``folder`` and ``synthetic``); usable runs first, broken ones
+    (with an ``error``) last, each run once however many folders hold it."""
+    from .demo import run_truth
+
+    rows, seen = [], set()
+    for folder in folders:
+        for path in find_runs(folder):
+            key = str(path.resolve())
+            if key in seen:
+                continue
+            seen.add(key)
+            row = run_summary(path)
+            try:
+                row["display"] = str(path.relative_to(folder))
+            except ValueError:
+                row["display"] = path.name
+            row["folder"] = str(folder)
+            if "error" not in row:
+                try:
+                    row["synthetic"] = run_truth(path, read_run_config(path))[0]
+                except TisfmError:
+                    row["synthetic"] = False
+            rows.append(row)
+    return sorted(rows, key=lambda r: "error" in r)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .errors import TisfmError
+from .errors import TisfmError, check_indices
 from .textfiles import check_input_file, iter_lines, read_text
 
 ALPHABET = "ACGT"
@@ -126,16 +127,6 @@ def encode(sequences, ids=None, *, length=None):
     return _encode(sequences, ids, length)
 
 
-def _check_indices(indices):
-    if indices.ndim < 1:
-        raise TisfmError("base indices must have at least one dimension")
-    if indices.dtype.kind not in "iu":
-        raise TisfmError(f"base indices must be integers, got dtype {indices.dtype}")
-    if indices.size and (indices.min() < 0 or indices.max() > 4):
-        raise TisfmError("base indices must lie in 0..4 (A, C, G, T, N), "
-                         f"found values from {indices.min()} to {indices.max()}")
-
-
 def decode(indices):
     """Turn base indices back into strings.
 
@@ -149,10 +140,7 @@ def decode(indices):
     list of str
         N upper-case strings; index 4 becomes ``N``.
     """
-    indices = np.atleast_2d(np.asarray(indices))
-    if indices.ndim != 2:
-        raise TisfmError(f"decode expects shape (N, L), got {indices.shape}")
-    _check_indices(indices)
+    indices = check_indices(np.atleast_2d(np.asarray(indices)))
     letters = _DECODE[indices]
     return [row.tobytes().decode("ascii") for row in letters]
 
@@ -171,8 +159,7 @@ def one_hot(indices):
         ``float32`` array of shape (..., 4, L) in A, C, G, T order; index 4 gives an all-zero
         column.
     """
-    indices = np.asarray(indices)
-    _check_indices(indices)
+    indices = check_indices(indices, ndim=None)
     out = np.zeros(indices.shape[:-1] + (4, indices.shape[-1]), dtype=np.float32)
     for base in range(4):
         out[..., base, :] = indices == base
@@ -231,8 +218,7 @@ class SequenceSet:
         if self.ids.ndim != 1 or indices.ndim != 2 or len(self.ids) != len(indices):
             raise TisfmError(f"a SequenceSet needs ids of shape (N,) and indices of shape (N, L), "
                              f"got {self.ids.shape} and {indices.shape}")
-        _check_indices(indices)
-        self.indices = indices.astype(np.uint8, copy=False)
+        self.indices = check_indices(indices)
 
     def __len__(self):
         return len(self.ids)
@@ -600,3 +586,104 @@ def read_sequences(path=None, *, bed=None, genome=None, length=None):
     if head.lstrip().startswith(">"):
         return read_fasta(path, length=length)
     return read_sequence_tsv(path, length=length)
+
+
+def parse_sequence_text(text, *, length=None, what="pasted text"):
+    """Sequences typed or pasted as FASTA or raw DNA, encoded for the model (linear in the size).
+
+    Raw DNA: one sequence per line when every line has the model's length, otherwise blocks
+    separated by blank lines, each block one sequence (wrapped lines are joined). Ids are the
+    FASTA ids or ``seq1``, ``seq2``, ...
+
+    Returns
+    -------
+    SequenceSet
+        ``ids`` (N,) and uint8 ``indices`` (N, L).
+
+    Raises
+    ------
+    TisfmError
+        Naming the sequence and the 1-based position of a bad letter, or a wrong length.
+    """
+    lines = [line.strip() for line in str(text).replace("\r", "").split("\n")]
+    if not any(lines):
+        raise TisfmError(f"{what}: no sequence given")
+    ids, parts = [], []
+    if any(line.startswith(">") for line in lines):
+        seen = set()
+        for lineno, line in enumerate(lines, 1):
+            if not line:
+                continue
+            if line.startswith(">"):
+                name = line[1:].split(maxsplit=1)
+                if not name:
+                    raise TisfmError(f"{what} line {lineno}: the header '>' has no sequence id")
+                if name[0] in seen:
+                    raise TisfmError(f"{what}: sequence id '{name[0]}' appears twice")
+                seen.add(name[0])
+                ids.append(name[0])
+                parts.append([])
+            elif not parts:
+                raise TisfmError(f"{what} line {lineno}: text before the first '>' header")
+            else:
+                parts[-1].append(line.replace(" ", ""))
+        seqs = ["".join(p) for p in parts]
+        for i, seq in enumerate(seqs):
+            if not seq:
+                raise TisfmError(f"{what}: sequence '{ids[i]}' is empty")
+    else:
+        blocks, block = [], []
+        for line in lines + [""]:
+            if line:
+                block.append(line.replace(" ", ""))
+            elif block:
+                blocks.append(block)
+                block = []
+        seqs = []
+        for block in blocks:
+            if length is not None and len(block) > 1 and all(len(b) == length for b in block):
+                seqs.extend(block)
+            else:
+                seqs.append("".join(block))
+        ids = [f"seq{i + 1}" for i in range(len(seqs))]
+    return SequenceSet(ids=ids, indices=_encode(seqs, ids, length, source=what))
+
+
+def parse_region(text):
+    """(contig, start, end) of a region typed as ``chrom:start-end`` (1-based, inclusive; commas
+    allowed), checked."""
+    try:
+        chrom, span = str(text).strip().replace(",", "").rsplit(":", 1)
+        start, end = (int(v) for v in span.split("-"))
+    except ValueError:
+        raise TisfmError(f"region {text!r} is not of the form chrom:start-end (e.g. "
+                         "chr1:3000001-3000300)") from None
+    if not chrom:
+        raise TisfmError(f"region {text!r} names no contig")
+    if start < 1 or end < start:
+        raise TisfmError(f"region {text!r}: start must be >= 1 and end >= start (1-based, inclusive)")
+    return chrom, start, end
+
+
+def region_window(genome, region, length):
+    """The ``length``-bp window centred on a typed region ``chrom:start-end`` of a genome FASTA.
+
+    Returns
+    -------
+    SequenceSet
+        One sequence, id = the region as typed.
+    """
+    import tempfile
+
+    chrom, start, end = parse_region(region)
+    with tempfile.TemporaryDirectory(prefix="tisfm-region-") as folder:
+        bed = Path(folder) / "region.bed"
+        # BED is 0-based, end exclusive; read_bed_windows centres the window on the region
+        bed.write_text(f"{chrom}\t{start - 1}\t{end}\t{region}\n")
+        try:
+            return read_bed_windows(bed, genome, length=length)
+        except TisfmError as exc:
+            # the message names the temporary BED line; say it in the user's coordinates
+            reason = str(exc).split(": ", 1)[-1].replace(f"{chrom}:{start - 1}-{end}",
+                                                         f"{chrom}:{start}-{end}")
+            raise TisfmError(f"region {region}: {reason}") from None

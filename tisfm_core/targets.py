@@ -8,7 +8,6 @@ lineage means of z-scores, and parent-child differences along a cell-type tree (
 from __future__ import annotations
 
 import io
-
 import os
 from dataclasses import dataclass, field
 

@@ -74,3 +74,51 @@ def read_text(path, what):
             return handle.read()
     except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
         raise _refuse(path, what, exc) from None
+
+
+#: Largest text an upload may decompress to (a gzip bomb is refused, never inflated whole).
+MAX_UPLOAD_TEXT = 256 * 2**20
+
+
+def decode_text(data, what, *, max_bytes=MAX_UPLOAD_TEXT):
+    """The UTF-8 text of an uploaded file's bytes, gunzipped as a stream when they are gzip.
+
+    Decompression stops as soon as the output passes ``max_bytes``, so a small file that
+    expands to gigabytes costs at most ``max_bytes`` of memory and the time to produce them.
+
+    Raises
+    ------
+    TisfmError
+        For a damaged gzip stream, text above ``max_bytes`` or bytes that are not UTF-8.
+    """
+    data = bytes(data)
+    if data[:2] == _GZIP_MAGIC:
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out, size, rest = [], 0, data
+        try:
+            while rest:
+                chunk = inflate.decompress(rest, max_bytes + 1 - size)
+                out.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TisfmError(f"{what} decompresses to more than {max_bytes / 2**20:.0f} MiB; "
+                                     "refused")
+                rest = inflate.unconsumed_tail
+                if inflate.eof:
+                    # concatenated gzip members (bgzip): start the next one on the leftover bytes
+                    rest = inflate.unused_data
+                    if rest:
+                        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                elif not rest and not chunk:
+                    break
+            if not inflate.eof:
+                raise zlib.error("truncated")
+        except zlib.error:
+            raise TisfmError(f"{what} is a damaged or truncated gzip file") from None
+        data = b"".join(out)
+    elif len(data) > max_bytes:
+        raise TisfmError(f"{what} is larger than {max_bytes / 2**20:.0f} MiB; refused")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TisfmError(f"{what} is not UTF-8 text (bad byte at offset {exc.start})") from None

@@ -23,13 +23,19 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_write, read_json, write_json
-from .devices import conv_precision, keep_freed_memory, resolve_device
-from .errors import TisfmError, check_integer
+from .devices import PRECISIONS, conv_precision, keep_freed_memory, resolve_device
+from .errors import TisfmError, check_choice, check_integer, check_number
 from .fused import motif_conv
 from .metrics import regression_metrics
 from .prox import PENALTIES, ProxAdam
 from .sequences import one_hot_torch
 
+#: The paper's stopping threshold: a stage ends once its learning rate falls below it.
+MIN_LR = 5e-7
+#: Most epochs a stage may be asked for (a typed 10**9 would never end).
+MAX_EPOCHS = 10_000
+INITS = ("data", "reference")
+COMPILE_CHOICES = ("auto", "on", "off")
 
 
 @dataclass
@@ -60,7 +66,9 @@ class TrainSettings:
     min_lr : float, default 5e-7
         Training stops once the learning rate is below this.
     random_state : int, default 0
-    device : str, default "auto"
+        Seeds the initialisation, the batch order and the k-fold split.
+    device : str, optional
+        "cpu", "cuda" or "cuda:N"; None (or "auto") uses CUDA when present.
     precision : {"auto", "fp32", "bf16"}, default "auto"
         Motif-convolution arithmetic on CPU ("auto": bf16 where the CPU runs it natively).
         CUDA uses bf16 autocast unless "fp32".
@@ -87,29 +95,38 @@ class TrainSettings:
     lam: float = 0.0
     mcp_b: float = 3.0
     lr_patience: int = 10
-    min_lr: float = 5e-7
+    min_lr: float = MIN_LR
     random_state: int = 0
-    device: str = "auto"
+    device: str | None = None
     precision: str = "auto"
     compile: str = "auto"
     final_layer_only: bool = False
     init: str = "data"
 
     def __post_init__(self):
-        if self.init not in ("data", "reference"):
-            raise TisfmError(f"init must be 'data' or 'reference', got {self.init!r}")
-        if self.compile not in ("auto", "on", "off"):
-            raise TisfmError(f"compile must be auto, on or off, got {self.compile!r}")
-        if self.penalty not in PENALTIES:
-            raise TisfmError(f"penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
-        checks = [("epochs", self.epochs >= 0), ("finetune_epochs", self.finetune_epochs >= 0),
-                  ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
-                  ("lam", self.lam >= 0), ("mcp_b", self.mcp_b > 1),
-                  ("weight_decay", self.weight_decay >= 0), ("lr_patience", self.lr_patience >= 0),
-                  ("finetune_lr", self.finetune_lr is None or self.finetune_lr > 0)]
-        for name, ok in checks:
-            if not ok:
-                raise TisfmError(f"invalid training option {name}={getattr(self, name)!r}")
+        check_choice(self.init, "init", INITS)
+        check_choice(self.compile, "compile", COMPILE_CHOICES)
+        check_choice(self.penalty, "penalty", PENALTIES)
+        check_choice(self.precision, "precision", PRECISIONS)
+        self.epochs = check_integer(self.epochs, "epochs", 0)
+        self.finetune_epochs = check_integer(self.finetune_epochs, "finetune_epochs", 0)
+        if self.epochs > MAX_EPOCHS or self.finetune_epochs > MAX_EPOCHS:
+            raise TisfmError(f"at most {MAX_EPOCHS} epochs per stage, got "
+                             f"{max(self.epochs, self.finetune_epochs)}")
+        self.batch_size = check_integer(self.batch_size, "batch_size")
+        self.lr = check_number(self.lr, "lr", low=0, low_open=True)
+        self.finetune_lr = check_number(self.finetune_lr, "finetune_lr", low=0, low_open=True,
+                                        allow_none=True)
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0)
+        self.lam = check_number(self.lam, "lam", low=0)
+        self.mcp_b = check_number(self.mcp_b, "mcp_b", low=1, low_open=True)
+        self.lr_patience = check_integer(self.lr_patience, "lr_patience", 0)
+        self.min_lr = check_number(self.min_lr, "min_lr", low=0, low_open=True)
+        self.random_state = check_integer(self.random_state, "random_state", 0)
+        if self.device is not None and not isinstance(self.device, str):
+            raise TisfmError(f"device must be a name such as cpu or cuda, got {self.device!r}")
+        if not isinstance(self.final_layer_only, bool):
+            raise TisfmError(f"final_layer_only must be true or false, got {self.final_layer_only!r}")
         if self.epochs + self.finetune_epochs == 0:
             raise TisfmError("nothing to train: epochs and finetune_epochs are both 0")
 
@@ -119,7 +136,10 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data):
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TisfmError(f"unknown training option(s) {', '.join(map(repr, unknown))}")
+        return cls(**data)
 
 
 @dataclass

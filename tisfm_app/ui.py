@@ -1,0 +1,231 @@
+"""Shared pieces of the Streamlit pages: the run picker, cached loading, error boxes, figure blocks.
+
+Kept outside ``pages/`` (Streamlit lists every file there as a page) and free of logic: folders,
+uploads, parsing and everything computed come from :mod:`tisfm_core`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from tisfm_core.demo import run_truth
+from tisfm_core.errors import TisfmError
+from tisfm_core.plots import figure_image
+from tisfm_core.runs import CONFIG, WEIGHTS, list_runs, load_run, read_run_config
+from tisfm_core.server import readable_here, split_folders, user_runs_dir
+
+#: The checkout: the shipped demo runs are in its trained_models/.
+REPO = Path(__file__).resolve().parents[1]
+LOG = logging.getLogger("tisfm_app")
+
+#: (script, label, icon) of every page, in menu order.
+PAGES = (
+    ("app.py", "Home", ":material/home:"),
+    ("pages/1_Models_and_training.py", "Models and training", ":material/model_training:"),
+    ("pages/2_Final_layer.py", "Final layer", ":material/grid_on:"),
+    ("pages/3_Pooling_vs_information.py", "Pooling vs information", ":material/scatter_plot:"),
+    ("pages/4_Regularization_path.py", "Regularization path", ":material/timeline:"),
+    ("pages/5_Lineage_tree.py", "Lineage tree", ":material/account_tree:"),
+    ("pages/6_TISM_logos.py", "TISM logos", ":material/insights:"),
+)
+SYNTHETIC = "synthetic demo"
+ACTIVE_RUN = "active_run"     # session key of the chosen run (a path string), kept across pages
+_FOLDERS = "runs_folders"     # session key of the runs folders text
+
+
+def default_folders_text():
+    """``TISFM_RUNS`` (folders separated by ``os.pathsep``) or the shipped ``trained_models/``."""
+    env = os.environ.get("TISFM_RUNS")
+    folders = split_folders(env) if env else [REPO / "trained_models"]
+    return "; ".join(str(f) for f in folders)
+
+
+def runs_folders():
+    """The folders searched for runs: the sidebar's (or default) list plus the user's runs folder.
+    Typed folders outside ``TISFM_SERVER_ROOTS`` are left out (the configured defaults never are)."""
+    defaults = split_folders(default_folders_text())
+    folders = [f for f in split_folders(st.session_state.get(_FOLDERS) or default_folders_text())
+               if f in defaults or readable_here(f)]
+    mine = user_runs_dir()
+    if all(f.resolve() != mine.resolve() for f in folders):
+        folders.append(mine)
+    return folders
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+def run_stamp(path):
+    """Modification times of a run's config and weights: part of every cache key."""
+    path = Path(path)
+    return tuple((path / name).stat().st_mtime_ns if (path / name).exists() else 0
+                 for name in (CONFIG, WEIGHTS))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model ...")
+def _cached_run(path, stamp):
+    return load_run(path)
+
+
+def get_run(path):
+    """The loaded run (cached per path and file modification times)."""
+    return _cached_run(str(path), run_stamp(path))
+
+
+def run_label(row):
+    if "error" in row:
+        return f"⚠ {row['display']} (broken)"
+    r2 = row.get("mean_test_r2")
+    bits = [row.get("variant", "?"), f"{row.get('outputs', '?')} outputs"]
+    if r2 is not None:
+        bits.append(f"test R² {r2:.2f}")
+    label = f"{row['display']} · {', '.join(bits)}"
+    return label + (f" · {SYNTHETIC}" if row.get("synthetic") else "")
+
+
+def _remember_run():
+    st.session_state[ACTIVE_RUN] = st.session_state.get("_run_picker")
+
+
+def _remember_folders():
+    st.session_state[_FOLDERS] = st.session_state.get("_folders_input")
+
+
+def default_run(rows):
+    """The run a new session starts on: a full tiSFM of a CV set (fold 0 first) shows every page;
+    then any tiSFM run; then any readable run."""
+    good = [r for r in rows if "error" not in r]
+    ranked = sorted(good, key=lambda r: (r.get("kind") != "tisfm", not r.get("group"),
+                                         r.get("variant") != "full", r["path"]))
+    return ranked[0]["path"] if ranked else rows[0]["path"]
+
+
+def sidebar():
+    """Runs folders and the active run, in the sidebar. Returns the active run's row (or None)."""
+    with st.sidebar:
+        st.session_state.setdefault(_FOLDERS, default_folders_text())
+        st.session_state["_folders_input"] = st.session_state[_FOLDERS]
+        st.text_input("Runs folders (separate with ;)", key="_folders_input", on_change=_remember_folders,
+                      help="Folders searched for run directories. Your own runs and jobs always live in "
+                           f"{user_runs_dir()}.")
+        rows = list_runs(runs_folders())
+        if not rows:
+            st.info("No runs found in these folders. Train or upload one on *Models and training*.")
+            st.session_state[ACTIVE_RUN] = None
+            return None
+        paths = [r["path"] for r in rows]
+        by_path = {r["path"]: r for r in rows}
+        current = st.session_state.get(ACTIVE_RUN)
+        if current not in by_path:
+            current = default_run(rows)
+            st.session_state[ACTIVE_RUN] = current
+        st.session_state["_run_picker"] = current
+        st.selectbox("Active run", paths, key="_run_picker", on_change=_remember_run,
+                     format_func=lambda p: run_label(by_path[p]))
+        row = by_path[st.session_state[ACTIVE_RUN]]
+        if "error" in row:
+            st.error(f"This run cannot be used: {row['error']}")
+        elif row.get("synthetic"):
+            st.caption(f":material/science: Trained on **{SYNTHETIC}** data (not a measurement).")
+        return row
+
+
+def setup(title, intro=None):
+    """Page config, sidebar and title; returns the active run's row (or None)."""
+    st.set_page_config(page_title=f"{title} · tiSFM Explorer", layout="wide")
+    row = sidebar()
+    st.title(title)
+    if intro:
+        st.markdown(intro)
+    return row
+
+
+def require_run(row, *, tisfm=True):
+    """The active run's path, or stop the page with a message saying what is missing."""
+    if row is None:
+        st.info("Choose a run in the sidebar first (or make one on *Models and training*).")
+        st.stop()
+    if "error" in row:
+        st.error(f"The active run {row['display']} is broken: {row['error']}. Pick another run in the sidebar.")
+        st.stop()
+    if tisfm and row.get("kind") != "tisfm":
+        st.info(f"{row['display']} is an AI-TAC baseline: it has no motif layer, so this page has "
+                "nothing to show. Pick a tiSFM run in the sidebar.")
+        st.stop()
+    return Path(row["path"])
+
+
+def synthetic_note(path):
+    """A visible label on pages that show a run trained on synthetic demo data; returns truth."""
+    synthetic, truth = run_truth(path, read_run_config(path))
+    if synthetic:
+        st.warning(f"**{SYNTHETIC.capitalize()}**: this run was trained on generated data with "
+                   "planted motifs, not on measurements." +
+                   (" The planted regulators are marked where shown." if truth else ""))
+    return truth
+
+
+def guarded(body, *args, **kwargs):
+    """Run a page body; user problems appear as st.error with their message, never a traceback."""
+    try:
+        return body(*args, **kwargs)
+    except TisfmError as exc:
+        st.error(str(exc))
+    except MemoryError:
+        st.error("Out of memory: try fewer sequences or outputs.")
+    except Exception as exc:  # an internal bug: one line here, the traceback in the server log
+        LOG.error("page error: %s", traceback.format_exc())
+        st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the "
+                 "server log.")
+    return None
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+def _slug(text):
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)).strip("_") or "figure"
+
+
+def downloads(fig, data, name, key):
+    """CSV of the figure's data and SVG/PNG of the image (made only when clicked)."""
+    cols = st.columns([1, 1, 1, 5])
+    csv = data.to_csv(index=not isinstance(data.index, pd.RangeIndex)) if data is not None else ""
+    cols[0].download_button("CSV", csv, file_name=f"{_slug(name)}.csv", mime="text/csv",
+                            key=f"{key}_csv", on_click="ignore", disabled=data is None,
+                            help="The numbers plotted")
+    cols[1].download_button("SVG", lambda: figure_image(fig, "svg"), file_name=f"{_slug(name)}.svg",
+                            mime="image/svg+xml", key=f"{key}_svg", on_click="ignore")
+    cols[2].download_button("PNG", lambda: figure_image(fig, "png"), file_name=f"{_slug(name)}.png",
+                            mime="image/png", key=f"{key}_png", on_click="ignore")
+
+
+def show_plotly(fig, *, caption, data, name, key, select=False):
+    """A Plotly chart with its one-line caption and downloads; returns the selection event."""
+    event = st.plotly_chart(fig, key=key, on_select="rerun" if select else "ignore",
+                            selection_mode="points", config={"displaylogo": False})
+    st.caption(caption)
+    downloads(fig, data, name, key)
+    return event
+
+
+def show_matplotlib(fig, *, caption, data, name, key):
+    """A matplotlib figure (logos) with its caption and downloads."""
+    st.pyplot(fig, clear_figure=False)
+    st.caption(caption)
+    downloads(fig, data, name, key)
+
+
+def selected_points(event):
+    """The points of a plotly selection event ([] when nothing is selected)."""
+    try:
+        return list(event.selection.points)
+    except AttributeError:
+        try:
+            return list(event["selection"]["points"])
+        except (KeyError, TypeError):
+            return []

@@ -1,0 +1,84 @@
+"""``analyze``: interpretation tables of trained runs (TSV)."""
+
+from __future__ import annotations
+
+from ..analysis import (
+    correlations,
+    cv_siblings,
+    drift_summary,
+    edge_metrics,
+    final_layer,
+    inclusion_filter,
+    inclusion_ratio,
+    interaction_influence,
+    kernel_drift,
+    normalise_rows,
+    pooling_vs_ic,
+    top_k_union,
+)
+from ..errors import TisfmError
+
+ANALYSES = ("final-layer", "inclusion", "pooling-ic", "interaction", "tree-diff", "drift")
+
+
+def add_parsers(sub):
+    p = sub.add_parser("analyze", help="interpretation tables of trained runs (TSV)")
+    p.add_argument("analysis", choices=ANALYSES,
+                   help="final-layer (normalised weights of the top-k union), inclusion (ratios over "
+                        "CV runs; one run = its whole CV set), pooling-ic, interaction, tree-diff "
+                        "(edge metrics), drift (kernel drift of a fine-tuned run)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directory (several for inclusion)")
+    p.add_argument("--k", type=int, default=None,
+                   help="top-k size (final-layer 5, inclusion 10)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="inclusion: keep motifs with ratio above it (0.5); tree-diff: R2 to keep "
+                        "an edge (0.05)")
+    p.add_argument("--output", help="pooling-ic: output whose coefficient is reported (default first)")
+    p.add_argument("--out", help="write the table as TSV instead of printing it")
+    p.set_defaults(func=cmd_analyze)
+    return p
+
+
+def _table(a):
+    from ..analysis.final_layer import as_run
+
+    if a.analysis != "inclusion" and len(a.runs) != 1:
+        raise TisfmError(f"analyze {a.analysis} takes one run, got {len(a.runs)}")
+    if a.analysis == "final-layer":
+        W = normalise_rows(final_layer(a.runs[0]))
+        return W.loc[top_k_union(W, k=a.k or 5)], None
+    if a.analysis == "inclusion":
+        runs = cv_siblings(a.runs[0]) if len(a.runs) == 1 else a.runs
+        threshold = 0.5 if a.threshold is None else a.threshold
+        ratio = inclusion_ratio(runs, k=a.k or 10)
+        return inclusion_filter(ratio, threshold), f"{len(runs)} runs, ratio > {threshold}"
+    if a.analysis == "pooling-ic":
+        df = pooling_vs_ic(a.runs[0], output=a.output)
+        c = correlations(df)
+        return df, (f"pooling vs IC: Pearson r {c['pearson_r']:.3f} (p {c['pearson_p']:.2g}), "
+                    f"Spearman rho {c['spearman_rho']:.3f} (p {c['spearman_p']:.2g}), n {c['n']}")
+    if a.analysis == "interaction":
+        return interaction_influence(a.runs[0]), None
+    if a.analysis == "tree-diff":
+        run = as_run(a.runs[0])
+        df = edge_metrics(run, threshold=0.05 if a.threshold is None else a.threshold)
+        return df, f"{int(df['kept'].sum())} of {len(df)} edges kept"
+    df = kernel_drift(a.runs[0])
+    s = drift_summary(df)
+    return df, (f"{s['fraction_self_nearest']:.1%} of tuned kernels nearest to their own motif, "
+                f"mean MSE {s['mean_mse']:.4f}")
+
+
+def cmd_analyze(a):
+    """Handler of ``tisfm analyze``: print the table (or write it with --out) and a summary line."""
+    from ..workflows import write_table
+
+    table, note = _table(a)
+    index = a.analysis in ("final-layer", "inclusion")
+    if a.out:
+        write_table(table, a.out, index=index)
+        print(f"{len(table)} rows written to {a.out}")
+    else:
+        print(table.to_csv(sep="\t", index=index, float_format="%.4g"), end="")
+    if note:
+        print(note)

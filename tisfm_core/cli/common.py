@@ -1,0 +1,173 @@
+"""Flags shared by several commands, and the specs they build.
+
+Each task's flags map onto one spec (:mod:`tisfm_core.specs`); ``--spec FILE`` reads the same
+spec from JSON instead (what jobs write), so a job and a typed command run the same code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import TisfmError
+from ..specs import MODEL_VARIANTS, DataSpec, ModelSpec, PathSpec, TrainTask
+from ..training import MIN_LR, TrainSettings
+
+
+class UsageError(TisfmError):
+    """A wrong combination of flags (printed with the command's usage line)."""
+
+
+def outputs_list(text):
+    """``--outputs a,b`` as a list (None when not given)."""
+    return None if text is None else [o.strip() for o in text.split(",") if o.strip()]
+
+
+def add_status(p):
+    p.add_argument("--status-file", help="keep a JSON progress file up to date (used by jobs)")
+
+
+def add_sequences(p, *, targets=True):
+    g = p.add_argument_group("data")
+    g.add_argument("--sequences", help="FASTA or two-column TSV (id, sequence)")
+    g.add_argument("--bed", help="BED/narrowPeak regions (summit-centred windows) instead of --sequences")
+    g.add_argument("--genome", help="genome FASTA for --bed (indexed with pyfaidx)")
+    if targets:
+        g.add_argument("--targets", help="targets TSV (header; first column ids) or an AI-TAC sample folder")
+    return g
+
+
+#: Default of every flag that goes into a TrainTask, by dest (``--spec`` refuses them alongside).
+TASK_FLAGS = {"sequences": None, "bed": None, "genome": None, "targets": None}
+
+
+def _task_flag(group, *names, **kwargs):
+    action = group.add_argument(*names, **kwargs)
+    TASK_FLAGS[action.dest] = action.default
+    return action
+
+
+def add_task(p, *, spec=True):
+    """Data, model and training flags of ``train`` / ``cv`` (and ``--spec``)."""
+    g = add_sequences(p)
+    _task_flag(g, "--transform", default="none",
+               help="zscore | none | lineage:MAP.tsv | tree-diff:PARENTS.tsv (default none)")
+    _task_flag(g, "--outputs", help="comma-separated subset of outputs to train on")
+    _task_flag(g, "--folds", type=int, default=10)
+    _task_flag(g, "--fold", type=int, default=0)
+    m = p.add_argument_group("model")
+    _task_flag(m, "--motifs", default="jaspar:2024",
+               help="motif file (MEME, JASPAR, TRANSFAC, HOMER) or jaspar:RELEASE (default jaspar:2024)")
+    _task_flag(m, "--variant", default="full", choices=list(MODEL_VARIANTS))
+    _task_flag(m, "--era", default="head", choices=["paper", "head"],
+               help="kernel placement and attention biases of the reference era (default head)")
+    _task_flag(m, "--attention-softmax", default="query", choices=["query", "key"],
+               help="axis of the attention softmax: query (reference) or key (standard)")
+    add_training(p)
+    o = p.add_argument_group("storage")
+    _task_flag(o, "--half", action="store_true", help="store weights in float16")
+    if spec:
+        p.add_argument("--spec", metavar="TASK.json",
+                       help="read data, model and training settings from a task file (as jobs "
+                            "write it) instead of the flags above")
+
+
+def add_training(p, *, epochs_default=100):
+    t = p.add_argument_group("training")
+    _task_flag(t, "--epochs", type=int, default=epochs_default, help="max epochs with frozen kernels")
+    _task_flag(t, "--finetune-epochs", type=int, default=0,
+               help="epochs with unfrozen kernels after stage 1 (paper: 10; default 0)")
+    _task_flag(t, "--finetune-lr", type=float, default=None,
+               help="learning rate of the fine-tuning stage (default lr / 10)")
+    _task_flag(t, "--batch-size", type=int, default=256, help="sequences per batch")
+    _task_flag(t, "--lr", type=float, default=0.01)
+    _task_flag(t, "--weight-decay", type=float, default=0.01)
+    _task_flag(t, "--penalty", default="none", choices=["none", "l1", "mcp"])
+    _task_flag(t, "--lam", type=float, default=0.0, help="penalty strength on the final layer")
+    _task_flag(t, "--mcp-b", type=float, default=3.0)
+    _task_flag(t, "--lr-patience", type=int, default=10)
+    _task_flag(t, "--min-lr", type=float, default=MIN_LR)
+    _task_flag(t, "--seed", type=int, default=0, help="random_state: init, batch order and split")
+    _task_flag(t, "--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when present)")
+    _task_flag(t, "--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    _task_flag(t, "--compile", default="auto", choices=["auto", "on", "off"],
+               help="fuse the motif block with torch.compile (auto: CPU, >= 100 motifs)")
+    return t
+
+
+def device_arg(value):
+    """``--device auto`` is the API's ``device=None``."""
+    return None if value in (None, "auto") else value
+
+
+def training_settings(a, **extra):
+    return TrainSettings(epochs=a.epochs, finetune_epochs=a.finetune_epochs, batch_size=a.batch_size,
+                         lr=a.lr, finetune_lr=a.finetune_lr, weight_decay=a.weight_decay,
+                         penalty=a.penalty, lam=a.lam, mcp_b=a.mcp_b, lr_patience=a.lr_patience,
+                         min_lr=a.min_lr, random_state=a.seed, device=device_arg(a.device),
+                         precision=a.precision, compile=a.compile, **extra)
+
+
+def data_spec(a):
+    return DataSpec(targets=a.targets, sequences=a.sequences, bed=a.bed, genome=a.genome,
+                    transform=a.transform, outputs=outputs_list(a.outputs), folds=a.folds, fold=a.fold)
+
+
+def task_from_args(a):
+    """The TrainTask of ``train`` / ``cv``: from ``--spec`` or from the flags (not both)."""
+    if getattr(a, "spec", None):
+        given = sorted(d for d, default in TASK_FLAGS.items() if getattr(a, d, default) != default)
+        if given:
+            raise UsageError(f"--spec replaces the task flags; drop --{given[0].replace('_', '-')}")
+        from ..atomic import read_json
+
+        return TrainTask.from_dict(read_json(a.spec, what="task file"), base=Path(a.spec).parent)
+    if a.targets is None:
+        raise UsageError("needs --targets (or --spec TASK.json)")
+    return TrainTask(data=data_spec(a).check_complete(),
+                     model=ModelSpec(variant=a.variant, motifs=a.motifs, era=a.era,
+                                     attention_softmax=a.attention_softmax),
+                     training=training_settings(a), half=a.half)
+
+
+def add_path_flags(p):
+    p.add_argument("--penalty", default="mcp", choices=["l1", "mcp"])
+    p.add_argument("--lambdas", metavar="START:STOP:NUM",
+                   help="lambda grid; 0 (no penalty) is always added first")
+    p.add_argument("--log", action="store_true", help="log-spaced lambda grid")
+    p.add_argument("--mcp-b", type=float, default=3.0)
+    p.add_argument("--epochs", type=int, default=20, help="max epochs per lambda (default 20)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of the first lambda (default: the run's)")
+    p.add_argument("--step-lr", type=float, default=None,
+                   help="learning rate of the warm-started lambdas (default lr/10)")
+    p.add_argument("--mode", default="auto", choices=["auto", "fast", "slow"],
+                   help="fast: features computed once (default); slow: full forward every batch")
+    p.add_argument("--batch-size", type=int, default=256, help="sequences per batch")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spec", metavar="PATH.json", help="read the path settings from a file (as jobs "
+                                                       "write it) instead of the flags above")
+
+
+def path_spec(a):
+    from ..atomic import read_json
+    from ..path import parse_lambdas
+
+    if a.spec:
+        if a.lambdas:
+            raise UsageError("--spec replaces the path flags; drop --lambdas")
+        return PathSpec.from_dict(read_json(a.spec, what="path settings file"))
+    if not a.lambdas:
+        raise UsageError("needs --lambdas START:STOP:NUM (or --spec PATH.json)")
+    return PathSpec(lambdas=tuple(parse_lambdas(a.lambdas, log=a.log)), penalty=a.penalty,
+                    mcp_b=a.mcp_b, epochs=a.epochs, lr=a.lr, step_lr=a.step_lr,
+                    batch_size=a.batch_size, mode=a.mode, device=device_arg(a.device),
+                    random_state=a.seed)
+
+
+def status(a):
+    """A StatusFile callback when --status-file is given, else None."""
+    from ..progress import status_file
+
+    return status_file(getattr(a, "status_file", None))
+

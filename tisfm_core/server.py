@@ -1,0 +1,75 @@
+"""The shared-server policy of the app: where each user's files live and which typed paths
+may be read.
+
+Streamlit-free, so that the CLI, the jobs and the tests apply the same rules as the pages.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import TisfmError
+
+
+def home_dir():
+    """The user's tiSFM folder: ``TISFM_HOME`` or ``~/.tisfm`` (runs, jobs, uploads, demo data)."""
+    return Path(os.environ.get("TISFM_HOME") or Path.home() / ".tisfm").expanduser()
+
+
+def user_runs_dir():
+    return home_dir() / "runs"
+
+
+def jobs_dir():
+    return home_dir() / "jobs"
+
+
+def data_dir():
+    return home_dir() / "data"
+
+
+def split_folders(text):
+    """Folders from a list typed as ``a; b`` or separated by ``os.pathsep`` or new lines."""
+    parts = []
+    for chunk in str(text).replace(";", os.pathsep).replace("\n", os.pathsep).split(os.pathsep):
+        chunk = chunk.strip()
+        if chunk:
+            parts.append(Path(chunk).expanduser())
+    return parts
+
+
+def server_roots():
+    """Folders whose files may be named in the app's path fields (``TISFM_SERVER_ROOTS``,
+    separated by ``os.pathsep``), or None when unset: then any path the server can read."""
+    raw = os.environ.get("TISFM_SERVER_ROOTS", "").strip()
+    if not raw:
+        return None
+    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def readable_here(path):
+    """Whether ``path`` lies inside ``TISFM_SERVER_ROOTS`` (links resolved first), or no roots are
+    set. A path with a NUL byte is never readable."""
+    if "\x00" in str(path):
+        return False
+    roots = server_roots()
+    if roots is None:
+        return True
+    try:
+        real = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return any(real == root or root in real.parents for root in roots)
+
+
+def server_path(text, what):
+    """A path typed into the app, as a Path; refused outside ``TISFM_SERVER_ROOTS`` when that is set."""
+    text = str(text).strip()
+    if "\x00" in text:
+        raise TisfmError(f"{what}: the path contains a NUL byte")
+    path = Path(text).expanduser()
+    if not readable_here(path):
+        raise TisfmError(f"{what} {path} is outside the folders this app may read "
+                         f"({os.pathsep.join(map(str, server_roots()))}; set by TISFM_SERVER_ROOTS)")
+    return path
