@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import read_arrays, write_npz
-from .devices import resolve_device
 from .errors import TisfmError, check_indices, check_integer, check_outputs
 from .model import TISFM
+from .motifs import kernel_slots
+from .training import evaluation
 from .sequences import one_hot, one_hot_torch
 
 __all__ = ["tism", "ism", "logo_values", "agreement", "variant_effects", "motif_hits",
@@ -83,27 +83,6 @@ def _n_outputs(model, idx, device):
         return model.n_outputs
     with torch.inference_mode():
         return int(model(one_hot_torch(torch.from_numpy(idx[:1]).to(device))).shape[1])
-
-
-@contextmanager
-def _prepared(model, device):
-    """Model in eval mode, fp32 convolution, on ``device``; everything restored afterwards."""
-    device = resolve_device(device)
-    first = next(model.parameters(), None)
-    old_device = None if first is None else first.device
-    was_training = model.training
-    old_precision = getattr(model, "precision", None)
-    model.to(device).eval()
-    if old_precision is not None:
-        model.precision = "fp32"
-    try:
-        yield device
-    finally:
-        if old_precision is not None:
-            model.precision = old_precision
-        model.train(was_training)
-        if old_device is not None and old_device != device:
-            model.to(old_device)
 
 
 def _progress(verbose, name, done, total, unit):
@@ -330,7 +309,7 @@ def tism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_siz
     """
     idx = _as_indices(indices_or_onehot)
     batch_size = check_integer(batch_size, "batch_size")
-    with _prepared(model, device) as dev:
+    with evaluation(model, device) as dev:
         outs = check_outputs(outputs, _n_outputs(model, idx, dev), output_names)
         values = np.zeros((len(idx), len(outs), 4, idx.shape[1]), dtype=np.float32)
         for seq, out, g in _gradient_chunks(model, idx, outs, batch_size, dev, verbose, "tism"):
@@ -374,7 +353,7 @@ def ism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_size
     idx = _as_indices(indices_or_onehot)
     batch_size = check_integer(batch_size, "batch_size")
     length = idx.shape[1]
-    with _prepared(model, device) as dev, torch.inference_mode():
+    with evaluation(model, device) as dev, torch.inference_mode():
         outs = torch.from_numpy(check_outputs(outputs, _n_outputs(model, idx, dev), output_names)).to(dev)
         values = np.zeros((len(idx), len(outs), 4, length), dtype=np.float32)
         reference = _predict(model, idx, outs, batch_size, dev)
@@ -510,7 +489,7 @@ def variant_effects(model, indices, position, alt, *, outputs=None, output_names
         raise TisfmError(f"alternative allele must be one of A, C, G, T, got {alt!r}")
     mutated = idx.copy()
     mutated[:, position] = alt_i
-    with _prepared(model, device) as dev:
+    with evaluation(model, device) as dev:
         n_all = _n_outputs(model, idx, dev)
         outs = check_outputs(outputs, n_all, output_names)
         with torch.inference_mode():
@@ -588,7 +567,7 @@ def motif_hits(motifs, indices, *, threshold=0.8, era="head", batch_size=64):
     n_ch, _, width = kernels.shape
     length = idx.shape[1]
     widths = np.repeat(motifs.widths, 2)
-    offset = np.zeros_like(widths) if era == "paper" else (width - widths) // 2
+    offset = kernel_slots(widths, width, era)
     best = kernels.max(axis=1).sum(axis=1)                        # same on both strands
     # output j of the padded convolution covers sequence positions j - (W - 1) ... j
     starts = np.arange(length + width - 1)[None, :] - (width - 1) + offset[:, None]

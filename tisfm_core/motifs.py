@@ -67,6 +67,16 @@ def _display_name(motif_id, alt_name=None):
     return match.group(1) if match else motif_id
 
 
+def kernel_slots(widths, width, era):
+    """First column of each motif in a kernel buffer ``width`` wide: the one rule of where a
+    motif sits (centred, ``(W - w) // 2``, since the reference's "head" era; left-aligned, 0, in
+    the "paper" era). ``widths`` (n,) -> int64 (n,)."""
+    if era not in ERAS:
+        raise TisfmError(f"era must be 'head' (motifs centred in the kernel) or 'paper' (left-aligned), not {era!r}")
+    widths = np.asarray(widths, dtype=np.int64)
+    return np.zeros_like(widths) if era == "paper" else (int(width) - widths) // 2
+
+
 @dataclass(frozen=True, eq=False)
 class MotifSet:
     """An ordered set of DNA motifs as position probability matrices.
@@ -212,17 +222,15 @@ class MotifSet:
         numpy.ndarray, float32, shape (2 * n + n_pad_channels, 4, W)
             Raw probabilities, not log-odds.
         """
-        if era not in ERAS:
-            raise TisfmError(f"era must be 'head' (motifs centred in the kernel) or 'paper' (left-aligned), not {era!r}")
         n_pad = check_integer(n_pad_channels, "n_pad_channels", 0)
         full = self.max_width if width is None else check_integer(width, "width", 0)
         if full < self.max_width:
             k = int(np.argmax(self.widths > full))
             raise TisfmError(f"kernel width {full} is narrower than motif {self.ids[k]!r} (width {self.widths[k]})")
         out = np.zeros((2 * len(self) + n_pad, 4, full), dtype=np.float32)
+        starts = kernel_slots(self.widths, full, era)
         for k, matrix in enumerate(self.matrices):
-            w = matrix.shape[0]
-            start = 0 if era == "paper" else (full - w) // 2
+            w, start = matrix.shape[0], int(starts[k])
             forward = matrix.T
             out[2 * k, :, start:start + w] = forward
             out[2 * k + 1, :, start:start + w] = forward[::-1, ::-1]

@@ -646,7 +646,7 @@ def parse_sequence_text(text, *, length=None, what="pasted text"):
             else:
                 seqs.append("".join(block))
         ids = [f"seq{i + 1}" for i in range(len(seqs))]
-    return SequenceSet(ids=ids, indices=_encode(seqs, ids, length, source=what))
+    return SequenceSet(ids=ids, indices=_encode(seqs, ids, length))
 
 
 def parse_region(text):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -169,6 +170,40 @@ def _autocast(device, precision):
     return torch.autocast("cpu", enabled=False)
 
 
+@contextmanager
+def evaluation(model, device=None, precision="fp32"):
+    """``model`` in eval mode on ``device`` with its motif convolution in ``precision``; the
+    mode, precision and device it had are restored afterwards (the one place that does this).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    device : str or torch.device, optional
+        None uses CUDA when present.
+    precision : {"fp32", "bf16", "auto"}, default "fp32"
+
+    Yields
+    ------
+    torch.device
+    """
+    device = resolve_device(device)
+    first = next(model.parameters(), None)
+    old_device = None if first is None else first.device
+    was_training = model.training
+    old_precision = getattr(model, "precision", None)
+    model.to(device).eval()
+    if old_precision is not None:
+        model.precision = conv_precision(device, precision)
+    try:
+        yield device
+    finally:
+        if old_precision is not None:
+            model.precision = old_precision
+        model.train(was_training)
+        if old_device is not None and old_device != device:
+            model.to(old_device)
+
+
 def predict_batches(model, indices, *, batch_size=512, device=None, precision="fp32"):
     """Predictions for uint8 index arrays, streamed in batches.
 
@@ -177,8 +212,9 @@ def predict_batches(model, indices, *, batch_size=512, device=None, precision="f
     model : torch.nn.Module
     indices : np.ndarray or torch.Tensor, uint8, shape (N, L)
     batch_size : int, default 512
-    device : torch.device, optional
-        Defaults to the model's device.
+        Sequences per forward pass.
+    device : str or torch.device, optional
+        None uses CUDA when present.
     precision : {"fp32", "bf16", "auto"}, default "fp32"
 
     Returns
@@ -186,23 +222,12 @@ def predict_batches(model, indices, *, batch_size=512, device=None, precision="f
     np.ndarray, float32, shape (N, n_outputs)
     """
     batch_size = check_integer(batch_size, "batch_size")
-    device = next(model.parameters()).device if device is None else torch.device(device)
-    was_training = model.training
-    model.eval()
-    old = getattr(model, "precision", None)
-    if old is not None:
-        model.precision = conv_precision(device, precision)
     out = []
     idx = torch.as_tensor(indices)
-    try:
-        with torch.inference_mode(), _autocast(device, precision):
-            for start in range(0, idx.shape[0], batch_size):
-                x = one_hot_torch(idx[start:start + batch_size].to(device))
-                out.append(model(x).float().cpu())
-    finally:
-        if old is not None:
-            model.precision = old
-        model.train(was_training)
+    with evaluation(model, device, precision) as dev, torch.inference_mode(), _autocast(dev, precision):
+        for start in range(0, idx.shape[0], batch_size):
+            x = one_hot_torch(idx[start:start + batch_size].to(dev))
+            out.append(model(x).float().cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()

@@ -18,7 +18,7 @@ from .atomic import check_output_folder, read_json, write_json, write_text
 from .dataset import load_dataset, load_sequences
 from .devices import resolve_device
 from .errors import TisfmError
-from .motifs import MotifSet, load_motifs
+from .motifs import MotifSet, kernel_slots, load_motifs
 from .runs import (
     CONFIG,
     MOTIFS,
@@ -283,8 +283,9 @@ def kernel_motifs(run):
     cfg = run.model.config
     k = run.model.kernels.detach().cpu().numpy()
     mats = []
+    starts = kernel_slots(run.motifs.widths, cfg.kernel_width, cfg.era)
     for i, w in enumerate(run.motifs.widths):
-        s = 0 if cfg.era == "paper" else (cfg.kernel_width - int(w)) // 2
+        s = int(starts[i])
         m = np.clip(k[2 * i, :, s:s + int(w)].T.astype(np.float64), 0, None)
         sums = m.sum(axis=1, keepdims=True)
         m = np.where(sums > 0, m / np.where(sums > 0, sums, 1), 0.25)

@@ -19,7 +19,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import TisfmError
-from ..motifs import MotifSet, load_motifs
+from ..motifs import MotifSet, kernel_slots, load_motifs
 from .final_layer import as_run, require_motifs, require_tisfm
 
 #: Tuned kernels scored per block (bounds the memory of the (n_o, offsets, block) sums).
@@ -148,11 +148,7 @@ def kernel_drift(run, original=None):
     if motifs.max_width > cfg.kernel_width:
         raise TisfmError(f"the original motif set has motifs wider ({motifs.max_width}) than the "
                          f"kernels of run {run.name} ({cfg.kernel_width})")
-    # where each motif sits in the kernel buffer (as in MotifSet.kernels)
-    if cfg.era == "paper":
-        start = np.zeros(len(motifs), dtype=int)
-    else:
-        start = (cfg.kernel_width - motifs.widths) // 2
+    start = kernel_slots(motifs.widths, cfg.kernel_width, cfg.era)
     base = motifs.kernels(era=cfg.era, n_pad_channels=cfg.n_pad_channels, width=cfg.kernel_width)
     tuned_stack = run.model.kernels.detach().cpu().numpy()
     orig, tuned = [], []
