@@ -562,7 +562,7 @@ def test_moved_runs_find_their_data_through_run_relative_paths(fixture_root, tmp
     config_path = moved / "runs" / "lineages_full" / "config.json"
     config = json.loads(config_path.read_text())
     for key in ("sequences", "targets"):
-        config["data"][key] = "/nonexistent" + config["data"][key]
+        config["data"][key]["path"] = "/nonexistent" + config["data"][key]["path"]
     config_path.write_text(json.dumps(config))
     monkeypatch.setenv("TISFM_RUNS", str(moved / "runs"))
     monkeypatch.setenv("TISFM_HOME", str(tmp_path / "home"))

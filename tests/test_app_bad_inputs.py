@@ -236,18 +236,18 @@ def test_good_uploads_start_a_job_on_copies_under_app_chosen_names(bad, env, tmp
     from tisfm_core.cli import build_parser
 
     launched = []
-    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="":
-                        launched.append((kind, [str(a) for a in args], label))
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None:
+                        launched.append((kind, [str(a) for a in args], label, spec))
                         or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
     at = page("pages/1_Models_and_training.py")
     _, act = train_upload(run_name="from_uploads")
     act(at, bad)
     assert not texts(at.error), texts(at.error)
-    (kind, args, label), = launched
+    (kind, args, label, task), = launched
     parsed = build_parser().parse_args([kind, *args])
     uploads = tmp_path / "home" / "data" / "uploads"
-    for given, original in ((parsed.sequences, bad["seq"]), (parsed.targets, bad["targets"]),
-                            (parsed.motifs, bad["motifs"])):
+    for given, original in ((task.data.sequences, bad["seq"]), (task.data.targets, bad["targets"]),
+                            (task.model.motifs, bad["motifs"])):
         saved = Path(given)
         assert uploads in saved.parents and saved.name in ("sequences.fa", "targets.tsv", "motifs.meme")
         assert saved.read_bytes() == Path(original).read_bytes()

@@ -35,7 +35,7 @@ from torch import nn
 
 from .atomic import check_format, read_arrays, read_json, write_json, write_npz
 from .devices import resolve_device
-from .errors import TisfmError, check_indices
+from .errors import TisfmError, check_indices, check_outputs
 from .prox import PATH_PENALTIES
 from .sequences import one_hot_torch
 from .specs import PathSpec, store_path, stored_path
@@ -219,18 +219,6 @@ def _lambda_index(result, index):
     return int(index) % n
 
 
-def _output_index(result, output):
-    if isinstance(output, (int, np.integer)) and not isinstance(output, bool):
-        if not 0 <= output < len(result.outputs):
-            raise TisfmError(f"output index {output} is out of range: the path has "
-                             f"{len(result.outputs)} outputs")
-        return int(output)
-    if output not in result.outputs:
-        raise TisfmError(f"output {output!r} is not in the path; available: "
-                         f"{', '.join(result.outputs[:8])}{' ...' if len(result.outputs) > 8 else ''}")
-    return result.outputs.index(output)
-
-
 def coefficients_at(result, index):
     """Motif weights at one lambda.
 
@@ -267,7 +255,7 @@ def top_coefficients(result, output, k=9):
         At most ``k`` rows (motifs whose weight is exactly zero are left out), ordered by
         decreasing ``|coef|``; index = motif ids, columns "name" and "coef" (signed).
     """
-    r = _output_index(result, output)
+    r = int(check_outputs(output, len(result.outputs), result.outputs, owner="the path")[0])
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise TisfmError(f"k must be a whole number >= 1, got {k!r}")
     coef = result.coefs[result.best_index[r], r].astype(np.float64)

@@ -101,8 +101,8 @@ class DataSpec:
     transform : str, default "none"
         One of :data:`TRANSFORMS`, the table-taking ones as ``lineage:MAP.tsv`` /
         ``tree-diff:PARENTS.tsv``.
-    outputs : list of str, optional
-        Train on these outputs only, in this order.
+    outputs : list of str or int, optional
+        Train on these outputs only (names or positions of the target columns), in this order.
     folds, fold : int, default 10, 0
         Seeded k-fold split (8 train / 1 validation / 1 test folds for 10); the split's seed
         is the training ``random_state``.
@@ -127,8 +127,10 @@ class DataSpec:
         kind, table = split_transform(self.transform)
         self.transform = kind if table is None else f"{kind}:{_check_path_field(table, 'transform table')}"
         if self.outputs is not None:
-            if isinstance(self.outputs, str) or not all(isinstance(o, str) and o for o in self.outputs):
-                raise TisfmError(f"outputs must be a list of output names, got {self.outputs!r}")
+            if isinstance(self.outputs, str) or not all(
+                    (isinstance(o, str) and o) or (isinstance(o, int) and not isinstance(o, bool) and o >= 0)
+                    for o in self.outputs):
+                raise TisfmError(f"outputs must be a list of output names or positions, got {self.outputs!r}")
             if not self.outputs:
                 raise TisfmError("outputs names no output")
             if len(set(self.outputs)) != len(self.outputs):
