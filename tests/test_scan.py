@@ -171,6 +171,12 @@ def test_read_region_never_writes_next_to_the_genome(genome, tmp_path):
         read_region(path, "chr2:100-131", index_dir=cache)
     with pytest.raises(TisfmError, match="region chr1:1-101 is 101 bp long; the limit is 100 bp"):
         read_region(path, "chr1:1-101", max_length=100, index_dir=cache)
+    with pytest.raises(TisfmError, match="genome FASTA .*nothere.fa does not exist"):
+        read_region(tmp_path / "nothere.fa", "chr1:1-10", index_dir=cache)
+    ragged = tmp_path / "ragged.fa"
+    ragged.write_text(">chr1\nACGTACGT\nACG\nACGTACGT\n")
+    with pytest.raises(TisfmError, match="cannot index genome FASTA .*ragged.fa"):
+        read_region(ragged, "chr1:1-10", index_dir=cache)
 
 
 def test_an_index_next_to_the_genome_is_used_and_a_stale_one_is_not_rewritten(genome, tmp_path):

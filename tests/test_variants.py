@@ -27,8 +27,10 @@ def genome(tmp_path_factory):
     rng = np.random.default_rng(5)
     chroms = {"chr1": "".join(rng.choice(list("ACGT"), 400)), "chr2": "".join(rng.choice(list("ACGT"), 300))}
     path = folder / "g.fa"
+    # chr1 partly soft-masked (lower case), as genome FASTAs are
+    text = {"chr1": chroms["chr1"][:230].lower() + chroms["chr1"][230:], "chr2": chroms["chr2"]}
     path.write_text("".join(f">{c}\n" + "\n".join(s[i:i + 70] for i in range(0, len(s), 70)) + "\n"
-                            for c, s in chroms.items()))
+                            for c, s in text.items()))
     return path, chroms, folder / "cache"
 
 
@@ -170,7 +172,7 @@ def test_typed_variants_and_their_problems(genome, run):
                          ("chr1:0:A:G", "positions are 1-based, so pos must be >= 1")]:
         with pytest.raises(TisfmError, match=message):
             parse_variant(bad)
-    typed = [f"chr1:100:{c1[99]}:G", f"chr1:260:{c1[259]}:{c1[259]}", "chr1:200:R:A",
+    typed = [f"chr1:100:{c1[99]}:G", ("chr1", 260, c1[259].lower(), c1[259]), "chr1:200:R:A",
              f"chr1:150:{c1[149]}:<INS>"]
     scores = score_variants(run, typed, path, outputs=["NK", "B"], index_dir=cache, device="cpu")
     assert scores.outputs == ["NK", "B"]

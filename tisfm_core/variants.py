@@ -26,8 +26,8 @@ from .sequences import _GENOME_LUT
 from .textfiles import check_input_file, iter_lines
 from .training import predict_batches
 
-__all__ = ["Variant", "VariantScores", "VariantWindows", "parse_variant", "read_vcf", "score_variants",
-           "variant_windows"]
+__all__ = ["Variant", "VariantScores", "VariantWindows", "describe", "parse_variant", "read_vcf",
+           "score_variants", "variant_windows"]
 
 _BASES = re.compile(r"^[ACGTN]+$")
 #: Variants whose windows are built and predicted at a time (bounds memory: 2 x 8192 x L bytes).
@@ -175,8 +175,8 @@ def _as_variants(variants):
             out.append(v)
         elif isinstance(v, str):
             out.extend(parse_variant(v))
-        elif isinstance(v, tuple) and len(v) == 4:
-            out.append(Variant(str(v[0]), int(v[1]), _allele(v[2]), _allele(v[3])))
+        elif isinstance(v, tuple) and len(v) == 4 and _number(str(v[1])) is not None:
+            out.append(Variant(str(v[0]), _number(str(v[1])), _allele(v[2]), _allele(v[3])))
         else:
             raise TisfmError(f"a variant must be a Variant, 'chrom:pos:ref:alt' or (chrom, pos, ref, alt), "
                              f"got {v!r}")
