@@ -24,6 +24,7 @@ It checks that both give the same differences on that subset and ends with one l
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -147,6 +148,8 @@ def main(argv=None):
     diff_cols = [f"diff:{o}" for o in scores.outputs]
     gap = float(np.abs(table[diff_cols].to_numpy(float)[:len(subset)] - np.stack(single)).max())
     rate_b, rate_s = len(variants) / t_batched, len(variants) / t_single
+    # other processes on a shared machine slow both paths; the load says how much
+    where += f", load average {os.getloadavg()[0]:.1f}"
     print(f"read VCF: {len(variants)} variants in {t_read:.2f} s ({where})")
     print(f"batched: {t_batched:.2f} s for {len(variants)} variants ({scored} scored), {rate_b:.0f} variants/s, "
           f"batch {args.batch_size} windows ({where})")

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import sensitive_tisfm
+
 from tisfm_core.attribution import ism, load_attribution, tism
 from tisfm_core.cli_scan import add_parser
 from tisfm_core.errors import TisfmError
@@ -47,6 +47,26 @@ def test_window_starts_last_window_flush_with_the_end():
     assert window_starts(120, 48, 24).tolist() == [0, 24, 48, 72]
     assert window_starts(48, 48, 7).tolist() == [0]
     assert window_starts(100, 48, 48).tolist() == [0, 48, 52]
+
+
+def _aitac():
+    import torch
+
+    from tisfm_core.aitac import AITAC
+
+    torch.manual_seed(0)
+    return AITAC(n_outputs=3, length=L, n_filters=8).eval()
+
+
+def test_aitac_scan_equals_predict_and_tism_on_hand_cut_windows():
+    aitac = _aitac()
+    seq = _random_dna(70, random_state=4)
+    result = scan_region(aitac, seq, stride=11, device="cpu")
+    starts = [0, 11, 22]
+    windows = encode([seq[s:s + L] for s in starts])
+    np.testing.assert_allclose(result.predictions, predict_batches(aitac, windows), atol=1e-6)
+    expected, _ = _hand_track(tism(aitac, windows), starts, len(seq))
+    np.testing.assert_allclose(result.attribution, expected, atol=1e-5 * np.abs(expected).max())
 
 
 def test_predictions_equal_predict_on_windows_cut_by_hand(model):

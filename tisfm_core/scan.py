@@ -25,7 +25,7 @@ from .model import TISFM
 from .sequences import encode
 from .training import predict_batches
 
-__all__ = ["MAX_REGION", "ScanResult", "scan_region", "save_scan", "load_scan", "window_starts"]
+__all__ = ["MAX_REGION", "ScanResult", "load_scan", "save_scan", "scan_region", "window_starts"]
 
 #: Longest region :func:`scan_region` accepts, in bases.
 MAX_REGION = 100_000
@@ -276,9 +276,9 @@ def scan_region(model_or_run, sequence, *, stride, outputs=None, attribution="ti
         starts = window_starts(n, length, stride)
     windows = _cut_windows(indices, starts, length)
 
+    values = None
     with _prepared(model, device) as dev:
         predictions = predict_batches(model, windows, batch_size=batch_size, device=dev)[:, outs]
-        values = None
         if attribution is not None:
             total = np.zeros((len(outs), 4, n), dtype=np.float64)
             for lo in range(0, len(windows), _CHUNK_WINDOWS):
