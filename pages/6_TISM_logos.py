@@ -23,7 +23,8 @@ from tisfm_core.dataset import load_sequences
 from tisfm_core.errors import TisfmError
 from tisfm_core.plots import agreement_scatter, attribution_logo, base_heatmap
 from tisfm_core.runs import resolve_run_data
-from tisfm_core.sequences import decode, parse_sequence_text, region_window
+from tisfm_core.genome import centred_window
+from tisfm_core.sequences import decode, parse_sequence_text
 from tisfm_core.server import server_path
 from tisfm_core.textfiles import decode_text
 
@@ -96,7 +97,7 @@ def sequence_input(path, length):
 @st.cache_data(max_entries=32, show_spinner=False)
 def genome_window(fasta, region, length):
     """The window centred on a typed region; cached, so reruns do not read the genome again."""
-    return _pair(region_window(fasta, region, length))
+    return _pair(centred_window(fasta, region, length))
 
 
 def _pair(seqs):

@@ -20,10 +20,10 @@ from app_fixtures import app_runs_folder
 
 from tisfm_core import jobs
 from tisfm_core.cli import build_parser
+from tisfm_core.demo import run_truth
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import read_meme
 from tisfm_core.runs import load_run
-from tisfm_core.demo import run_truth
 from tisfm_core.sequences import encode, one_hot, parse_sequence_text
 from tisfm_core.specs import TrainTask
 from tisfm_core.uploads import extract_run_zip

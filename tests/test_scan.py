@@ -1,7 +1,6 @@
 """Region scans against windows cut by hand: predictions, TISM / ISM tracks averaged by hand,
 N padding, genome regions in 1-based coordinates, the scan file and the CLI handler."""
 
-import argparse
 import os
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from conftest import sensitive_tisfm
 
 from tisfm_core.attribution import ism, load_attribution, tism
-from tisfm_core.cli_scan import add_parser
+from tisfm_core.cli import build_parser
 from tisfm_core.errors import TisfmError
 from tisfm_core.genome import Region, open_genome, parse_region, read_region
 from tisfm_core.runs import load_run, save_run
@@ -138,7 +137,7 @@ def test_bad_scan_arguments(model):
         scan_region(model, seq, stride=10, attribution="grad")
     with pytest.raises(TisfmError, match="pad must be 'refuse' or 'center'"):
         scan_region(model, seq, stride=10, pad="N")
-    with pytest.raises(TisfmError, match="'Mono' is not an output of the model; valid outputs: 0, 1, 2"):
+    with pytest.raises(TisfmError, match="'Mono' is not an output of this model; valid outputs: 0, 1, 2"):
         scan_region(model, seq, stride=10, outputs=["Mono"])
     with pytest.raises(TisfmError, match="invalid character 'X' at position 3"):
         scan_region(model, "ACXT" * 20, stride=10)
@@ -266,8 +265,7 @@ def test_scan_file_round_trip_and_attribution_reader(genome, tmp_path, model):
 # -- command line ---------------------------------------------------------------------------------
 
 def _parser():
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     return parser
 
 

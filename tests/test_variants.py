@@ -1,7 +1,6 @@
 """Variant effects against windows built by hand from the genome string; a VCF written here with
 every kind of problem gives exactly the expected rows and messages; typed variants; the CLI."""
 
-import argparse
 import gzip
 
 import numpy as np
@@ -10,7 +9,7 @@ import pysam
 import pytest
 from conftest import sensitive_tisfm
 
-from tisfm_core.cli_scan import add_parser
+from tisfm_core.cli import build_parser
 from tisfm_core.errors import TisfmError
 from tisfm_core.runs import load_run, save_run
 from tisfm_core.sequences import decode, encode
@@ -238,8 +237,7 @@ def test_cli_variants_handler(genome, run, tmp_path, capsys):
     text, _ = _vcf_text(chroms)
     vcf = tmp_path / "calls.vcf"
     vcf.write_text(text)
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = tmp_path / "effects.tsv"
     args = parser.parse_args(["variants", str(run.path), "--vcf", str(vcf), "--genome", str(path), "--out",
                               str(out), "--device", "cpu", "--index-dir", str(cache)])

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import TisfmError
-from .sequences import _GENOME_LUT
+from .sequences import GENOME_LUT
 from .textfiles import check_input_file
 
 _REGION = re.compile(r"^(?P<chrom>\S+):(?P<start>[0-9,]+)-(?P<end>[0-9,]+)$")
@@ -85,8 +85,11 @@ def parse_region(text):
 
 
 def default_index_dir():
-    """Where genome indices are cached: ``$TISFM_HOME/genome-index`` or ``~/.tisfm/genome-index``."""
-    return Path(os.environ.get("TISFM_HOME") or Path.home() / ".tisfm").expanduser() / "genome-index"
+    """Where genome indices are cached: ``genome-index`` in the user's tiSFM folder
+    (:func:`tisfm_core.server.home_dir`)."""
+    from .server import home_dir
+
+    return home_dir() / "genome-index"
 
 
 def _fresh(index, fasta):
@@ -190,7 +193,7 @@ class Genome:
 
     def fetch(self, chrom, start, end):
         """Base indices (uint8, A=0 C=1 G=2 T=3, anything else 4) of ``[start, end)`` (0-based)."""
-        return np.frombuffer(self.text(chrom, start, end).encode("ascii", "replace").translate(_GENOME_LUT),
+        return np.frombuffer(self.text(chrom, start, end).encode("ascii", "replace").translate(GENOME_LUT),
                              dtype=np.uint8)
 
 
@@ -267,3 +270,32 @@ def read_region(genome, region, *, max_length=None, index_dir=None):
         raise TisfmError(f"region {region} runs past the end of {region.chrom} ({size:,} bp, "
                          f"last position {size})")
     return RegionSequence(region, genome.fetch(region.chrom, region.start - 1, region.end))
+
+
+def centred_window(genome, region, length, *, index_dir=None):
+    """The ``length``-bp window centred on a region (what a model of that window sees there).
+
+    The centre is the region's midpoint; bases outside the contig are N. Errors are in the
+    user's 1-based coordinates (see :func:`read_region`).
+
+    Returns
+    -------
+    SequenceSet
+        One sequence, id = the region as ``chrom:start-end``.
+    """
+    from .sequences import SequenceSet
+
+    if not isinstance(region, Region):
+        region = parse_region(region)
+    if not isinstance(genome, Genome):
+        with open_genome(genome, index_dir=index_dir) as opened:
+            return centred_window(opened, region, length)
+    size = genome.check_contig(region.chrom)
+    if region.end > size:
+        raise TisfmError(f"region {region} runs past the end of {region.chrom} ({size:,} bp, "
+                         f"last position {size})")
+    start = (region.start - 1 + region.end) // 2 - length // 2      # 0-based, may hang over
+    window = np.full(length, 4, dtype=np.uint8)
+    lo, hi = max(start, 0), min(start + length, size)
+    window[lo - start:hi - start] = genome.fetch(region.chrom, lo, hi)
+    return SequenceSet(ids=[str(region)], indices=window[None])

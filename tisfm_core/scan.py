@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 
 from .atomic import read_arrays, write_npz
-from .attribution import _as_indices, _n_outputs, _prepared, ism, tism
-from .errors import TisfmError, check_integer
+from .attribution import as_indices, count_outputs, ism, tism
+from .errors import TisfmError, check_integer, check_outputs
 from .genome import Region, RegionSequence
 from .model import TISFM
 from .sequences import encode
-from .training import predict_batches
+from .training import evaluation, predict_batches
 
 __all__ = ["MAX_REGION", "ScanResult", "load_scan", "save_scan", "scan_region", "window_starts"]
 
@@ -61,30 +61,9 @@ def model_parts(model_or_run, *, device=None):
         first = next(model.parameters(), None)
         probe = np.zeros((1, length), dtype=np.uint8)
         with torch.no_grad():
-            n = _n_outputs(model, probe, torch.device("cpu") if first is None else first.device)
+            n = count_outputs(model, probe, torch.device("cpu") if first is None else first.device)
         names = [str(i) for i in range(n)]
     return model, names, int(length)
-
-
-def select_outputs(outputs, names):
-    """Positions of the chosen outputs: None (all), names or positions, in the order given."""
-    if outputs is None:
-        return np.arange(len(names), dtype=np.int64)
-    chosen = [outputs] if isinstance(outputs, (str, int, np.integer)) else list(outputs)
-    if not chosen:
-        raise TisfmError("outputs: the list is empty; give output names (or leave it out for all)")
-    positions = []
-    for o in chosen:
-        if isinstance(o, (int, np.integer)) and not isinstance(o, bool):
-            if not 0 <= o < len(names):
-                raise TisfmError(f"output position {o} does not exist: the model has {len(names)} "
-                                 f"outputs (0..{len(names) - 1})")
-            positions.append(int(o))
-        elif str(o) in names:
-            positions.append(names.index(str(o)))
-        else:
-            raise TisfmError(f"{o!r} is not an output of the model; valid outputs: {', '.join(names)}")
-    return np.asarray(positions, dtype=np.int64)
 
 
 def window_starts(region_length, window, stride):
@@ -202,7 +181,7 @@ def _region_indices(sequence):
         return _region_indices(sequence.indices)[0], sequence.region
     if isinstance(sequence, (str, bytes)):
         return encode([sequence], ["region"])[0], None
-    idx = _as_indices(sequence, "region")
+    idx = as_indices(sequence, "region")
     if idx.shape[0] != 1:
         raise TisfmError(f"region: give one sequence, got {idx.shape[0]} (scan them one at a time)")
     return idx[0], None
@@ -266,7 +245,7 @@ def scan_region(model_or_run, sequence, *, stride, outputs=None, attribution="ti
     if pad not in _PADS:
         raise TisfmError(f"pad must be 'refuse' or 'center', got {pad!r}")
     batch_size = check_integer(batch_size, "batch_size")
-    outs = select_outputs(outputs, names)
+    outs = check_outputs(outputs, len(names), names)
     if n < length:
         if pad == "refuse":
             raise TisfmError(f"{where} is {n} bp, shorter than the model's {length}-bp window; pad it "
@@ -277,7 +256,7 @@ def scan_region(model_or_run, sequence, *, stride, outputs=None, attribution="ti
     windows = _cut_windows(indices, starts, length)
 
     values = None
-    with _prepared(model, device) as dev:
+    with evaluation(model, device) as dev:
         predictions = predict_batches(model, windows, batch_size=batch_size, device=dev)[:, outs]
         if attribution is not None:
             total = np.zeros((len(outs), 4, n), dtype=np.float64)

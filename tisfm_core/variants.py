@@ -18,13 +18,12 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .attribution import _prepared
-from .errors import TisfmError, check_integer
+from .errors import TisfmError, check_integer, check_outputs
 from .genome import Genome, _number, open_genome
-from .scan import model_parts, select_outputs
-from .sequences import _GENOME_LUT
+from .scan import model_parts
+from .sequences import GENOME_LUT
 from .textfiles import check_input_file, iter_lines
-from .training import predict_batches
+from .training import evaluation, predict_batches
 
 __all__ = ["Variant", "VariantScores", "VariantWindows", "describe", "parse_variant", "read_vcf",
            "score_variants", "variant_windows"]
@@ -254,7 +253,7 @@ def _windows(v, genome, length):
         raise TisfmError(f"the {length}-bp window centred on it would end {hi - size} bp past the end "
                          f"of {v.chrom} ({size} bp)")
     segment = genome.fetch(v.chrom, lo, hi)
-    alt_codes = np.frombuffer(v.alt.encode("ascii").translate(_GENOME_LUT), dtype=np.uint8)
+    alt_codes = np.frombuffer(v.alt.encode("ascii").translate(GENOME_LUT), dtype=np.uint8)
     applied = np.concatenate([segment[:p - lo], alt_codes, segment[p + r - lo:]])
     return VariantWindows(ref=segment[ref_lo - lo:ref_lo - lo + length].copy(),
                           alt=applied[alt_lo - lo:alt_lo - lo + length],
@@ -350,7 +349,7 @@ def score_variants(model_or_run, variants, genome, *, outputs=None, batch_size=2
         of single variants are reported in the table instead.
     """
     model, names, length = model_parts(model_or_run, device=device)
-    outs = select_outputs(outputs, names)
+    outs = check_outputs(outputs, len(names), names)
     variants = _as_variants(variants)
     batch_size = check_integer(batch_size, "batch_size")
     if not isinstance(genome, Genome):
@@ -365,7 +364,7 @@ def _score(model, names, length, outs, variants, genome, batch_size, device, ver
     alt_pred = np.full((n, n_out), np.nan, dtype=np.float32)
     messages = [""] * n
     problems = []
-    with _prepared(model, device) as dev:
+    with evaluation(model, device) as dev:
         for lo in range(0, n, _CHUNK):
             rows, refs, alts = [], [], []
             for i in range(lo, min(lo + _CHUNK, n)):

@@ -1,8 +1,6 @@
-"""Command line of the region scan and the variant effects: ``tisfm scan`` and ``tisfm variants``.
+"""``scan`` and ``variants``: regions longer than the window, and variant effects.
 
-Argument parsing only; the work is :func:`tisfm_core.scan.scan_region` and
-:func:`tisfm_core.variants.score_variants`. Problems raise :class:`TisfmError`, which the
-``tisfm`` entry point prints as one line on stderr (exit status 2).
+The work is :func:`tisfm_core.scan.scan_region` and :func:`tisfm_core.variants.score_variants`.
 """
 
 from __future__ import annotations
@@ -11,18 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import TisfmError
+from ..errors import TisfmError
+from .common import UsageError, device_arg, outputs_list
 
 #: Refused variants listed on stderr; the rest are counted (every reason is in the table).
 _SHOWN_PROBLEMS = 20
 
 
-def _outputs(text):
-    return None if text is None else [o.strip() for o in text.split(",") if o.strip()]
-
-
-def add_parser(sub):
-    """Add the ``scan`` and ``variants`` subcommands to an argparse subparsers object."""
+def add_parsers(sub):
     text = "tile a region longer than the model's window: predictions and attribution along it"
     p = sub.add_parser("scan", help=text, description=text)
     p.add_argument("run", help="run directory")
@@ -66,8 +60,8 @@ def add_parser(sub):
 
 def _one_sequence(path):
     """The single sequence of a FASTA/TSV file, any length."""
-    from .sequences import read_sequences
-    from .textfiles import iter_lines
+    from ..sequences import read_sequences
+    from ..textfiles import iter_lines
 
     headers = sum(1 for line in iter_lines(path, "sequence file") if line.startswith(">"))
     if headers > 1:
@@ -80,26 +74,26 @@ def _one_sequence(path):
 
 def cmd_scan(args):
     """``tisfm scan RUN --sequences S | --region R --genome G --stride N --out F.npz``."""
-    from .genome import read_region
-    from .runs import load_run
-    from .scan import MAX_REGION, save_scan, scan_region
-    from .workflows import write_table
+    from ..genome import read_region
+    from ..runs import load_run
+    from ..scan import MAX_REGION, save_scan, scan_region
+    from ..workflows import write_table
 
     if args.region is not None and args.genome is None:
-        raise TisfmError("--region needs --genome (the FASTA the region is read from)")
+        raise UsageError("--region needs --genome (the FASTA the region is read from)")
     if args.sequences is not None and args.genome is not None:
-        raise TisfmError("--genome is used with --region only; --sequences already holds the bases")
+        raise UsageError("--genome is used with --region only; --sequences already holds the bases")
     out = Path(args.out)
     table_path = out.with_suffix(".windows.tsv") if out.suffix == ".npz" else Path(f"{out}.windows.tsv")
-    run = load_run(args.run, device=args.device)
+    run = load_run(args.run, device=device_arg(args.device))
     if args.region is not None:
         sequence = read_region(args.genome, args.region, max_length=MAX_REGION, index_dir=args.index_dir)
     else:
         sequence = _one_sequence(args.sequences)
     started = time.perf_counter()
-    result = scan_region(run, sequence, stride=args.stride, outputs=_outputs(args.outputs),
+    result = scan_region(run, sequence, stride=args.stride, outputs=outputs_list(args.outputs),
                          attribution=None if args.attribution == "none" else args.attribution,
-                         pad=args.pad, batch_size=args.batch_size, device=args.device)
+                         pad=args.pad, batch_size=args.batch_size, device=device_arg(args.device))
     seconds = time.perf_counter() - started
     save_scan(out, result)
     write_table(result.prediction_table(), table_path, index=False)
@@ -112,16 +106,16 @@ def cmd_scan(args):
 
 def cmd_variants(args):
     """``tisfm variants RUN --vcf V | --variant chr:pos:ref:alt ... --genome G --out F.tsv``."""
-    from .runs import load_run
-    from .variants import parse_variant, read_vcf, score_variants
-    from .workflows import write_table
+    from ..runs import load_run
+    from ..variants import parse_variant, read_vcf, score_variants
+    from ..workflows import write_table
 
     variants = read_vcf(args.vcf) if args.vcf is not None else [
         v for text in args.variant for v in parse_variant(text)]
-    run = load_run(args.run, device=args.device)
+    run = load_run(args.run, device=device_arg(args.device))
     started = time.perf_counter()
-    scores = score_variants(run, variants, args.genome, outputs=_outputs(args.outputs),
-                            batch_size=args.batch_size, device=args.device, index_dir=args.index_dir)
+    scores = score_variants(run, variants, args.genome, outputs=outputs_list(args.outputs),
+                            batch_size=args.batch_size, device=device_arg(args.device), index_dir=args.index_dir)
     seconds = time.perf_counter() - started
     write_table(scores.table, args.out, index=False)
     for line in scores.problems[:_SHOWN_PROBLEMS]:
