@@ -69,7 +69,7 @@ def load_sequences(sequences=None, *, bed=None, genome=None, length=None):
     return read_sequences(sequences, bed=bed, genome=genome, length=length)
 
 
-def load_dataset(sequences=None, targets=None, *, bed=None, genome=None, length=None,
+def load_dataset(sequences=None, targets=None, *, bed=None, genome=None, length: int | None = None,
                  transform="none", outputs=None, verbose=False):
     """Read, match and transform a dataset.
 

@@ -52,7 +52,7 @@ FORMAT_VERSION = 1
 
 # -- lambda grids ---------------------------------------------------------------------------------
 
-def parse_lambdas(text, log=False):
+def parse_lambdas(text: str, log: bool = False) -> np.ndarray:
     """Parse a ``START:STOP:NUM`` lambda grid as the reference's ``--penalty-param-range``.
 
     Parameters
@@ -291,7 +291,7 @@ def find_paths(run_path, folders):
     return list(dict.fromkeys(found))
 
 
-def load_path(path_dir):
+def load_path(path_dir: str | Path) -> PathResult:
     """Read a path folder written by :meth:`PathResult.save`.
 
     Raises
@@ -524,7 +524,8 @@ def _fit_lambda(backend, settings, generator, *, patience, index, callback):
     return best[0], best[1], best[2], epoch
 
 
-def path_from_arrays(model, train, val, test, spec, *, verbose=False, callback=None, motif_ids=None,
+def path_from_arrays(model: nn.Module, train: tuple, val: tuple, test: tuple, spec: PathSpec, *,
+                     verbose: bool = False, callback=None, motif_ids=None,
                      motif_names=None, outputs=None):
     """Regularization path of a model's final layer on explicit data arrays.
 
@@ -683,7 +684,7 @@ def load_run_data(run):
     return parts
 
 
-def regularization_path(run, spec, *, verbose=False, callback=None):
+def regularization_path(run, spec: PathSpec, *, verbose: bool = False, callback=None) -> PathResult:
     """Regularization path of a run's final layer on the run's own train/val/test split.
 
     Park & Hastie-style warm starts (reference section 4.5): lambdas in ascending order, each

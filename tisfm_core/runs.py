@@ -99,7 +99,8 @@ def save_weights(path, model, *, half=False):
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
-def save_run(path, model, *, outputs, motifs=None, meta=None, split=None, half=False):
+def save_run(path: str | Path, model: torch.nn.Module, *, outputs: list, motifs: MotifSet | None = None,
+             meta: dict | None = None, split: dict | None = None, half: bool = False) -> Path:
     """Write a complete run directory.
 
     Parameters
@@ -143,7 +144,7 @@ def save_run(path, model, *, outputs, motifs=None, meta=None, split=None, half=F
     return path
 
 
-def read_run_config(path):
+def read_run_config(path: str | Path) -> dict:
     """Read and validate a run's config.json (without loading weights)."""
     path = Path(path)
     if not path.is_dir():
@@ -271,15 +272,15 @@ def load_weights(path, model):
     return model
 
 
-def load_run(path, *, device="cpu"):
+def load_run(path: str | Path, *, device: str | None = None) -> Run:
     """Load a run directory.
 
     Parameters
     ----------
     path : str or Path
-    device : str, default "cpu"
-        Where to put the model ("auto" picks CUDA when present). Runs trained on CUDA load on
-        CPU-only machines.
+    device : str, optional
+        Where to put the model: None (or "auto") picks CUDA when present. Runs trained on CUDA
+        load on CPU-only machines.
 
     Returns
     -------
@@ -323,7 +324,7 @@ def data_record(data_spec, run_dir):
         "transform_table": store_path(data_spec.transform_table, run_dir)}
 
 
-def resolve_run_data(run, config=None):
+def resolve_run_data(run, config: dict | None = None) -> dict:
     """The training data of a run: its paths as they are now (run-relative first, then absolute).
 
     Parameters
@@ -377,7 +378,7 @@ def find_folders(folder, marker, *, max_depth=4):
     return sorted(found)
 
 
-def find_runs(folder, *, max_depth=4):
+def find_runs(folder: str | Path, *, max_depth: int = 4) -> list[Path]:
     """Run directories under ``folder`` (see :func:`find_folders`), sorted by path."""
     return [p for p in find_folders(folder, CONFIG, max_depth=max_depth) if is_run(p)]
 
@@ -412,7 +413,7 @@ def run_summary(path):
     return row
 
 
-def list_runs(folders):
+def list_runs(folders) -> list[dict]:
     """One row per run directory found in ``folders`` (:func:`run_summary` plus ``display``, the
     path relative to its folder, ``folder`` and ``synthetic``); usable runs first, broken ones
     (with an ``error``) last, each run once however many folders hold it."""

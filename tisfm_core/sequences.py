@@ -99,7 +99,7 @@ def _encode(sequences, ids=None, length=None, source=None):
     return out
 
 
-def encode(sequences, ids=None, *, length=None):
+def encode(sequences, ids=None, *, length: int | None = None) -> np.ndarray:
     """Encode equal-length DNA strings as base indices.
 
     Parameters
@@ -126,7 +126,7 @@ def encode(sequences, ids=None, *, length=None):
     return _encode(sequences, ids, length)
 
 
-def decode(indices):
+def decode(indices: np.ndarray) -> list[str]:
     """Turn base indices back into strings.
 
     Parameters
@@ -144,7 +144,7 @@ def decode(indices):
     return [row.tobytes().decode("ascii") for row in letters]
 
 
-def one_hot(indices):
+def one_hot(indices: np.ndarray) -> np.ndarray:
     """One-hot encode base indices.
 
     Parameters
@@ -463,7 +463,7 @@ def _gather_windows(genome, contig, size, window_starts, length, out, rows):
         out[rows[selected]] = view[window_starts[selected] - a]
 
 
-def read_bed_windows(bed_path, genome_path, *, length=300):
+def read_bed_windows(bed_path, genome_path, *, length: int = 300) -> SequenceSet:
     """Summit-centred windows from a BED / narrowPeak file and a genome FASTA.
 
     The centre is ``start + summit`` when a narrowPeak summit offset (column 10) is present and
@@ -548,7 +548,7 @@ def read_bed_windows(bed_path, genome_path, *, length=300):
     return SequenceSet(ids, out)
 
 
-def read_sequences(path=None, *, bed=None, genome=None, length=None):
+def read_sequences(path=None, *, bed=None, genome=None, length: int | None = None) -> SequenceSet:
     """Read sequences from FASTA, a two-column TSV, or BED + genome.
 
     Parameters
@@ -578,7 +578,7 @@ def read_sequences(path=None, *, bed=None, genome=None, length=None):
     return read_sequence_tsv(path, length=length)
 
 
-def parse_sequence_text(text, *, length=None, what="pasted text"):
+def parse_sequence_text(text: str, *, length: int | None = None, what: str = "pasted text") -> SequenceSet:
     """Sequences typed or pasted as FASTA or raw DNA, encoded for the model (linear in the size).
 
     Raw DNA: one sequence per line when every line has the model's length, otherwise blocks

@@ -153,7 +153,7 @@ def extract_run_zip(data, dest_parent, *, max_bytes=MAX_RUN_BYTES):
                 if len(content) != info.file_size:
                     raise TisfmError(f"{name} in the uploaded zip is larger than its header says; refused")
                 write_bytes(dest / name, content)
-            load_run(dest)
+            load_run(dest, device="cpu")
         except (TisfmError, zipfile.BadZipFile, OSError, RuntimeError) as exc:
             shutil.rmtree(dest, ignore_errors=True)
             if isinstance(exc, TisfmError):

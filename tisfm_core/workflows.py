@@ -66,7 +66,7 @@ def build_untrained(variant, *, motifs, n_outputs, length, era="head", attention
     return spec.build(motifs=motifs, n_outputs=n_outputs, length=length, random_state=random_state)
 
 
-def check_training_inputs(task):
+def check_training_inputs(task: TrainTask) -> dict:
     """Read, match and size-check everything a training task would use, without training.
 
     The app calls this before it starts a background job, so that a bad file is refused at once,
@@ -98,8 +98,8 @@ def check_training_inputs(task):
             "id_match": data.report["summary"]}
 
 
-def train_run(out, task, *, force=False, verbose=True, callback=None, distributed=None,
-              motif_set=None):
+def train_run(out: str | Path, task: TrainTask, *, force: bool = False, verbose: bool = True,
+              callback=None, distributed: tuple | None = None, motif_set: MotifSet | None = None) -> Path:
     """Train one model and write its run directory.
 
     Parameters
@@ -133,7 +133,7 @@ def train_run(out, task, *, force=False, verbose=True, callback=None, distribute
                   distributed=distributed, motif_set=motif_set)
 
 
-def resume_run(out, *, verbose=True, callback=None, distributed=None):
+def resume_run(out: str | Path, *, verbose: bool = True, callback=None, distributed: tuple | None = None) -> Path:
     """Continue the interrupted training in ``out`` from its last completed epoch (the task is
     read from the run's ``request.json``); gives the same result as an uninterrupted run."""
     out = Path(out)
@@ -212,7 +212,8 @@ def _fmt(value):
     return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
-def cv_runs(out, task, *, verbose=True, callback=None, force=False):
+def cv_runs(out: str | Path, task: TrainTask, *, verbose: bool = True, callback=None,
+            force: bool = False) -> list[Path]:
     """Train one run per fold into ``out/fold_<i>`` (the task's other settings for all), grouped
     for the inclusion-ratio analysis. Folds already finished are kept (re-running continues)."""
     out = Path(out)
@@ -242,7 +243,8 @@ def cv_runs(out, task, *, verbose=True, callback=None, force=False):
     return runs
 
 
-def evaluate_run(run, *, targets, sequences=None, bed=None, genome=None, batch_size=512, device=None):
+def evaluate_run(run, *, targets, sequences=None, bed=None, genome=None, batch_size: int = 512,
+                 device: str | None = None) -> dict:
     """Metrics of a run on new data, transformed the way the run's training data was."""
     run = load_run(run, device=device) if not hasattr(run, "model") else run
     spec = resolve_run_data(run)["transform"]
@@ -256,7 +258,8 @@ def _run_length(run):
     return int(run.config["model"]["config"]["length"])
 
 
-def predict_table(run, *, sequences=None, bed=None, genome=None, batch_size=512, device=None):
+def predict_table(run, *, sequences=None, bed=None, genome=None, batch_size: int = 512,
+                  device: str | None = None) -> pd.DataFrame:
     """Predictions as a DataFrame: index = sequence ids (input order), columns = outputs."""
     run = load_run(run, device=device) if not hasattr(run, "model") else run
     seqs = load_sequences(sequences, bed=bed, genome=genome, length=_run_length(run))
@@ -269,7 +272,7 @@ def write_table(df, path, *, index=True):
     write_text(path, df.to_csv(sep="\t", index=index, float_format="%.6g"))
 
 
-def kernel_motifs(run):
+def kernel_motifs(run) -> MotifSet:
     """The model's (possibly fine-tuned) forward-strand kernels as a MotifSet of probabilities.
 
     Each kernel is cut to its motif's slot in the kernel buffer, negative values are clipped to 0
@@ -310,7 +313,7 @@ def import_reference_run(state_dict, *, motifs, variant, era, outputs, out, leng
     return out
 
 
-def summary(run):
+def summary(run) -> dict:
     """Plain-data summary of a run: variant, motifs, outputs, parameter counts, metrics."""
     run = load_run(run) if not hasattr(run, "model") else run
     model = run.model
