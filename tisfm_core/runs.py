@@ -9,6 +9,7 @@
                           history, metrics, package versions, device and time
       motifs.meme         the original PWMs (logos, kernel drift), absent for the AI-TAC baseline
       split.json          train/val/test indices into the dataset the run was trained on
+      request.json        the task that made the run (training or fine-tune), for --resume
       checkpoint/         the last completed epoch (for --resume), removed when training ends
 
 No pickles anywhere: weights are safetensors, everything else JSON or MEME text. Every file is
@@ -179,6 +180,8 @@ _FIELD_TYPES = {
     "history[]": dict, "metrics": dict, "metrics.val": dict, "metrics.test": dict,
     "metrics.val.r2[]": _NUMBER, "metrics.test.r2[]": _NUMBER, "metrics.val.pearson[]": _NUMBER,
     "metrics.test.pearson[]": _NUMBER, "metrics.val.mean_r2": _NUMBER, "metrics.test.mean_r2": _NUMBER,
+    "finetune": dict, "finetune.parent": dict, "finetune.train": str, "lineage": list,
+    "lineage[]": dict,
 }
 
 
