@@ -169,6 +169,30 @@ def lineage(run):
     return rows
 
 
+def recorded_data(run_dir):
+    """The training data a run records, to fine-tune it on the same data and split.
+
+    Returns
+    -------
+    tuple (DataSpec, int) or None
+        The data (paths as they resolve now, the transform, the split's folds and fold) and
+        the split's seed (the ``random_state`` that deals the same folds); None for a run
+        that records no data (an imported model).
+    """
+    from .runs import read_run_config, resolve_run_data
+    from .specs import DataSpec
+
+    config = read_run_config(run_dir)
+    data = resolve_run_data(run_dir, config)
+    if not data["targets"] or not (data["sequences"] or data["bed"]):
+        return None
+    split = config.get("split") if isinstance(config.get("split"), dict) else {}
+    spec = DataSpec(sequences=data["sequences"], targets=data["targets"], bed=data["bed"],
+                    genome=data["genome"], transform=data["transform"],
+                    folds=int(split.get("n_folds", 10)), fold=int(split.get("fold", 0)))
+    return spec, int(split.get("random_state", 0))
+
+
 # -- what trains --------------------------------------------------------------------------------
 
 def _head(model):
