@@ -18,7 +18,7 @@ module                 contents
 
 from __future__ import annotations
 
-from .drift import drift_summary, kernel_drift, lineage_drift, similarity_matrix
+from .drift import drift_summary, kernel_drift, kernels_moved, lineage_drift, similarity_matrix
 from .final_layer import (
                           cluster_order,
                           final_layer,
@@ -43,6 +43,6 @@ from .tree_diff import (
 __all__ = [
     "cluster_order", "correlations", "cv_siblings", "drift_summary", "edge_metrics",
     "edge_top_motifs", "final_layer", "final_layer_difference", "inclusion_filter", "inclusion_ratio",
-    "interaction_influence", "kept_edges", "kept_mask", "kernel_drift", "lineage_drift", "mark_kept", "motif_table", "normalise_rows",
+    "interaction_influence", "kept_edges", "kept_mask", "kernel_drift", "kernels_moved", "lineage_drift", "mark_kept", "motif_table", "normalise_rows",
     "outliers", "pooling_vs_ic", "similarity_matrix", "top_k", "top_k_union", "tree_layout",
 ]

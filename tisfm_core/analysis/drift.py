@@ -176,6 +176,18 @@ def kernel_drift(run, original=None):
                          "width": motifs.widths, **columns})
 
 
+def kernels_moved(run, atol=1e-6):
+    """Whether any kernel of a tiSFM run differs from its original PWM (by more than ``atol``);
+    False for runs without motifs.meme."""
+    run = as_run(run)
+    require_tisfm(run, "motif kernels")
+    if run.motifs is None:
+        return False
+    cfg = run.model.config
+    base = run.motifs.kernels(era=cfg.era, n_pad_channels=cfg.n_pad_channels, width=cfg.kernel_width)
+    return bool(np.abs(run.model.kernels.detach().cpu().numpy() - base).max() > atol)
+
+
 def lineage_drift(run, parent=None):
     """Kernel drift of a fine-tuned run against the original PWMs and against its parent.
 
