@@ -416,13 +416,16 @@ def check_finetune_inputs(task, parent):
     prep = _prepare(parent, task)
     return {"n_regions": len(prep.data), "length": prep.data.length,
             "outputs": output_report(prep.parent.outputs, prep.data.outputs),
-            "n_parameters": _count(prep.parent.model, prep.parameters),
+            "n_parameters": _count(prep.parent.model, prep.parameters, len(prep.data.outputs)),
             "id_match": prep.data.report["summary"]}
 
 
-def _count(model, names):
-    params = dict(model.named_parameters())
-    return int(sum(params[n].numel() for n in names))
+def _count(model, names, n_outputs):
+    """How many values the parameters ``names`` hold in a child of ``model`` with ``n_outputs``
+    outputs (the output layer has one row per output)."""
+    params, head = dict(model.named_parameters()), _head(model) + "."
+    return int(sum(params[n].numel() // (params[n].shape[0] if n.startswith(head) else 1)
+                   * (n_outputs if n.startswith(head) else 1) for n in names))
 
 
 def finetune_run(parent, out, task, *, force=False, verbose=True, callback=None):
@@ -496,7 +499,7 @@ def _finetune(parent, out, task, *, resume, force, verbose, callback):
                                       "output(s) by ridge regression")
     model, report = child_model(run, data.outputs, tr.indices, tr.targets,
                                 random_state=settings.random_state, device=settings.device)
-    n_train = _count(model, prep.parameters)
+    n_train = _count(model, prep.parameters, len(data.outputs))
     if verbose:
         total = sum(p.numel() for p in model.parameters())
         print(f"parent: {run.name} ({_variant(run.config)}, {total:,} parameters); "
