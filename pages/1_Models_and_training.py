@@ -14,7 +14,7 @@ from tisfm_core import jobs
 from tisfm_core.errors import TisfmError
 from tisfm_core.finetune import check_finetune_inputs, describe_outputs, recorded_data
 from tisfm_core.runs import list_runs
-from tisfm_core.server import data_dir, jobs_dir, user_runs_dir
+from tisfm_core.server import data_dir, jobs_dir, server_path, user_runs_dir
 from tisfm_core.specs import (
     MODEL_VARIANTS,
     VARIANTS,
@@ -188,6 +188,11 @@ def finetune_form(row):
         with UploadBatch() as uploads:
             if data is None:
                 data_spec, seed, data_label = *own, "its own training data"
+                for what, value in (("sequence file", data_spec.sequences), ("BED file", data_spec.bed),
+                                    ("genome", data_spec.genome), ("targets", data_spec.targets),
+                                    ("transform table", data_spec.transform_table)):
+                    if value:   # a run's config may come from an upload: read only allowed folders
+                        server_path(value, f"the run's {what}")
             else:
                 data_spec, data_label, _ = forms.resolve_data(data, transform, uploads)
                 seed = 0

@@ -383,3 +383,23 @@ def test_fine_tune_job_runs_to_a_child(data, tmp_path):
     assert state["state"] == "done", jobs.log_tail(job)
     assert state["history"] and state["history"][0]["stage"] == "finetune"
     assert load_run(out).config["finetune"]["train"] == "final"
+
+
+def test_parent_without_motif_file_takes_the_motifs_it_was_built_from(data, tmp_path, capsys):
+    from tisfm_core.motifs import read_meme, write_meme
+
+    parent = tmp_path / "bare"
+    shutil.copytree(SHIPPED / "ablations" / "base", parent)
+    own = tmp_path / "own.meme"
+    shutil.move(parent / "motifs.meme", own)
+    fewer = tmp_path / "fewer.meme"
+    motifs = read_meme(own)
+    write_meme(motifs.subset(motifs.ids[:10]), fewer)
+    args = ["finetune", str(parent), "--sequences", str(data["fasta"]), "--targets", str(data["lineages"]),
+            "--train", "final", "--epochs", "1", "--device", "cpu", "--compile", "off", "--quiet"]
+    for extra, message in (([], "has no motifs.meme"), (["--motifs", str(fewer)], "does not list the 163")):
+        assert main([*args, "--out", str(tmp_path / "refused"), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused").exists()
+    assert main([*args, "--out", str(tmp_path / "child"), "--motifs", str(own)]) == 0
+    assert read_meme(tmp_path / "child" / "motifs.meme").fingerprint == motifs.fingerprint

@@ -6,7 +6,8 @@
       model.safetensors   weights (our parameter names; fp32, or fp16 for shipped demo runs)
       config.json         format version, model config, motif ids/source/fingerprint, output
                           names, data and transform, split summary, training settings, per-epoch
-                          history, metrics, package versions, device and time
+                          history, metrics, package versions, device and time; a fine-tune's
+                          parent and lineage (:mod:`tisfm_core.finetune`)
       motifs.meme         the original PWMs (logos, kernel drift), absent for the AI-TAC baseline
       split.json          train/val/test indices into the dataset the run was trained on
       request.json        the task that made the run (training or fine-tune), for --resume
