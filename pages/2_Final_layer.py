@@ -214,7 +214,7 @@ def drift_table(path, stamp, parent_stamp):
 def drift_section(path):
     """How far fine-tuned kernels moved from the PWMs (and from the parent's kernels)."""
     run = ui.get_run(str(path))
-    if run.motifs is None or (parent_path(run) is None and not kernels_moved(run)):
+    if run.motifs is None or not kernels_moved(run):
         return
     st.subheader("Kernel drift")
     df, problem = drift_table(str(path), ui.run_stamp(path), _parent_stamp(path))

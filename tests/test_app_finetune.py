@@ -5,6 +5,7 @@ card shows the lineage, and Final layer shows the child minus the parent and the
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -131,14 +132,20 @@ def test_a_real_finetune_job_makes_a_child(env):
     assert child.config["finetune"]["parent"]["name"] == "lineages_full"
 
 
-def test_run_card_shows_the_lineage(env, child):
+def _with_child(monkeypatch, env, child):
+    monkeypatch.setenv("TISFM_RUNS", f"{env}{os.pathsep}{child.parent}")
+
+
+def test_run_card_shows_the_lineage(env, child, monkeypatch):
+    _with_child(monkeypatch, env, child)
     at = page("app.py", child)
     body = "\n".join(texts(at.markdown))
     assert "**Lineage** (oldest first): `lineages_full` (trained) → `child` (fine-tuned (train all))" in body
     assert "this run trained **all**" in body and "7 kept" in body
 
 
-def test_final_layer_shows_child_minus_parent_and_kernel_drift(env, child):
+def test_final_layer_shows_child_minus_parent_and_kernel_drift(env, child, monkeypatch):
+    _with_child(monkeypatch, env, child)
     at = page("pages/2_Final_layer.py", child)
     before = len(charts(at))
     at.toggle(key="vs_parent").set_value(True).run()

@@ -17,7 +17,12 @@ import torch
 from conftest import CISBP, REFERENCE, REPO, folder_digest, need
 
 from tisfm_core import jobs
-from tisfm_core.analysis import drift_summary, final_layer_difference, lineage_drift
+from tisfm_core.analysis import (
+    drift_summary,
+    final_layer_difference,
+    kernels_moved,
+    lineage_drift,
+)
 from tisfm_core.cli import main
 from tisfm_core.finetune import (
     check_finetune_inputs,
@@ -118,6 +123,7 @@ def test_each_choice_trains_exactly_its_parameters(data, tmp_path, train, expect
     out = finetune_run(parent, tmp_path / "child", task(data, train=train), verbose=False)
     child = load_run(out)
     assert changed(child.model, load_run(parent).model) == expected
+    assert kernels_moved(child) == (train == "all") and not kernels_moved(parent)
     assert child.config["finetune"]["n_parameters"] == sum(
         p.numel() for n, p in child.model.named_parameters() if n in expected)
 
