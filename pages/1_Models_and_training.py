@@ -177,8 +177,9 @@ def finetune_form(row):
     epochs = c1.number_input("Epochs", 1, 1000, 5, key="ft_epochs")
     lr = c2.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", key="ft_lr",
                          help="1e-3 is the paper's learning rate for fine-tuning the kernels.")
-    batch = c3.number_input("Batch size", 8, 4096, 128, key="ft_batch")
-    device = c4.selectbox("Device", ("auto", "cpu", "cuda"), key="ft_device")
+    batch = c3.number_input("Sequences per batch", 8, 4096, 128, key="ft_batch")
+    device = c4.selectbox("Train on", ("auto", "cpu", "cuda"), key="ft_device",
+                          help="auto: the GPU when there is one")
     default = f"{parent.name}_ft_{time.strftime('%Y%m%d-%H%M%S')}"
     name = st.text_input("Name of the new run (folder in your runs folder)", key="ft_name", placeholder=default)
     if st.button("Start fine-tuning job", type="primary", key="start_finetune"):

@@ -128,7 +128,7 @@ def test_each_choice_trains_exactly_its_parameters(data, tmp_path, train, expect
         p.numel() for n, p in child.model.named_parameters() if n in expected)
 
 
-def test_new_outputs_keep_shared_rows_and_start_from_ridge(data, tmp_path):
+def test_new_outputs_keep_shared_rows_and_start_from_ridge(data, tmp_path, capsys):
     parent = load_run(SHIPPED / "ablations" / "base")
     t = task(data, targets="mixed")
     from tisfm_core.workflows import load_split
@@ -163,6 +163,11 @@ def test_new_outputs_keep_shared_rows_and_start_from_ridge(data, tmp_path):
     expect = (child.model.final_weights.numpy().T[:, :2].astype(np.float64)
               - parent.model.final_weights.numpy().T[:, rows].astype(np.float64))
     assert np.allclose(diff.to_numpy(), expect)
+    table = tmp_path / "diff.tsv"
+    assert main(["analyze", "parent-diff", str(out), "--out", str(table)]) == 0
+    assert "2 shared output(s)" in capsys.readouterr().out
+    written = pd.read_csv(table, sep="\t", index_col=0)
+    assert list(written.columns) == ["B", "stem"] and np.allclose(written.to_numpy(), expect, atol=1e-5)
 
 
 def test_train_all_moves_kernels_and_drift_compares_with_parent(data, tmp_path, capsys):
@@ -188,7 +193,7 @@ def test_train_all_moves_kernels_and_drift_compares_with_parent(data, tmp_path, 
     assert "against the parent fold_0" in capsys.readouterr().out
 
 
-def test_child_of_a_child_keeps_the_chain(data, tmp_path):
+def test_child_of_a_child_keeps_the_chain(data, tmp_path, capsys):
     parent = SHIPPED / "ablations" / "base"
     first = finetune_run(parent, tmp_path / "first", task(data), verbose=False)
     second = finetune_run(first, tmp_path / "nested" / "second", task(data, train="calibration"),
@@ -197,6 +202,9 @@ def test_child_of_a_child_keeps_the_chain(data, tmp_path):
     assert [e["name"] for e in config["lineage"]] == ["base", "first"]
     assert [e["made"] for e in config["lineage"]] == ["trained", "fine-tuned (train final)"]
     assert config["lineage"][0]["weights_sha256"] == sha256(parent / "model.safetensors")
+    assert main(["summary", str(second)]) == 0
+    assert ("fine-tuned   train calibration, from base (trained) -> first (fine-tuned (train final))"
+            in capsys.readouterr().out)
     rows = lineage(second)
     assert [r["name"] for r in rows] == ["base", "first", "second"]
     assert rows[0]["unchanged"] and rows[1]["unchanged"] and rows[2]["made"] == "fine-tuned (train calibration)"

@@ -382,4 +382,9 @@ def summary(run):
     info["device"] = training.get("device")
     info["seconds"] = training.get("seconds")
     info["metrics"] = run.config.get("metrics", {})
+    record = run.config.get("finetune")
+    if isinstance(record, dict):
+        info["finetune"] = {"train": record.get("train"), "outputs": record.get("outputs"),
+                            "lineage": [f"{e.get('name')} ({e.get('made')})"
+                                        for e in run.config.get("lineage") or [] if isinstance(e, dict)]}
     return info

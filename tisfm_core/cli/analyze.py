@@ -8,6 +8,7 @@ from ..analysis import (
     drift_summary,
     edge_metrics,
     final_layer,
+    final_layer_difference,
     inclusion_filter,
     inclusion_ratio,
     interaction_influence,
@@ -19,7 +20,8 @@ from ..analysis import (
 )
 from ..errors import TisfmError
 
-ANALYSES = ("final-layer", "inclusion", "pooling-ic", "interaction", "tree-diff", "drift")
+ANALYSES = ("final-layer", "inclusion", "pooling-ic", "interaction", "tree-diff", "drift",
+            "parent-diff")
 
 
 def add_parsers(sub):
@@ -28,7 +30,8 @@ def add_parsers(sub):
                    help="final-layer (normalised weights of the top-k union), inclusion (ratios over "
                         "CV runs; one run = its whole CV set), pooling-ic, interaction, tree-diff "
                         "(edge metrics), drift (kernel drift of a fine-tuned run from the PWMs, "
-                        "and from its parent for a tisfm finetune child)")
+                        "and from its parent for a tisfm finetune child), parent-diff (final layer "
+                        "of a tisfm finetune child minus its parent's, for the outputs both have)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directory (several for inclusion)")
     p.add_argument("--k", type=int, default=None,
                    help="top-k size (final-layer 5, inclusion 10)")
@@ -65,6 +68,11 @@ def _table(a):
         run = as_run(a.runs[0])
         df = edge_metrics(run, threshold=0.05 if a.threshold is None else a.threshold)
         return df, f"{int(df['kept'].sum())} of {len(df)} edges kept"
+    if a.analysis == "parent-diff":
+        df = final_layer_difference(a.runs[0])
+        top = df.abs().stack().idxmax()
+        return df, (f"{df.shape[1]} shared output(s); largest change {df.loc[top]:+.4g} "
+                    f"({top[0]} in {top[1]})")
     return _drift(as_run(a.runs[0]))
 
 
@@ -97,7 +105,7 @@ def cmd_analyze(a):
     from ..workflows import write_table
 
     table, note = _table(a)
-    index = a.analysis in ("final-layer", "inclusion")
+    index = a.analysis in ("final-layer", "inclusion", "parent-diff")
     if a.out:
         write_table(table, a.out, index=index)
         print(f"{len(table)} rows written to {a.out}")
