@@ -497,8 +497,8 @@ def _finetune(parent, out, task, *, resume, force, verbose, callback):
     if report["new"]:
         _phase(callback, "refitting", f"fitting the final-layer rows of {len(report['new'])} new "
                                       "output(s) by ridge regression")
-    model, report = child_model(run, data.outputs, tr.indices, tr.targets,
-                                random_state=settings.random_state, device=settings.device)
+    model, _ = child_model(run, data.outputs, tr.indices, tr.targets,
+                           random_state=settings.random_state, device=settings.device)
     n_train = _count(model, prep.parameters, len(data.outputs))
     if verbose:
         total = sum(p.numel() for p in model.parameters())
