@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from tisfm_app import ui
+from tisfm_core.finetune import describe_outputs, lineage
 from tisfm_core.plots import r2_bar
 from tisfm_core.workflows import summary
 
@@ -42,6 +43,30 @@ def fmt_seconds(seconds):
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def run_lineage(path, stamp):
+    return lineage(path)
+
+
+def lineage_card(path, config):
+    """The chain parent -> child of a fine-tuned run, with what trained (nothing for other runs)."""
+    if not config.get("lineage"):
+        return
+    rows = run_lineage(str(path), ui.run_stamp(path))
+    st.markdown("**Lineage** (oldest first): " + " → ".join(f"`{r['name']}` ({r['made']})" for r in rows))
+    record = config.get("finetune") or {}
+    if record:
+        st.markdown(f"- this run trained **{record.get('train')}** ({record.get('n_parameters', 0):,} "
+                    f"parameters) starting from `{rows[-2]['name']}`\n- "
+                    + describe_outputs(record.get("outputs") or {"kept": [], "new": [], "dropped": []}))
+    for r in rows[:-1]:
+        if not r["present"]:
+            st.warning(f"Ancestor {r['name']} is no longer at {r['path']}.")
+        elif r["unchanged"] is False:
+            st.warning(f"Ancestor {r['name']} at {r['path']} has other weights than when it was fine-tuned "
+                       "from (retrained or replaced).")
 
 
 def card(row):
@@ -90,6 +115,7 @@ def card(row):
             st.markdown(f"- part of the cross-validation set **{config['group']}**")
         st.markdown(f"**Outputs** ({len(info['outputs'])}): " + ", ".join(info["outputs"][:30])
                     + (" ..." if len(info["outputs"]) > 30 else ""))
+    lineage_card(path, config)
     test = info["metrics"].get("test")
     if test and test.get("r2"):
         table = pd.DataFrame({"output": test["outputs"], "test_r2": test["r2"],

@@ -8,14 +8,23 @@ import pandas as pd
 import streamlit as st
 
 from tisfm_app import ui
+from tisfm_core.analysis.drift import (
+    drift_summary,
+    kernel_drift,
+    kernels_moved,
+    lineage_drift,
+)
 from tisfm_core.analysis.final_layer import (
     cluster_order,
     final_layer,
+    final_layer_difference,
     normalise_rows,
     top_k_union,
 )
 from tisfm_core.analysis.inclusion import cv_siblings, inclusion_filter, inclusion_ratio
 from tisfm_core.demo import planted_marks
+from tisfm_core.errors import TisfmError
+from tisfm_core.finetune import parent_path
 from tisfm_core.plots import SEQUENTIAL, motif_logo, weight_heatmap
 from tisfm_core.runs import read_run_config
 from tisfm_core.workflows import kernel_motifs
@@ -154,14 +163,89 @@ def logo_section(path, shown, clicked):
         cols[1].caption("The kernels of this run were not fine-tuned: the model scans with the PWM as is.")
 
 
+def _parent_stamp(path):
+    parent = parent_path(path)
+    return None if parent is None else ui.run_stamp(parent)
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing with the parent run ...")
+def parent_difference(path, stamp, parent_stamp):
+    run = ui.get_run(path)
+    return final_layer_difference(run), dict(zip(run.motif_ids, run.motif_names))
+
+
+def parent_section(path):
+    """The change of the final layer from the parent, for fine-tuned runs (a toggle)."""
+    parent = parent_path(path)
+    if parent is None:
+        return
+    if not st.toggle(f"Show the change from the parent run {parent.name} (this run minus the parent, "
+                     "for the outputs both have)", key="vs_parent"):
+        return
+    diff, names = parent_difference(str(path), ui.run_stamp(path), _parent_stamp(path))
+    k = st.slider("Top k changes per output", 1, min(30, len(diff)), min(5, len(diff)), key="diff_k")
+    rows = top_k_union(diff, k=k)
+    if not rows:
+        st.info("The final layer is the parent's for every shared output (other parameters trained).")
+        return
+    values = diff.loc[rows]
+    scale = float(np.abs(values.to_numpy()).max())
+    fig = weight_heatmap(values, names=names, colorbar="change in weight", zmin=-scale, zmax=scale,
+                         title=f"Final layer: this run minus {parent.name} (top {k} changes per output)")
+    data = values.copy()
+    data.insert(0, "tf", [names.get(m, "") for m in data.index])
+    ui.show_plotly(fig, key="parent_diff_heatmap", name=f"{path.name}_minus_{parent.name}", data=data,
+                   caption=f"Final-layer weight of this run minus that of its parent {parent.name} (raw, "
+                           f"not normalised) for the {diff.shape[1]} shared output(s): the top {k} TFs by "
+                           "|change| per output.")
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing the kernels with the PWMs ...")
+def drift_table(path, stamp, parent_stamp):
+    run = ui.get_run(path)
+    if parent_path(run) is None:
+        return kernel_drift(run), None
+    try:
+        return lineage_drift(run), None
+    except TisfmError as exc:
+        return kernel_drift(run), str(exc)
+
+
+def drift_section(path):
+    """How far fine-tuned kernels moved from the PWMs (and from the parent's kernels)."""
+    run = ui.get_run(str(path))
+    if run.motifs is None or not kernels_moved(run):
+        return
+    st.subheader("Kernel drift")
+    df, problem = drift_table(str(path), ui.run_stamp(path), _parent_stamp(path))
+    s = drift_summary(df)
+    cols = st.columns(4)
+    cols[0].metric("Kernels nearest to their own PWM", f"{s['fraction_self_nearest']:.1%}",
+                   help="Share of kernels whose most similar original PWM is still their own (paper: 92 %).")
+    cols[1].metric("Mean MSE to the PWMs", f"{s['mean_mse']:.4f}", help="Paper: 0.04.")
+    if "parent_mse" in df.columns:
+        cols[2].metric("Nearest to their own parent kernel", f"{s['parent_fraction_self_nearest']:.1%}")
+        cols[3].metric("Mean MSE to the parent's kernels", f"{s['parent_mean_mse']:.4f}")
+    if problem:
+        st.info(f"Not compared with the parent: {problem}")
+    table = df.sort_values("mse", ascending=False).head(20)
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption("The 20 kernels that moved most from their PWM: mean squared difference (mse), the most "
+               "similar original PWM (best-alignment Pearson r, both strands)"
+               + (" and the same against the parent's kernels (parent_ columns)." if "parent_mse" in df.columns
+                  else "."))
+
+
 def main():
     row = ui.setup("Final layer", INTRO)
     path = ui.require_run(row)
     truth = ui.synthetic_note(path)
     result = ui.guarded(heatmap_section, path, truth)
+    ui.guarded(parent_section, path)
     ui.guarded(inclusion_section, path)
     shown, clicked = result if result else ([], [])
     ui.guarded(logo_section, path, shown, clicked)
+    ui.guarded(drift_section, path)
 
 
 ui.guarded(main)

@@ -1,4 +1,5 @@
-"""Background jobs: long work (training, cross-validation, penalty paths) in separate processes.
+"""Background jobs: long work (training, cross-validation, fine-tunes, penalty paths) in separate
+processes.
 
 A job is a folder::
 
@@ -35,7 +36,7 @@ STATUS = "status.json"
 LOG = "log.txt"
 EXIT = "exit.json"
 SPEC = "spec.json"
-KINDS = ("train", "cv", "path")
+KINDS = ("train", "cv", "path", "finetune")
 #: States a job can be in; "died" means the process vanished without a final status.
 STATES = ("starting", "running", "done", "failed", "cancelled", "died")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +184,7 @@ def launch(kind, args, jobs_dir, *, label="", spec=None):
 
     Parameters
     ----------
-    kind : {"train", "cv", "path"}
+    kind : {"train", "cv", "path", "finetune"}
         The CLI subcommand.
     args : list of str
         Its arguments (without ``--status-file``, which every job command accepts and is added).
@@ -191,7 +192,7 @@ def launch(kind, args, jobs_dir, *, label="", spec=None):
         Folder holding the job folders (created if needed).
     label : str, default ""
         A short description shown in job tables.
-    spec : TrainTask or PathSpec, optional
+    spec : TrainTask, FinetuneTask or PathSpec, optional
         The task, written to ``JOB/spec.json`` (paths relative to the job folder) and passed as
         ``--spec``: the app's forms and typed commands run the same code.
 

@@ -6,9 +6,11 @@
       model.safetensors   weights (our parameter names; fp32, or fp16 for shipped demo runs)
       config.json         format version, model config, motif ids/source/fingerprint, output
                           names, data and transform, split summary, training settings, per-epoch
-                          history, metrics, package versions, device and time
+                          history, metrics, package versions, device and time; a fine-tune's
+                          parent and lineage (:mod:`tisfm_core.finetune`)
       motifs.meme         the original PWMs (logos, kernel drift), absent for the AI-TAC baseline
       split.json          train/val/test indices into the dataset the run was trained on
+      request.json        the task that made the run (training or fine-tune), for --resume
       checkpoint/         the last completed epoch (for --resume), removed when training ends
 
 No pickles anywhere: weights are safetensors, everything else JSON or MEME text. Every file is
@@ -180,6 +182,8 @@ _FIELD_TYPES = {
     "history[]": dict, "metrics": dict, "metrics.val": dict, "metrics.test": dict,
     "metrics.val.r2[]": _NUMBER, "metrics.test.r2[]": _NUMBER, "metrics.val.pearson[]": _NUMBER,
     "metrics.test.pearson[]": _NUMBER, "metrics.val.mean_r2": _NUMBER, "metrics.test.mean_r2": _NUMBER,
+    "finetune": dict, "finetune.parent": dict, "finetune.train": str, "lineage": list,
+    "lineage[]": dict,
 }
 
 
