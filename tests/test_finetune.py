@@ -328,7 +328,7 @@ def _bad_cases(data, tmp):
         ("motifs given", [str(base), "--sequences", seq, "--targets", tgt, "--motifs",
                           str(ATLAS / "motifs.meme")], "has its own motifs"),
         ("unknown output", [str(base), "--sequences", seq, "--targets", tgt, "--outputs", "nope"],
-         "output 'nope' is not in the targets"),
+         "'nope' is not an output of the targets"),
     ]
 
 
