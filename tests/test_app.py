@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -97,7 +98,10 @@ def test_home_shows_the_run_card(env):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     body = "\n".join(texts(at.markdown))
     assert f"**{total:,}** total, **{trainable:,}** trainable" in body
-    assert "variant **full**" in body and "trained on **cpu**" in body
+    assert "variant **full**" in body and "trained on cpu in" in body
+    # data files are named relative to the run folder
+    plain = body.replace("\\", "")
+    assert "sequences: ../../data/demo/sequences.fa" in plain and "targets: ../../data/demo/targets_lineages.tsv" in plain
     assert any("Synthetic demo" in w for w in texts(at.warning))
     assert len(at.get("page_link")) == 6
     assert "Test R² of each output" in texts(at.caption)[0]
@@ -213,9 +217,18 @@ def test_regularization_path_views(env):
         ids = npz["motif_ids"].tolist()
     at = page("pages/4_Regularization_path.py", env / "lineages_full")
     mse, coef_fig, layer = charts(at)
-    for r, trace in enumerate(mse["data"]):
-        assert np.allclose(arr(trace["x"]), lambdas) and np.allclose(arr(trace["y"]), val_mse[:, r])
-    assert sorted(s["x0"] for s in mse["layout"]["shapes"]) == sorted(lambdas[best].tolist())
+    # a log-spaced grid (0, 1e-3, 1e-2, 1e-1) is drawn on a log axis; lambda 0 one grid step left
+    assert lambdas[0] == 0 and mse["layout"]["xaxis"]["type"] == "log"
+    where = np.r_[lambdas[1] ** 2 / lambdas[2], lambdas[1:]]
+    lines = [t for t in mse["data"] if t["mode"] == "lines+markers"]
+    for r, trace in enumerate(lines):
+        assert np.allclose(arr(trace["x"]), where) and np.allclose(arr(trace["y"]), val_mse[:, r])
+        assert np.allclose(arr(trace["customdata"]), lambdas)   # the hover shows the true lambda
+    assert mse["layout"]["xaxis"]["ticktext"][0] == "0"
+    stars = next(t for t in mse["data"] if t["name"] == "best λ of each output")
+    rows = np.arange(len(lines))
+    assert np.allclose(arr(stars["x"]), where[best[rows]]) and np.allclose(arr(stars["y"]), val_mse[best[rows], rows])
+    assert coef_fig["layout"]["xaxis"]["type"] == "log"
     # coefficient paths of the first output: every non-zero motif drawn, the top 9 in colour
     drawn = {t["name"]: arr(t["y"]) for t in coef_fig["data"]}
     assert len(drawn) == int((np.abs(coefs[:, 0, :]) > 0).any(axis=0).sum())
@@ -228,6 +241,41 @@ def test_regularization_path_views(env):
     layer = charts(at)[2]["data"][0]
     shown = [c[0][0] for c in layer["customdata"]]
     assert np.allclose(arr(layer["z"]), coefs[-1].T[[ids.index(m) for m in shown]], atol=1e-6)
+    assert at.query_params["lambda"] == str(len(lambdas) - 1)
+    # the toggle switches to a linear axis with the lambdas as they are
+    at.toggle(key="path_log_axis").set_value(False).run()
+    mse = charts(at)[0]
+    assert mse["layout"]["xaxis"]["type"] == "linear"
+    assert np.allclose(arr(mse["data"][0]["x"]), lambdas)
+    assert at.query_params["log"] == "0"
+
+
+def test_regularization_path_linear_grid_and_url(env, fixture_root, tmp_path, monkeypatch):
+    """A linear lambda grid starts on a linear axis; the URL picks the path, the output, the
+    lambda and the axis, and a URL value that is not on offer is ignored."""
+    from tisfm_core.path import load_path
+
+    result = load_path(env / "paths" / "lineages_mcp")
+    result.lambdas = np.array([0.0, 0.05, 0.1, 0.15])
+    result.run = str(env / "lineages_full")
+    result.save(tmp_path / "extra" / "linear")
+    monkeypatch.setenv("TISFM_RUNS", f"{env}{os.pathsep}{tmp_path / 'extra'}")
+    at = page("pages/4_Regularization_path.py", env / "lineages_full")
+    assert len(at.selectbox(key="path_dir").options) == 2
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages/4_Regularization_path.py"), default_timeout=60)
+    at.session_state["active_run"] = str(env / "lineages_full")
+    outputs = result.outputs
+    at.query_params.update({"path": "extra/linear", "output": outputs[1], "lambda": "2", "log": "maybe"})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="path_dir").value == tmp_path / "extra" / "linear"
+    assert at.selectbox(key="path_output").value == outputs[1]
+    assert at.select_slider(key="path_lambda").value.startswith("2: ")
+    mse = charts(at)[0]
+    assert mse["layout"]["xaxis"]["type"] == "linear"   # "maybe" is no boolean: the grid decides
+    assert np.allclose(arr(mse["data"][0]["x"]), result.lambdas)
 
 
 def test_regularization_path_missing_offers_a_job(env, monkeypatch):
@@ -245,6 +293,18 @@ def test_regularization_path_missing_offers_a_job(env, monkeypatch):
 
 # -- lineage tree -------------------------------------------------------------------------------
 
+def _label_boxes(trace):
+    """Boxes (x0, y0, x1, y1) in pixels of the node labels of the tree figure, estimated here from
+    each label's longest line and line count (0.6 em per character, 1.2 em per line)."""
+    size = trace["textfont"]["size"]
+    boxes = []
+    for x, y, text in zip(arr(trace["x"]), arr(trace["y"]), trace["text"]):
+        lines = text.split("<br>")
+        w, h = 0.6 * size * max(map(len, lines)), 1.2 * size * len(lines)
+        boxes.append((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
+    return boxes
+
+
 def test_lineage_tree(env):
     run_dir = env / "treediff_base"
     config = json.loads((run_dir / "config.json").read_text())
@@ -257,23 +317,76 @@ def test_lineage_tree(env):
     assert all(abs(c[2] - r2[c[0]]) < 1e-9 for c in mids["customdata"])
     # root at the top: the root node has the smallest y and the axis is reversed
     nodes = next(t for t in tree["data"] if t.get("name") == "cell types")
-    assert tree["layout"]["yaxis"]["autorange"] == "reversed"
-    assert arr(nodes["y"])[0] == 0 and (arr(nodes["y"]) >= 0).all()
-    kept = [e for e in config["outputs"] if r2[e] is not None and r2[e] > -0.5]
-    assert len(heat["data"][0]["x"]) == len(kept)
+    low, high = tree["layout"]["yaxis"]["range"]
+    assert low > high
+    ys = arr(nodes["y"])
+    assert ys[0] == ys.min()
+    # every cell type once, and no two labels overlap at the figure's own size (pixels: the axes
+    # span exactly the plot area)
+    parents = {c: p for c, p in config["transform"]["edges"]}
+    assert sorted(c[0] for c in nodes["customdata"]) == sorted(set(parents) | set(parents.values()))
+    assert len(nodes["customdata"]) == 81
+    layout = tree["layout"]
+    margin = layout["margin"]
+    x0, x1 = layout["xaxis"]["range"]
+    assert abs((layout["width"] - margin["l"] - margin["r"]) - (x1 - x0)) < 1.5
+    assert abs((layout["height"] - margin["t"] - margin["b"]) - (low - high)) < 1.5
+    boxes = _label_boxes(nodes)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+    assert layout["width"] <= 820   # fits the main column of a 1280 px window with the sidebar open
+    # edges: width in proportion to R² and one colour per transition
+    lines = [t for t in tree["data"] if t.get("mode") == "lines" and t["x"][0] is not None
+             and t.get("name") not in ("selected edge",)]
+    kept = [t for t in lines if t["line"].get("dash") is None]
+    top = max(v for v in r2.values() if v is not None)
+    for trace in kept:
+        assert trace["line"]["width"] <= 10.0 + 1e-9
+    by_name = {}
+    for trace in kept:
+        by_name.setdefault(trace["name"], set()).add(trace["line"]["color"])
+    assert all(len(c) == 1 for c in by_name.values()) and len({c.pop() for c in by_name.values()}) == len(by_name)
+    best = max((e for e in r2 if r2[e] is not None), key=lambda e: r2[e])
+    widest = max(kept, key=lambda t: t["line"]["width"])
+    assert abs(widest["line"]["width"] - 10.0) < 1e-9 and top == r2[best]
+    kept_edges = [e for e in config["outputs"] if r2[e] is not None and r2[e] > -0.5]
+    assert len(heat["data"][0]["x"]) == len(kept_edges)
     W, _ = weights(run_dir)
     top = set()
-    for edge in kept:
+    for edge in kept_edges:
         col = np.abs(W[edge].to_numpy())
         top |= {W.index[i] for i in np.argsort(-col, kind="stable")[:5] if col[i] > 0}
     assert {c[0][0] for c in heat["data"][0]["customdata"]} == top
+    # the heatmap's bottom margin holds its slanted edge labels
+    longest = max(len(x) for x in heat["data"][0]["x"])
+    assert heat["layout"]["xaxis"]["tickangle"] == -45
+    assert heat["layout"]["margin"]["b"] >= 0.7 * 0.6 * 12 * longest
     edge_table = at.dataframe[-1].value
     first = at.selectbox(key="tree_edge").value
     col = W[first].to_numpy()
     assert list(edge_table["motif"]) == [W.index[i] for i in np.argsort(-np.abs(col), kind="stable")[:10]]
-    # any other run explains what the page needs
+    assert edge_table["database"].str.startswith("https://jaspar.elixir.no/matrix/").all()
+    # another edge chosen: its TFs are listed, the tree outlines it and the URL names it
+    other = config["outputs"][3]
+    at.selectbox(key="tree_edge").set_value(other).run()
+    col = W[other].to_numpy()
+    assert list(at.dataframe[-1].value["motif"]) == [W.index[i] for i in np.argsort(-np.abs(col), kind="stable")[:10]]
+    assert at.query_params["edge"] == other
+    outline = next(t for t in charts(at)[0]["data"] if t.get("name") == "selected edge")
+    child, parent = next((c, p) for c, p in config["transform"]["edges"] if f"{c}-{p}" == other)
+    centres = dict(zip([c[0] for c in nodes["customdata"]], zip(arr(nodes["x"]), arr(nodes["y"]))))
+    assert abs(outline["x"][0] - centres[parent][0]) < 1e-6 and abs(outline["x"][1] - centres[child][0]) < 1e-6
+
+
+def test_lineage_tree_offers_the_tree_diff_run(env):
     at = page("pages/5_Lineage_tree.py", env / "lineages_full")
-    assert any("tree-diff targets" in i for i in texts(at.info)) and not charts(at)
+    assert any("not trained on tree-diff targets" in i for i in texts(at.info))
+    assert len(charts(at)) == 2   # the listed tree-diff run is drawn right away
+    at.button(key="use_tree_run").click().run()
+    assert at.session_state["active_run"] == str(env / "treediff_base")
+    assert not any("not trained on tree-diff" in i for i in texts(at.info))
+    assert at.query_params["run"] == "treediff_base"
 
 
 # -- TISM logos ---------------------------------------------------------------------------------
