@@ -64,9 +64,9 @@ def card(row):
             lines.append(f"- split: fold {split.get('fold')} of {split.get('n_folds')} ({split.get('n_train')} "
                          f"train / {split.get('n_val')} val / {split.get('n_test')} test)"
                          if split else "- no split recorded")
-        st.markdown("\n".join(lines))
         if config.get("group"):
-            st.markdown(f"- part of the cross-validation set **{ui.md_escape(config['group'])}**")
+            lines.append(f"- part of the cross-validation set **{ui.md_escape(config['group'])}**")
+        st.markdown("\n".join(lines))
         st.markdown(f"**Outputs** ({len(info['outputs'])}): " + ui.md_escape(", ".join(info["outputs"][:30]))
                     + (" ..." if len(info["outputs"]) > 30 else ""))
     test = info["metrics"].get("test")

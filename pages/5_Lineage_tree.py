@@ -66,10 +66,9 @@ def tree_run(row):
         choice = st.selectbox("Tree-diff run", list(by_path), format_func=lambda p: by_path[p]["display"],
                               key="tree_run")
     name = ui.md_escape(by_path[choice]["display"])
-    c1, c2 = st.columns([3, 1])
-    c1.info(f"The active run {ui.md_escape(row['display'])} was not trained on tree-diff targets (one output "
+    st.info(f"The active run {ui.md_escape(row['display'])} was not trained on tree-diff targets (one output "
             f"per edge of the cell-type tree). Shown here: **{name}**, a tree-diff run of your runs folders.")
-    c2.button(f"Make {by_path[choice]['display']} the active run", key="use_tree_run", type="primary",
+    st.button(f"Make {by_path[choice]['display']} the active run", key="use_tree_run", type="primary",
               on_click=ui.set_active_run, args=(choice,))
     return Path(choice)
 

@@ -7,6 +7,7 @@ model as a background job and sees it listed, and cancels a second job. Skipped 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,12 +37,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    fixture = app_runs_folder()
-    home = tmp_path_factory.mktemp("e2e_home")
+@contextlib.contextmanager
+def _serve(runs, home):
+    """``streamlit run app.py`` on a free port with these runs and home folders; yields its URL."""
     port = _free_port()
-    env = {**os.environ, "TISFM_RUNS": str(fixture / "runs"), "TISFM_HOME": str(home)}
+    env = {**os.environ, "TISFM_RUNS": str(runs), "TISFM_HOME": str(home)}
     log = open(home / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
@@ -49,25 +49,34 @@ def server(tmp_path_factory):
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield {"url": url, "fixture": fixture, "home": home}
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    fixture = app_runs_folder()
+    home = tmp_path_factory.mktemp("e2e_home")
+    with _serve(fixture / "runs", home) as url:
+        yield {"url": url, "fixture": fixture, "home": home}
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +221,45 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     job_files = list((server["home"] / "jobs").glob("*/job.json"))
     assert len(job_files) == 2
     page.close()
+
+
+#: (URL path, screenshot name, how to tell the page's main figure is drawn) of every page.
+PAGES = (("", "0_home", ".js-plotly-plot"), ("Models_and_training", "1_models_and_training", None),
+         ("Final_layer", "2_final_layer", ".js-plotly-plot"),
+         ("Pooling_vs_information", "3_pooling_vs_information", ".js-plotly-plot"),
+         ("Regularization_path", "4_regularization_path", ".js-plotly-plot"),
+         ("Lineage_tree", "5_lineage_tree", ".js-plotly-plot"), ("TISM_logos", "6_tism_logos", None))
+
+
+def test_every_page_of_the_shipped_runs_at_two_screen_sizes(chromium_browser, tmp_path):
+    """Screenshots (tests/artifacts/shipped_WxH_*.png) of every page on the shipped runs, opened
+    from its URL as a new visitor would: every page draws its main figure without a click (the
+    TISM page one click away), and the URL keeps the run and the page's choices."""
+    expect = sync_api.expect
+    home = tmp_path / "home"
+    home.mkdir()
+    with _serve(REPO / "trained_models", home) as url:
+        for width, height in ((1280, 800), (1920, 1080)):
+            page = chromium_browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(90_000)
+            for path, name, figure in PAGES:
+                page.goto(f"{url}/{path}")
+                page.get_by_test_id("stSidebar").wait_for()
+                settle(page)
+                if figure:
+                    page.locator(figure).first.wait_for()
+                if path == "TISM_logos":
+                    page.get_by_role("button", name="Use an example").click()
+                    settle(page)
+                    expect(page.get_by_test_id("stImage").first).to_be_visible()
+                settle(page)
+                assert "run=cv_full" in page.url, page.url
+                expect(page.get_by_test_id("stException")).to_have_count(0)
+                shot(page, f"shipped_{width}x{height}_{name}")
+            # a link with a run and a page's choices opens that view
+            page.goto(f"{url}/Regularization_path?run=cv_full%2Ffold_0&output=myeloid&log=0")
+            settle(page)
+            page.locator(".js-plotly-plot").first.wait_for()
+            expect(page.get_by_text("Output of the coefficient paths")).to_be_visible()
+            assert "output=myeloid" in page.url and "log=0" in page.url
+            page.close()

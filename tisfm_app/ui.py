@@ -339,15 +339,15 @@ def _slug(text):
 
 def downloads(fig, data, name, key):
     """CSV of the figure's data and SVG/PNG of the image (made only when clicked)."""
-    cols = st.columns([1, 1, 1, 5])
     csv = data.to_csv(index=not isinstance(data.index, pd.RangeIndex)) if data is not None else ""
-    cols[0].download_button("CSV", csv, file_name=f"{_slug(name)}.csv", mime="text/csv",
-                            key=f"{key}_csv", on_click="ignore", disabled=data is None,
-                            help="The numbers plotted")
-    cols[1].download_button("SVG", lambda: figure_image(fig, "svg"), file_name=f"{_slug(name)}.svg",
-                            mime="image/svg+xml", key=f"{key}_svg", on_click="ignore")
-    cols[2].download_button("PNG", lambda: figure_image(fig, "png"), file_name=f"{_slug(name)}.png",
-                            mime="image/png", key=f"{key}_png", on_click="ignore")
+    with st.container(horizontal=True):
+        st.download_button("CSV", csv, file_name=f"{_slug(name)}.csv", mime="text/csv",
+                           key=f"{key}_csv", on_click="ignore", disabled=data is None,
+                           help="The numbers plotted")
+        st.download_button("SVG", lambda: figure_image(fig, "svg"), file_name=f"{_slug(name)}.svg",
+                           mime="image/svg+xml", key=f"{key}_svg", on_click="ignore")
+        st.download_button("PNG", lambda: figure_image(fig, "png"), file_name=f"{_slug(name)}.png",
+                           mime="image/png", key=f"{key}_png", on_click="ignore")
 
 
 def show_plotly(fig, *, caption, data, name, key, select=False, width="stretch"):

@@ -185,9 +185,11 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
     tick = 12
     left = CHAR_EM * tick * max((len(t) for t in labels), default=1) + (24 if hot else 12)
     longest = CHAR_EM * tick * max((len(o) for o in outputs), default=1)
-    # slant the column labels when they do not fit side by side in a nominal plot width
+    # slant the column labels when they do not fit side by side in a nominal plot width; a
+    # slanted label reaches left of its column as far as it reaches down
     slant = longest + 4 > LABEL_PLOT_WIDTH / max(len(outputs), 1)
     bottom = (longest * 0.71 + tick + 30 if slant else tick + 30) + 24
+    left = max(left, longest * 0.71 + 10 if slant else 0)
     top = 50 + (24 if marks else 0)
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title="motif",
                       yaxis=dict(autorange="reversed", type="category", tickmode="array",
@@ -310,9 +312,14 @@ def labelled_scatter(df, *, x, y, color=None, labels=(), title="", xaxis="", yax
     margin = dict(t=50, b=50, l=60, r=20)
     plot_h = height - margin["t"] - margin["b"]
     names = df["name"].astype(str).tolist()
-    offsets = place_labels((xs[labels] - xr[0]) / (xr[1] - xr[0]) * LABEL_PLOT_WIDTH,
-                           (yr[1] - ys[labels]) / (yr[1] - yr[0]) * plot_h,
-                           [names[k] for k in labels], size=11, height=plot_h)
+    def to_px(rows):
+        return ((xs[rows] - xr[0]) / (xr[1] - xr[0]) * LABEL_PLOT_WIDTH,
+                (yr[1] - ys[rows]) / (yr[1] - yr[0]) * plot_h)
+
+    ringed = sorted(set(labels) | {k for k, m in enumerate(motifs) if m in {str(v) for v in marks}})
+    rx, ry = to_px(ringed)
+    offsets = place_labels(*to_px(labels), [names[k] for k in labels], size=11, height=plot_h,
+                           avoid=[(a - 9, b - 9, a + 9, b + 9) for a, b in zip(rx, ry)])
     fig.update_layout(annotations=[dict(x=xs[k], y=ys[k], xref="x", yref="y", text=names[k], ax=0, ay=dy,
                                         showarrow=True, arrowhead=0, arrowwidth=0.8, arrowcolor="#666",
                                         standoff=4, font=dict(size=11, family=LABEL_FONT),
@@ -333,21 +340,26 @@ def _padded_range(values, pad=0.06, top=None):
     return lo - pad * span, hi + (pad if top is None else top) * span
 
 
-def place_labels(px, py, texts, *, size=11, height=None, step=None, tries=8):
+def place_labels(px, py, texts, *, size=11, height=None, step=None, tries=8, avoid=()):
     """Vertical offsets (px, negative = up) that keep labels centred over their points apart.
 
     Greedy, in the order given: each label takes the first of 'just above', 'just below', then
     ever farther above or below, whose box (:func:`text_size`) overlaps no label placed before
-    and stays inside ``0 <= y <= height``; when none is free, the one with the least overlap.
+    (nor, if it can, a box of ``avoid``) and stays inside ``0 <= y <= height``; when none is
+    free, the one with the least overlap.
 
     Parameters
     ----------
     px, py : array-like, shape (n,)
         Points in pixels (y down).
     texts : sequence of str, length n
+    avoid : sequence of (x0, y0, x1, y1)
+        Boxes (px) better left uncovered, such as the marked points; a label never takes a
+        place that overlaps another label to spare them.
     """
     step = LINE_EM * size + 2 if step is None else step
     placed, offsets = [], []
+    spare = 1e-3 / max(1, len(avoid))   # any label overlap costs more than every obstacle together
     for x0, y0, text in zip(np.asarray(px, float), np.asarray(py, float), texts):
         w, h = text_size(text, size)
         best, best_cost = None, np.inf
@@ -358,7 +370,8 @@ def place_labels(px, py, texts, *, size=11, height=None, step=None, tries=8):
                 box = (x0 - w / 2, cy - h / 2, x0 + w / 2, cy + h / 2)
                 if height is not None and (box[1] < 0 or box[3] > height):
                     continue
-                cost = sum(_overlap(box, other) for other in placed)
+                clash = sum(_overlap(box, other) for other in placed)
+                cost = (1.0 + clash if clash > 0 else 0.0) + spare * sum(min(1.0, _overlap(box, other)) for other in avoid)
                 if cost < best_cost:
                     best, best_cost = (dy, box), cost
                 if cost == 0:
@@ -396,13 +409,24 @@ def lambda_positions(lambdas, log):
     if not log or len(positive) < 2:
         return lam, dict(type="linear")
     ratio = float(np.exp(np.mean(np.diff(np.log(positive)))))
-    zero = float(positive[0] / ratio)
+    zero = float(positive[0] / ratio ** 2)
     pos = np.where(lam > 0, lam, zero)
     decades = np.arange(np.floor(np.log10(positive[0])), np.ceil(np.log10(positive[-1])) + 1)
-    ticks = [10.0 ** d for d in decades if positive[0] / 1.001 <= 10.0 ** d <= positive[-1] * 1.001]
-    vals, text = ([zero] if (lam == 0).any() else []) + ticks, (["0"] if (lam == 0).any() else [])
-    text += [f"{t:g}" for t in ticks]
+    ticks = [int(d) for d in decades if positive[0] / 1.001 <= 10.0 ** d <= positive[-1] * 1.001]
+    has_zero = bool((lam == 0).any())
+    vals = ([zero] if has_zero else []) + [10.0 ** d for d in ticks]
+    text = (["0"] if has_zero else []) + [f"10<sup>{d}</sup>" if d not in (0, 1) else str(10 ** d)
+                                          for d in ticks]
     return pos, dict(type="log", tickmode="array", tickvals=vals, ticktext=text)
+
+
+def _vline(fig, x, text, *, log, dash, colour, side="right"):
+    """A vertical line at ``x`` with a label at its top (on a log axis Plotly places
+    annotations by log10 of the value, shapes by the value itself)."""
+    fig.add_vline(x=x, line=dict(color=colour, dash=dash, width=1.5 if dash == "dot" else 1))
+    fig.add_annotation(x=float(np.log10(x)) if log else x, xref="x", y=1.0, yref="paper", text=text,
+                       showarrow=False, yanchor="bottom", xanchor="left" if side == "right" else "right",
+                       font=dict(size=11, color="#444"))
 
 
 def path_mse(lambdas, mse, outputs, best_index, *, log=False, shown=None,
@@ -432,10 +456,9 @@ def path_mse(lambdas, mse, outputs, best_index, *, log=False, shown=None,
         customdata=np.c_[lam[best], rows].tolist(), text=[str(o) for o in outputs],
         hovertemplate="best λ for %{text}: %{customdata[0]:.3g}<br>validation MSE %{y:.4f}<extra></extra>"))
     if shown is not None:
-        fig.add_vline(x=float(x[shown]), line=dict(color="#888", dash="dot", width=1.5),
-                      annotation_text="shown below", annotation_position="top")
+        _vline(fig, float(x[shown]), "shown below", log=axis["type"] == "log", dash="dot", colour="#888")
     fig.update_layout(title=title, xaxis_title="λ (penalty strength)", yaxis_title="validation MSE",
-                      xaxis=axis, height=440, margin=dict(t=60, b=50))
+                      xaxis=axis, height=440, margin=dict(t=70, b=50))
     return fig
 
 
@@ -474,14 +497,16 @@ def path_coefficients(lambdas, coefs, motif_ids, motif_names, highlight, best_la
                                  name=_label(m, motif_names[i]), customdata=lam,
                                  hovertemplate=f"{_label(m, motif_names[i])}<br>λ %{{customdata:.3g}}<br>"
                                                "weight %{y:.4f}<extra></extra>"))
-    best = float(x[int(np.argmin(np.abs(lam - float(best_lambda))))])
-    fig.add_vline(x=best, line=dict(color="black", dash="dash", width=1),
-                  annotation_text=f"best λ {float(best_lambda):.3g}", annotation_position="top left")
-    if shown is not None:
-        fig.add_vline(x=float(x[shown]), line=dict(color="#888", dash="dot", width=1.5),
-                      annotation_text="shown below", annotation_position="top right")
+    best = int(np.argmin(np.abs(lam - float(best_lambda))))
+    log = axis["type"] == "log"
+    same = shown is not None and int(shown) == best
+    _vline(fig, float(x[best]), f"best λ {float(best_lambda):.3g}" + (", shown below" if same else ""),
+           log=log, dash="dash", colour="black", side="left" if shown is not None and shown > best else "right")
+    if shown is not None and not same:
+        _vline(fig, float(x[shown]), "shown below", log=log, dash="dot", colour="#888",
+               side="right" if shown > best else "left")
     fig.update_layout(title=title, xaxis_title="λ (penalty strength)", yaxis_title="final-layer weight",
-                      xaxis=axis, height=480, margin=dict(t=60, b=50))
+                      xaxis=axis, height=480, margin=dict(t=70, b=50))
     return fig
 
 
