@@ -304,6 +304,10 @@ def test_final_layer_search_hover_and_url(env):
     marked = [t for t in fig["layout"]["yaxis"]["ticktext"] if t.startswith("<b>▶")]
     assert len(marked) == 1 and extra in marked[0]
     assert at.query_params["tf"] == extra
+    # the searched TF follows to the other pages that show TFs
+    at.switch_page("pages/3_Pooling_vs_information.py").run()
+    assert at.multiselect(key="_tf_search_pooling").value == [extra]
+    assert at.query_params["tf"] == extra and at.query_params["run"] == "cv_lineages/fold_1"
     # values a URL may not set are ignored
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.switch_page("pages/2_Final_layer.py")
@@ -584,6 +588,21 @@ def test_tism_page_names_bad_letters_and_lengths(env, fixture_root):
     at.text_area(key="tism_text").input(seq[:60]).run()
     assert "60 bp long; expected 100 bp" in texts(at.error)[0]
     assert not charts(at)
+
+
+def test_tism_page_example_and_url(env, fixture_root):
+    from streamlit.testing.v1 import AppTest
+
+    at = page("pages/6_TISM_logos.py", env / "lineages_full")
+    at.button(key="tism_example").click().run()
+    assert at.text_area(key="tism_text").value == ">syn_00000\n" + _seq(fixture_root)
+    assert any("Mean TISM effect" in c for c in texts(at.caption))
+    at = AppTest.from_file(str(REPO / "pages/6_TISM_logos.py"), default_timeout=60)
+    at.session_state["active_run"] = str(env / "lineages_full")
+    at.query_params["mode"] = "Region of the run's data"
+    at.run()
+    assert at.radio(key="tism_mode").value == "Region of the run's data"
+    assert at.multiselect(key="tism_regions").value == ["syn_00000"]
 
 
 def test_tism_page_region_of_the_run_data(env):

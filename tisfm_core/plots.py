@@ -594,8 +594,7 @@ def tree_figure(edges, *, threshold=0.05, title="Lineage tree", selected=None):
                                      name="selected edge"))
         fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip",
                                  line=dict(color=colour, width=width, dash=None if kept else "dot"),
-                                 name=transition if kept else "R² ≤ threshold",
-                                 legendgroup=transition if kept else "dropped", showlegend=False))
+                                 name=transition if kept else "R² ≤ threshold", showlegend=False))
         mid["x"].append((x0 + x1) / 2)
         mid["y"].append((y0 + y1) / 2)
         mid["custom"].append([row.edge, transition, float(row.test_r2), parent, child])
@@ -604,6 +603,10 @@ def tree_figure(edges, *, threshold=0.05, title="Lineage tree", selected=None):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=transition,
                                  line=dict(color=TREE_COLORS[i % len(TREE_COLORS)], width=4),
                                  showlegend=True))
+    if not kept_mask(edges["test_r2"], threshold).all():
+        transitions.append("R² ≤ threshold")
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="R² ≤ threshold",
+                                 line=dict(color="#bdbdbd", width=1.5, dash="dot"), showlegend=True))
     fig.add_trace(go.Scatter(x=mid["x"], y=mid["y"], mode="markers", name="edges",
                              marker=dict(size=12, color=mid["color"], symbol="diamond",
                                          line=dict(width=1, color="#fff")),
@@ -642,7 +645,7 @@ def tree_figure(edges, *, threshold=0.05, title="Lineage tree", selected=None):
         xaxis=dict(visible=False, range=[-_BOX_GAP, span + _BOX_GAP]),
         yaxis=dict(visible=False, range=[bottom + _BOX_GAP, -_BOX_GAP]),
         legend=dict(title=dict(text="edges: transition (width ∝ test R²); boxes: lineage", side="top"),
-                    orientation="h",
+                    orientation="h", traceorder="normal",
                     x=0, xanchor="left", y=-0.01, yanchor="top", font=dict(size=11)),
         hoverlabel=dict(font=dict(family=LABEL_FONT)))
     return fig

@@ -181,7 +181,7 @@ def tree_layout(edges_df, *, widths=None, gap=1.0, spread=1.0):
     their depth-first order (children in the order their edges appear, so no edges cross); and
     the x coordinates solve the linear program
 
-        minimise  sum over edges |x_parent - x_child| + sum over parents |x_parent - m_parent|
+        minimise  sum over edges |x_parent - x_child| + 2 sum over parents |x_parent - m_parent|
         subject to  x_next - x_prev >= (w_prev + w_next) / 2 + gap   (neighbours in a level)
                     w / 2 <= x <= spread * W - w / 2
 
@@ -272,7 +272,7 @@ def _layered_x(order, depth, parent_of, children, width, gap, spread):
     narrowest = max(sum(width[v] for v in level) + gap * (len(level) - 1) for level in levels.values())
     # variables: x (n), then the |edge| slacks, then the |centring| slacks
     n_var = n + len(edges) + len(parents)
-    cost = np.r_[np.zeros(n), np.ones(len(edges) + len(parents))]
+    cost = np.r_[np.zeros(n), np.ones(len(edges)), np.full(len(parents), 2.0)]
     rows, cols, vals, bound = [], [], [], []
 
     def constraint(terms, limit):   # sum(coef * var) <= limit
