@@ -205,7 +205,7 @@ def test_pooling_vs_information_content(env):
     # a variant without the interaction layer says so instead of drawing
     at = page("pages/3_Pooling_vs_information.py", env / "treediff_base")
     assert len(charts(at)) == 1
-    assert any("no TF-TF interaction layer" in i for i in texts(at.info))
+    assert any("no TF-TF interaction layer" in i.replace("\\", "") for i in texts(at.info))
 
 
 def _boxes_overlap(a, b):
@@ -818,6 +818,11 @@ def test_import_reference_state_dict(env, tmp_path):
         got = model(torch.from_numpy(np.load(root / "inputs.npy"))).numpy()
     assert np.abs(got - np.load(root / "outputs.npy")).max() < 1e-4
     assert at.session_state["active_run"] == str(imported)
+    # the Home card says in words where the weights come from
+    body = "\n".join(texts(page("app.py", imported).markdown)).replace("\\", "")
+    n_out = len(json.loads((imported / "config.json").read_text())["outputs"])
+    assert f"imported reference checkpoint (state_dict.pt), {n_out} outputs, trained elsewhere" in body
+    assert "no training data: the weights were trained elsewhere" in body
 
 
 SCRIPTS = ("app.py",) + tuple(f"pages/{p.name}" for p in sorted((REPO / "pages").glob("*.py")))

@@ -144,7 +144,7 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     page.locator(".js-plotly-plot").first.wait_for()
     expect(page.get_by_text("Synthetic demo", exact=False).first).to_be_visible()  # the run is kept
     # clicking a heatmap cell selects that motif for the logo
-    motif = page.get_by_role("combobox", name="Motif")
+    motif = page.get_by_role("combobox", name="Motif", exact=True)
     before = motif.input_value()
     cells = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first
     cells.scroll_into_view_if_needed()
@@ -175,7 +175,7 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     area = page.get_by_test_id("stTextArea").locator("textarea")
     area.fill(f">pasted\n{sequence}")
     area.press("Control+Enter")
-    expect(page.get_by_text("Mean TISM effect at the reference base").first).to_be_visible()
+    expect(page.get_by_text("Mean TISM effect at the reference base").first).to_be_visible(timeout=60_000)
     expect(page.get_by_test_id("stImage").first).to_be_visible()
     settle(page)
     shot(page, "6_tism_logos")
@@ -251,7 +251,7 @@ def test_every_page_of_the_shipped_runs_at_two_screen_sizes(chromium_browser, tm
                 if path == "TISM_logos":
                     page.get_by_role("button", name="Use an example").click()
                     settle(page)
-                    expect(page.get_by_test_id("stImage").first).to_be_visible()
+                    expect(page.get_by_test_id("stImage").first).to_be_visible(timeout=90_000)
                 settle(page)
                 assert "run=cv_full" in page.url, page.url
                 expect(page.get_by_test_id("stException")).to_have_count(0)
