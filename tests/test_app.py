@@ -503,6 +503,7 @@ def test_lineage_tree(env):
     longest = max(len(x) for x in heat["data"][0]["x"])
     assert heat["layout"]["xaxis"]["tickangle"] == -45
     assert heat["layout"]["margin"]["b"] >= 0.7 * 0.6 * 12 * longest
+    assert heat["layout"]["margin"]["l"] >= 0.7 * 0.6 * 12 * longest   # slanted labels reach left too
     edge_table = at.dataframe[-1].value
     first = at.selectbox(key="tree_edge").value
     col = W[first].to_numpy()

@@ -183,6 +183,22 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     goto(page, "Lineage tree")
     pick_run(page, "treediff_base")
     expect(page.locator(".js-plotly-plot")).to_have_count(2)
+    # clicking an edge's diamond lists that edge's TFs
+    edge = page.get_by_role("combobox", name="Edge (or click its diamond in the tree)")
+    before = edge.input_value()
+    diamonds = page.locator(".js-plotly-plot").first.locator(".scatterlayer path.point")
+    for k in (7, 20, 33):
+        diamonds.nth(k).scroll_into_view_if_needed()
+        box = diamonds.nth(k).bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            expect(edge).not_to_have_value(before, timeout=8_000)
+            break
+        except AssertionError:
+            continue
+    expect(edge).not_to_have_value(before)
+    settle(page)
+    assert "edge=" in page.url
     shot(page, "5_lineage_tree")
 
     goto(page, "Models and training")

@@ -315,7 +315,10 @@ def tf_search(motif_ids, names, *, key):
                    args=(widget,), format_func=lambda m: tf_label(m, names),
                    placeholder="e.g. Pax5 or MA0014", help="The chosen TFs are added to the figures of "
                    "every page and highlighted there (▶ in heatmaps, black rings in scatter plots).")
-    to_url(TF_PARAM, st.session_state[TFS])
+    if st.session_state[TFS]:
+        to_url(TF_PARAM, st.session_state[TFS])
+    elif TF_PARAM in st.query_params:
+        del st.query_params[TF_PARAM]
     return list(st.session_state[widget])
 
 
