@@ -24,7 +24,6 @@ from tisfm_core.cli import build_parser
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import read_meme
 from tisfm_core.runs import load_run
-from tisfm_core.demo import run_truth
 from tisfm_core.sequences import encode, one_hot, parse_sequence_text
 from tisfm_core.specs import TrainTask
 from tisfm_core.uploads import extract_run_zip
@@ -101,7 +100,8 @@ def test_home_shows_the_run_card(env):
     assert "variant **full**" in body and "trained on cpu in" in body
     # data files are named relative to the run folder
     plain = body.replace("\\", "")
-    assert "sequences: ../../data/demo/sequences.fa" in plain and "targets: ../../data/demo/targets_lineages.tsv" in plain
+    assert "sequences: ../../data/demo/sequences.fa" in plain
+    assert "targets: ../../data/demo/targets_lineages.tsv" in plain
     assert any("Synthetic demo" in w for w in texts(at.warning))
     assert len(at.get("page_link")) == 6
     assert "Test R² of each output" in texts(at.caption)[0]

@@ -120,6 +120,27 @@ def pick_run(page, name):
     settle(page)
 
 
+def centre(locator):
+    """The centre (x, y) of an element, scrolled into view."""
+    locator.scroll_into_view_if_needed()
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def click_until_it_changes(page, widget, places):
+    """Click each place (a function giving x, y) until the widget's value moves: the first
+    place may hold the value already shown."""
+    before = widget.input_value()
+    for place in places:
+        page.mouse.click(*place())
+        try:
+            sync_api.expect(widget).not_to_have_value(before, timeout=8_000)
+            return
+        except AssertionError:
+            continue
+    sync_api.expect(widget).not_to_have_value(before)
+
+
 def field(page, label):
     return page.get_by_label(label, exact=True)
 
@@ -145,19 +166,12 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     expect(page.get_by_text("Synthetic demo", exact=False).first).to_be_visible()  # the run is kept
     # clicking a heatmap cell selects that motif for the logo
     motif = page.get_by_role("combobox", name="Motif", exact=True)
-    before = motif.input_value()
     cells = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first
     cells.scroll_into_view_if_needed()
     area = cells.bounding_box()
     # the clicked row may be the motif already shown: try rows until the selection moves
-    for frac in (0.6, 0.15, 0.85, 0.35):
-        page.mouse.click(area["x"] + area["width"] * 0.5, area["y"] + area["height"] * frac)
-        try:
-            expect(motif).not_to_have_value(before, timeout=8_000)
-            break
-        except AssertionError:
-            continue
-    expect(motif).not_to_have_value(before)
+    click_until_it_changes(page, motif, [lambda f=f: (area["x"] + area["width"] * 0.5, area["y"] + area["height"] * f)
+                                         for f in (0.6, 0.15, 0.85, 0.35)])
     settle(page)
     shot(page, "2_final_layer")
 
@@ -185,18 +199,8 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     expect(page.locator(".js-plotly-plot")).to_have_count(2)
     # clicking an edge's diamond lists that edge's TFs
     edge = page.get_by_role("combobox", name="Edge (or click its diamond in the tree)")
-    before = edge.input_value()
     diamonds = page.locator(".js-plotly-plot").first.locator(".scatterlayer path.point")
-    for k in (7, 20, 33):
-        diamonds.nth(k).scroll_into_view_if_needed()
-        box = diamonds.nth(k).bounding_box()
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        try:
-            expect(edge).not_to_have_value(before, timeout=8_000)
-            break
-        except AssertionError:
-            continue
-    expect(edge).not_to_have_value(before)
+    click_until_it_changes(page, edge, [lambda k=k: centre(diamonds.nth(k)) for k in (7, 20, 33)])
     settle(page)
     assert "edge=" in page.url
     shot(page, "5_lineage_tree")

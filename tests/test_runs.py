@@ -162,7 +162,8 @@ def test_moved_run_finds_its_data_through_relative_paths(tmp_path):
     split = json.loads((moved / "runs" / "r" / "split.json").read_text())
     assert parts["test"][0].shape == (len(split["test"]), 40)
     # shown to users relative to the run folder
-    assert data_paths(loaded) == {"sequences": ("../../data/seqs.fa", True), "targets": ("../../data/targets.tsv", True)}
+    assert data_paths(loaded) == {"sequences": ("../../data/seqs.fa", True),
+                                  "targets": ("../../data/targets.tsv", True)}
     (moved / "data" / "targets.tsv").unlink()
     assert data_paths(moved / "runs" / "r")["targets"] == (
         os.path.relpath(project / "data" / "targets.tsv", (moved / "runs" / "r").resolve()), False)

@@ -18,12 +18,12 @@ import re
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from matplotlib import colormaps
 from matplotlib.colors import LinearSegmentedColormap, Normalize, TwoSlopeNorm, to_rgba
 from matplotlib.figure import Figure
+from plotly.colors import qualitative
 
-from .analysis.tree_diff import kept_mask
+from .analysis.tree_diff import kept_mask, tree_layout
 from .errors import TisfmError
 
 BASES = "ACGT"
@@ -306,7 +306,8 @@ def labelled_scatter(df, *, x, y, color=None, labels=(), title="", xaxis="", yax
         if rows:
             fig.add_trace(go.Scatter(x=xs[rows], y=ys[rows], mode="markers", name=name,
                                      marker=dict(symbol="circle-open", size=16, line=style, color=style["color"]),
-                                     customdata=custom[rows], hovertemplate=name + "<br>" + template + "<extra></extra>"))
+                                     customdata=custom[rows],
+                                     hovertemplate=name + "<br>" + template + "<extra></extra>"))
     hot = {str(v) for v in highlight}
     labels = sorted(set(int(i) for i in labels) | {k for k, m in enumerate(motifs) if m in hot})
     margin = dict(t=50, b=50, l=60, r=20)
@@ -371,7 +372,8 @@ def place_labels(px, py, texts, *, size=11, height=None, step=None, tries=8, avo
                 if height is not None and (box[1] < 0 or box[3] > height):
                     continue
                 clash = sum(_overlap(box, other) for other in placed)
-                cost = (1.0 + clash if clash > 0 else 0.0) + spare * sum(min(1.0, _overlap(box, other)) for other in avoid)
+                covered = sum(min(1.0, _overlap(box, other)) for other in avoid)
+                cost = (1.0 + clash if clash > 0 else 0.0) + spare * covered
                 if cost < best_cost:
                     best, best_cost = (dy, box), cost
                 if cost == 0:
@@ -558,8 +560,6 @@ def tree_figure(edges, *, threshold=0.05, title="Lineage tree", selected=None):
     are filled with their cell type's lineage colour; the trace "cell types" holds their
     centres (x, y) and labels.
     """
-    from .analysis.tree_diff import tree_layout
-
     lineage = dict(zip(edges["parent"].astype(str), edges["parent_lineage"].fillna("").astype(str)))
     lineage.update(zip(edges["child"].astype(str), edges["child_lineage"].fillna("").astype(str)))
     boxes = tree_boxes(lineage)

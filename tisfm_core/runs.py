@@ -323,6 +323,16 @@ def data_record(data_spec, run_dir):
         "transform_table": store_path(data_spec.transform_table, run_dir)}
 
 
+def _run_data_record(run, config):
+    """(run folder, config.json content, its "data" field) of a Run or a run folder."""
+    if isinstance(run, (str, Path)):
+        root = Path(run)
+        config = read_run_config(root) if config is None else config
+    else:
+        root, config = Path(run.path), run.config
+    return root, config, config.get("data") if isinstance(config.get("data"), dict) else {}
+
+
 def resolve_run_data(run, config=None):
     """The training data of a run: its paths as they are now (run-relative first, then absolute).
 
@@ -338,12 +348,7 @@ def resolve_run_data(run, config=None):
         ``sequences``, ``targets``, ``bed``, ``genome`` (paths or None) and ``transform`` (spec,
         with its table path resolved the same way).
     """
-    if isinstance(run, (str, Path)):
-        root = Path(run)
-        config = read_run_config(root) if config is None else config
-    else:
-        root, config = Path(run.path), run.config
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    root, config, data = _run_data_record(run, config)
     out = {key: stored_path(data.get(key), root) for key in DATA_KEYS}
     transform = config.get("transform") if isinstance(config.get("transform"), dict) else {}
     spec = transform.get("spec") if isinstance(transform.get("spec"), str) else "none"
@@ -368,12 +373,7 @@ def data_paths(run, config=None):
         For each of ``sequences``, ``targets``, ``bed``, ``genome`` and ``transform_table``
         that the run records: ``(path relative to the run folder, exists)``.
     """
-    if isinstance(run, (str, Path)):
-        root = Path(run)
-        config = read_run_config(root) if config is None else config
-    else:
-        root, config = Path(run.path), run.config
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    root, config, data = _run_data_record(run, config)
     out = {}
     for key in (*DATA_KEYS, "transform_table"):
         found = stored_path(data.get(key), root)
