@@ -13,6 +13,7 @@ import streamlit as st
 from tisfm_app import ui
 from tisfm_core.finetune import describe_outputs, lineage
 from tisfm_core.plots import r2_bar
+from tisfm_core.runs import data_paths, run_origin
 from tisfm_core.workflows import summary
 
 INTRO = (
@@ -32,17 +33,6 @@ def run_card(path, stamp):
     info = summary(run)
     info["config"] = run.config
     return info
-
-
-def fmt_seconds(seconds):
-    if seconds is None:
-        return "unknown"
-    seconds = float(seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -74,26 +64,16 @@ def card(row):
     info = run_card(str(path), ui.run_stamp(path))
     config = info["config"]
     ui.synthetic_note(path)
-    st.subheader(f"Active run: {row['display']}")
-    data = config.get("data", {})
-    transform = config.get("transform", {})
+    st.subheader(f"Active run: {ui.md_escape(row['display'])}")
     training = config.get("training", {})
     left, right = st.columns(2)
     with left:
         st.markdown("**Data**")
-        if data:
-            source = data.get("sequences") or f"{data.get('bed')} on {data.get('genome')}"
-            st.markdown(f"- sequences: `{source}`\n- targets: `{data.get('targets')}`\n"
-                        f"- {data.get('n_regions', '?')} regions of {info['length']} bp, transform "
-                        f"**{transform.get('kind') or transform.get('spec') or 'none'}**")
-        elif config.get("imported"):
-            st.markdown(f"- imported from `{config['imported'].get('state_dict')}` (no training data recorded)")
-        else:
-            st.markdown("- no training data recorded")
+        st.markdown(data_lines(path, config, info))
         st.markdown("**Model**")
         lines = [f"- variant **{info['variant']}** ({info['kind']})"]
         if info["kind"] == "tisfm":
-            lines.append(f"- motif set: {info['motifs']} motifs from `{info['motif_source']}`")
+            lines.append(f"- motif set: {info['motifs']} motifs from {ui.md_escape(info['motif_source'])}")
             lines.append(f"- layers: attention {info['attention']}, interaction {info['interaction']}, "
                          f"pooling {info['pooling']}, era {info['era']}")
         lines.append(f"- parameters: **{info['parameters_total']:,}** total, "
@@ -101,19 +81,18 @@ def card(row):
         st.markdown("\n".join(lines))
     with right:
         st.markdown("**Training**")
-        where = training.get("device") or "unknown device"
-        finished = training.get("finished") or config.get("created", "")
         split = config.get("split", {})
-        st.markdown(f"- trained on **{where}** in **{fmt_seconds(training.get('seconds'))}**"
-                    f"{f', finished {finished}' if finished else ''}\n"
-                    f"- epochs: {training.get('epochs', '?')} (+ {training.get('finetune_epochs', 0)} "
-                    f"fine-tuning), penalty {training.get('penalty', 'none')}\n"
-                    + (f"- split: fold {split.get('fold')} of {split.get('n_folds')} "
-                       f"({split.get('n_train')} train / {split.get('n_val')} val / {split.get('n_test')} test)"
-                       if split else "- no split recorded"))
+        lines = [f"- {ui.md_escape(run_origin(config))}"]
+        if not config.get("imported"):
+            lines.append(f"- epochs: {training.get('epochs', '?')} (+ {training.get('finetune_epochs', 0)} "
+                         f"fine-tuning), penalty {training.get('penalty', 'none')}")
+            lines.append(f"- split: fold {split.get('fold')} of {split.get('n_folds')} ({split.get('n_train')} "
+                         f"train / {split.get('n_val')} val / {split.get('n_test')} test)"
+                         if split else "- no split recorded")
         if config.get("group"):
-            st.markdown(f"- part of the cross-validation set **{config['group']}**")
-        st.markdown(f"**Outputs** ({len(info['outputs'])}): " + ", ".join(info["outputs"][:30])
+            lines.append(f"- part of the cross-validation set **{ui.md_escape(config['group'])}**")
+        st.markdown("\n".join(lines))
+        st.markdown(f"**Outputs** ({len(info['outputs'])}): " + ui.md_escape(", ".join(info["outputs"][:30]))
                     + (" ..." if len(info["outputs"]) > 30 else ""))
     lineage_card(path, config)
     test = info["metrics"].get("test")
@@ -131,6 +110,26 @@ def card(row):
         st.info("This run has no test metrics (imported or evaluated elsewhere).")
 
 
+def data_lines(path, config, info):
+    """The Data block of the card: each data file relative to the run folder, in words."""
+    data = config.get("data") or {}
+    transform = config.get("transform") or {}
+    if not data:
+        if config.get("imported"):
+            return "- no training data: the weights were trained elsewhere"
+        return "- no training data recorded"
+    files = data_paths(path, config)
+    lines = []
+    for key, what in (("sequences", "sequences"), ("bed", "regions"), ("genome", "genome"),
+                      ("targets", "targets"), ("transform_table", "transform table")):
+        if key in files:
+            rel, exists = files[key]
+            lines.append(f"- {what}: {ui.md_escape(rel)}" + ("" if exists else " (missing)"))
+    lines.append(f"- {data.get('n_regions', '?')} regions of {info['length']} bp, transform "
+                 f"**{transform.get('kind') or 'none'}**")
+    return "\n".join(lines) + "\n\nPaths are relative to the run folder."
+
+
 def home():
     row = ui.setup("tiSFM Explorer", INTRO)
     st.markdown("Pick the **active run** in the sidebar; every page shows that run. "
@@ -138,7 +137,8 @@ def home():
     cols = st.columns(3)
     for i, (script, label, icon) in enumerate(ui.PAGES[1:]):
         with cols[i % 3]:
-            st.page_link(script, label=label, icon=icon)
+            st.page_link(script, label=label, icon=icon,
+                         query_params={ui.RUN_PARAM: ui.run_param(row)} if row else None)
     ui.guarded(card, row)
 
 

@@ -25,6 +25,7 @@ from tisfm_core.analysis.inclusion import cv_siblings, inclusion_filter, inclusi
 from tisfm_core.demo import planted_marks
 from tisfm_core.errors import TisfmError
 from tisfm_core.finetune import parent_path
+from tisfm_core.motifs import motif_url
 from tisfm_core.plots import SEQUENTIAL, motif_logo, weight_heatmap
 from tisfm_core.runs import read_run_config
 from tisfm_core.workflows import kernel_motifs
@@ -48,15 +49,23 @@ def inclusion(paths, stamps, k):
 def heatmap_section(path, truth):
     W, names = weights(str(path), ui.run_stamp(path))
     outputs = list(W.columns)
+    searched = ui.tf_search(W.index, names, key="final")
     c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
-    k = c1.slider("Top k per output", 1, min(30, len(W)), min(5, len(W)), key="topk")
-    by = c2.radio("Rank by", ("abs", "positive"), horizontal=True, key="rank_by",
+    most = min(30, len(W))
+    k = c1.slider("Top k per output", 1, most, key=ui.url_key("topk", "k", min(5, most), kind=int,
+                                                           valid=lambda v: 1 <= v <= most))
+    by = c2.radio("Rank by", ("abs", "positive"), horizontal=True, key=ui.url_key("rank_by", "by", "abs",
+                                                                               valid=("abs", "positive")),
                   format_func=lambda b: "|weight|" if b == "abs" else "weight > 0")
-    order = c3.radio("Order", ("clustered", "fixed"), horizontal=True, key="order",
+    order = c3.radio("Order", ("clustered", "fixed"), horizontal=True,
+                     key=ui.url_key("order", "order", "clustered", valid=("clustered", "fixed")),
                      help="clustered: rows and columns by average-linkage clustering (correlation); "
                           "fixed: motif-file and output order")
     default = outputs if len(outputs) <= 20 else outputs[:20]
-    shown = c4.multiselect("Outputs", outputs, default=default, key="outputs_shown")
+    shown = c4.multiselect("Outputs", outputs, key=ui.url_key("outputs_shown", "outputs", default, valid=outputs,
+                                                             many=True))
+    for param, key in (("k", "topk"), ("by", "rank_by"), ("order", "order"), ("outputs", "outputs_shown")):
+        ui.to_url(param, st.session_state[key])
     if not shown:
         st.info("Choose at least one output.")
         return None
@@ -66,6 +75,7 @@ def heatmap_section(path, truth):
     if marks and st.checkbox("Also show the planted regulators of the synthetic demo", value=True,
                              key="with_planted"):
         rows += [m for m in dict.fromkeys(m[0] for m in marks) if m not in rows]
+    rows += [m for m in searched if m not in rows]
     if not rows:
         st.info("Every weight of these outputs is zero (or none is positive).")
         return None
@@ -76,24 +86,26 @@ def heatmap_section(path, truth):
     raw = W.loc[values.index, values.columns]
     fig = weight_heatmap(values, raw=raw, names=names, colorbar="normalised weight",
                          title=f"Final layer: top {k} TFs per output ({len(values)} TFs)",
-                         marks=[(m, o) for m, o, _, _ in marks])
+                         marks=[(m, o) for m, o, _, _ in marks], highlight=searched)
     data = values.copy()
     data.insert(0, "tf", [names.get(m, "") for m in data.index])
     event = ui.show_plotly(fig, key="final_heatmap", name=f"{path.name}_final_layer_normalised", data=data,
                            select=True,
                            caption="Final-layer weights divided by each output's max |weight| "
                                    f"(top {k} by {'|w|' if by == 'abs' else 'w > 0'} per output"
-                                   + ("; circles: planted regulators" if marks else "") + "). Click a cell "
+                                   + ("; circles: planted regulators" if marks else "")
+                                   + ("; ▶: the TFs you searched for" if searched else "") + "). Click a cell "
                                    "to see the TF's logo.")
     with st.expander("Table of the shown weights (raw and normalised)"):
-        table = pd.concat({"normalised": values, "raw": raw}, axis=1)
-        table.insert(0, ("", "tf"), [names.get(m, "") for m in table.index])
+        table = pd.DataFrame({"motif": values.index, "tf": [names.get(m, "") for m in values.index]})
         if marks:
             planted = {(m, o) for m, o, _, _ in marks}
-            table.insert(1, ("", "planted in"), [", ".join(o for o in values.columns if (m, o) in planted)
-                                                 for m in table.index])
-        st.dataframe(table, width="stretch")
-    labels = {f"{names.get(m, '')} ({m})" if names.get(m, "") not in ("", m) else m: m for m in values.index}
+            table["planted in"] = [", ".join(o for o in values.columns if (m, o) in planted) for m in values.index]
+        for kind, frame in (("normalised", values), ("raw", raw)):
+            for output in values.columns:
+                table[f"{output} ({kind})"] = frame[output].to_numpy()
+        ui.motif_table(table)
+    labels = {ui.tf_label(m, names): m for m in values.index}
     clicked = [labels.get(p.get("y")) for p in ui.selected_points(event) if p.get("y") in labels]
     return list(values.index), clicked[:1]
 
@@ -114,7 +126,7 @@ def inclusion_section(path):
     ratio = inclusion(tuple(str(p) for p in siblings), tuple(ui.run_stamp(p) for p in siblings), k)
     kept = inclusion_filter(ratio, threshold)
     _, names = weights(str(path), ui.run_stamp(path))
-    st.markdown(f"CV set **{config['group']}**: {len(siblings)} fold run(s); {len(kept)} of {len(ratio)} "
+    st.markdown(f"CV set **{ui.md_escape(config['group'])}**: {len(siblings)} fold run(s); {len(kept)} of {len(ratio)} "
                 f"TFs pass the threshold.")
     if kept.empty:
         st.info("No TF passes this threshold; lower it.")
@@ -137,13 +149,15 @@ def logo_section(path, shown, clicked):
     ids = list(run.motifs.ids)
     first = [m for m in shown if m in ids] + [m for m in ids if m not in shown]
     names = dict(zip(run.motifs.ids, run.motifs.names))
+    ui.from_url("logo_motif", "motif", first[0], valid=ids)
     if clicked and clicked[0] != st.session_state.get("_logo_click"):
         st.session_state["_logo_click"] = clicked[0]
         st.session_state["logo_motif"] = clicked[0]
-    if st.session_state.get("logo_motif") not in first:
-        st.session_state["logo_motif"] = first[0]
-    motif = st.selectbox("Motif", first, key="logo_motif",
-                         format_func=lambda m: f"{names[m]} ({m})" if names[m] != m else m)
+    motif = st.selectbox("Motif", first, key="logo_motif", format_func=lambda m: ui.tf_label(m, names))
+    ui.to_url("motif", motif)
+    url = motif_url(motif)
+    if url:
+        st.markdown(f"[{ui.md_escape(motif)} in {'JASPAR' if 'jaspar' in url else 'CIS-BP'}]({url})")
     k = ids.index(motif)
     pwm = np.asarray(run.motifs.matrices[k])
     cols = st.columns(2)

@@ -38,7 +38,7 @@ from .devices import resolve_device
 from .errors import TisfmError, check_indices, check_outputs
 from .prox import PATH_PENALTIES
 from .sequences import one_hot_torch
-from .specs import PathSpec, store_path, stored_path
+from .specs import PathSpec, is_log_grid, store_path, stored_path
 from .training import MIN_LR, Batches, TrainSettings, make_optimizer
 
 __all__ = ["PathResult", "regularization_path", "path_from_arrays", "parse_lambdas", "load_path",
@@ -159,6 +159,11 @@ class PathResult:
     feature_seconds: float = 0.0
     settings: dict = field(default_factory=dict)
     run: str | None = None
+
+    @property
+    def log_grid(self):
+        """Whether the positive lambdas are log-spaced (:func:`tisfm_core.specs.is_log_grid`)."""
+        return is_log_grid(self.lambdas)
 
     @property
     def best_lambdas(self):

@@ -328,6 +328,16 @@ def data_record(data_spec, run_dir):
         "transform_table": store_path(data_spec.transform_table, run_dir)}
 
 
+def _run_data_record(run, config):
+    """(run folder, config.json content, its "data" field) of a Run or a run folder."""
+    if isinstance(run, (str, Path)):
+        root = Path(run)
+        config = read_run_config(root) if config is None else config
+    else:
+        root, config = Path(run.path), run.config
+    return root, config, config.get("data") if isinstance(config.get("data"), dict) else {}
+
+
 def resolve_run_data(run, config: dict | None = None) -> dict:
     """The training data of a run: its paths as they are now (run-relative first, then absolute).
 
@@ -343,12 +353,7 @@ def resolve_run_data(run, config: dict | None = None) -> dict:
         ``sequences``, ``targets``, ``bed``, ``genome`` (paths or None) and ``transform`` (spec,
         with its table path resolved the same way).
     """
-    if isinstance(run, (str, Path)):
-        root = Path(run)
-        config = read_run_config(root) if config is None else config
-    else:
-        root, config = Path(run.path), run.config
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    root, config, data = _run_data_record(run, config)
     out = {key: stored_path(data.get(key), root) for key in DATA_KEYS}
     transform = config.get("transform") if isinstance(config.get("transform"), dict) else {}
     spec = transform.get("spec") if isinstance(transform.get("spec"), str) else "none"
@@ -356,6 +361,61 @@ def resolve_run_data(run, config: dict | None = None) -> dict:
     kind = spec.partition(":")[0]
     out["transform"] = f"{kind}:{table}" if table else spec
     return out
+
+
+def data_paths(run, config=None):
+    """The training data files of a run as they are found now, each relative to the run folder.
+
+    Parameters
+    ----------
+    run : Run, or str or Path of a run directory
+    config : dict, optional
+        The run's config.json content when ``run`` is a path.
+
+    Returns
+    -------
+    dict
+        For each of ``sequences``, ``targets``, ``bed``, ``genome`` and ``transform_table``
+        that the run records: ``(path relative to the run folder, exists)``.
+    """
+    root, config, data = _run_data_record(run, config)
+    out = {}
+    for key in (*DATA_KEYS, "transform_table"):
+        found = stored_path(data.get(key), root)
+        if found:
+            out[key] = (os.path.relpath(Path(found).resolve(), root.resolve()), Path(found).exists())
+    return out
+
+
+def run_origin(config):
+    """One line saying where a run's weights come from, in words.
+
+    Imported reference checkpoints read "imported reference checkpoint (state_dict.pt),
+    8 outputs, trained elsewhere"; trained runs "trained on cpu in 3.4 min, finished ...".
+    """
+    outputs = len(config.get("outputs") or [])
+    imported = config.get("imported")
+    if isinstance(imported, dict):
+        source = imported.get("state_dict")
+        name = Path(source.get("path") if isinstance(source, dict) else source or "").name
+        return (f"imported reference checkpoint{f' ({name})' if name else ''}, {outputs} output"
+                f"{'s' if outputs != 1 else ''}, trained elsewhere")
+    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    where = training.get("device") or "an unrecorded device"
+    seconds = training.get("seconds")
+    took = f" in {format_seconds(seconds)}" if isinstance(seconds, (int, float)) else ""
+    finished = training.get("finished") or config.get("created") or ""
+    return f"trained on {where}{took}{f', finished {finished}' if finished else ''}"
+
+
+def format_seconds(seconds):
+    """A duration in words: "42 s", "3.4 min" or "1.5 h"."""
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def is_run(path):
@@ -413,6 +473,7 @@ def run_summary(path):
         "mean_test_r2": float(np.nanmean([v for v in r2 if v is not None])) if r2 else None,
         "created": config.get("created", ""),
         "group": config.get("group", ""),
+        "transform": (config.get("transform") or {}).get("kind") or "none",
     })
     return row
 

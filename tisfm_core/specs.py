@@ -480,13 +480,8 @@ class PathSpec:
 
     @property
     def log_grid(self):
-        """Whether the positive lambdas are evenly spaced in log (to draw them on a log axis)."""
-        positive = [v for v in self.lambdas if v > 0]
-        if len(positive) < 3:
-            return False
-        ratios = [b / a for a, b in zip(positive, positive[1:])]
-        diffs = [b - a for a, b in zip(positive, positive[1:])]
-        return max(ratios) / min(ratios) < 1.01 and max(diffs) / min(diffs) > 1.5
+        """Whether the positive lambdas are evenly spaced in log (see :func:`is_log_grid`)."""
+        return is_log_grid(self.lambdas)
 
     def to_dict(self, base=None):
         """JSON-ready fields (``base`` is accepted like the other specs'; a path spec holds no
@@ -496,6 +491,17 @@ class PathSpec:
     @classmethod
     def from_dict(cls, data):
         return cls(**_known(cls, _object(data, "path settings"), "path settings"))
+
+
+def is_log_grid(lambdas):
+    """Whether the positive lambdas (at least 3) are evenly spaced in log and not in linear
+    scale: such a grid is drawn on a log axis."""
+    positive = sorted(float(v) for v in lambdas if v > 0)
+    if len(positive) < 3:
+        return False
+    ratios = [b / a for a, b in zip(positive, positive[1:])]
+    diffs = [b - a for a, b in zip(positive, positive[1:])]
+    return max(ratios) / min(ratios) < 1.01 and max(diffs) / min(diffs) > 1.5
 
 
 def check_lambdas(lambdas):
