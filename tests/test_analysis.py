@@ -197,7 +197,7 @@ def test_pooling_vs_ic(tmp_path):
     by_hand = sorted(range(6), key=lambda i: -abs(residual[i]))[:2]
     assert top["motif"].tolist() == [f"M{i}" for i in by_hand]
     assert pooling_vs_ic(run)["coef"].tolist() == pytest.approx(W[0].tolist())
-    with pytest.raises(TisfmError, match="no output 'B'"):
+    with pytest.raises(TisfmError, match="'B' is not an output of run r"):
         pooling_vs_ic(run, output="B")
 
 
