@@ -546,8 +546,11 @@ def variant_pair(run, path, stamp, variant, genome, output, row, length):
     heights = logo_values(values, pair)[:, 0]
     start, diff, compared = aligned_difference(windows, variant, heights[0], heights[1])
     r, a = len(variant.ref), len(variant.alt)
-    span = st.slider("Bases shown on each side of the variant", 5, length // 2, min(40, length // 2),
+    c1, c2 = st.columns(2)
+    span = c1.slider("Bases shown on each side of the variant", 5, length // 2, min(40, length // 2),
                      key="var_span")
+    threshold = c2.slider("Motif hits: minimum relative score", 0.5, 1.0, 0.85, 0.01, key="var_hit_threshold",
+                          disabled=run.motifs is None)
     lo = -span
 
     def part(values, offset, allele):
@@ -559,16 +562,16 @@ def variant_pair(run, path, stamp, variant, genome, output, row, length):
     diff_h, diff_start = part(diff, -start, r)
     hits = {}
     if run.motifs is not None:
-        found = hits_for(str(path), stamp, pair, 0.85)
+        found = hits_for(str(path), stamp, pair, threshold)
         for n, offset in ((0, windows.ref_offset), (1, windows.alt_offset)):
             mine = found[found["sequence"] == n]
             hits[n] = mine.assign(start=mine["start"] - offset, end=mine["end"] - offset)
-    title = f"{describe(variant)}: {output} reference {row[f'ref:{output}']:.4f}"
     fig = variant_logos(ref_h, alt_h, diff_h, ref_start=ref_start, alt_start=alt_start, diff_start=diff_start,
                         span=(0, max(r, a)), ref_hits=hits.get(0), alt_hits=hits.get(1),
-                        ref_label=f"{title}, REF {variant.ref}",
-                        alt_label=f"alternative {row[f'alt:{output}']:.4f} (diff {row[f'diff:{output}']:+.4f}), "
-                                  f"ALT {variant.alt}",
+                        ref_label=f"{describe(variant)}. Reference window (REF {variant.ref}): {output} predicted "
+                                  f"{row[f'ref:{output}']:.4f}",
+                        alt_label=f"Alternative window (ALT {variant.alt}): {output} predicted "
+                                  f"{row[f'alt:{output}']:.4f}, change {row[f'diff:{output}']:+.4f}",
                         xlabel="position relative to the variant (0 = its first base)")
     data = pd.concat([
         pd.DataFrame({"panel": name, "position": np.arange(first, first + h.shape[1]),
@@ -579,8 +582,8 @@ def variant_pair(run, path, stamp, variant, genome, output, row, length):
                               "and the allele's own bases are left out of the difference.")
     ui.show_matplotlib(fig, key="var_logos", name=f"variant_{variant}_{output}", data=data,
                        caption=f"TISM logos of {output} in the reference and alternative windows, aligned on the "
-                               "variant (shaded), with motif matches (relative score ≥ 0.85) under each; the "
-                               "bottom logo is alternative − reference at every base both windows share."
+                               f"variant (shaded), with motif matches (relative score ≥ {threshold:.2f}) under "
+                               "each; the bottom logo is alternative − reference at every base both windows share."
                                + note)
     if not compared.any():
         st.caption("The windows share no genome base to compare.")

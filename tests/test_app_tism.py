@@ -12,7 +12,6 @@ import gzip
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from app_fixtures import app_runs_folder
@@ -276,7 +275,8 @@ def test_vcf_upload_table_sorting_and_ref_alt_logos(env, run, genome, tmp_path, 
     args, kwargs, fig = logos.calls[-1]
     r, a, r_off, a_off = _hand_pair(c1, 1500, c1[1499], c1[1499] + "GA")
     span = at.slider(key="var_span").value
-    for heights, start, seq, off in ((args[0], kwargs["ref_start"], r, r_off), (args[1], kwargs["alt_start"], a, a_off)):
+    for heights, start, seq, off in ((args[0], kwargs["ref_start"], r, r_off),
+                                     (args[1], kwargs["alt_start"], a, a_off)):
         values = tism(run.model, encode([seq]), outputs=[k])[0, 0].astype(np.float64)
         full = _logo_heights(values, seq)
         first = off + start
@@ -304,8 +304,8 @@ def test_bgzipped_vcf_and_refused_uploads(env, genome, tmp_path):
     assert texts(at.error) == ["VCF file 'empty.vcf' (uploaded) has no records: there are no variants to score"]
     assert len(list((tmp_path / "home" / "data" / "uploads").iterdir())) == 1
     # plain gzip is refused with the advice to use bgzip
-    at.file_uploader(key="var_vcf").set_value(("calls2.vcf.gz", gzip.compress(empty.encode() + b"chr1\t5\t.\tA\tC\t.\t.\t.\n"),
-                                               "application/gzip")).run()
+    one = gzip.compress(empty.encode() + b"chr1\t5\t.\tA\tC\t.\t.\t.\n")
+    at.file_uploader(key="var_vcf").set_value(("calls2.vcf.gz", one, "application/gzip")).run()
     assert any("plain gzip" in e and "'calls2.vcf.gz' (uploaded)" in e for e in texts(at.error)), texts(at.error)
     assert os.listdir(path.parent) == ["mm_test.fa"]
 

@@ -521,9 +521,10 @@ def logo_panels(panels, *, xlabel="position", max_hit_rows=8):
             hax = fig.add_axes((left, (top - track) / height, right - left, track / height), sharex=ax)
             top -= track
             _hit_axis(hax, hits, rows, lo, hi)
-            ax.tick_params(axis="x", labelbottom=False)
         top -= _GAP_IN
     logo_axes[0].set_xlim(lo - 0.5, hi - 0.5)
+    for ax in fig.axes[:-1]:    # one set of position labels, at the bottom
+        ax.tick_params(axis="x", labelbottom=False)
     fig.axes[-1].set_xlabel(xlabel)
     return fig
 
@@ -631,7 +632,7 @@ def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, wi
     fig.add_trace(go.Scatter(
         x=(starts + ends) / 2, y=result.predictions[:, k], mode="lines+markers", name="window prediction",
         line=dict(color=PALETTE[0], width=1.5), marker=dict(size=7),
-        customdata=np.column_stack([np.arange(len(starts)), labels]).tolist(),
+        customdata=[[i, label] for i, label in enumerate(labels)],
         hovertemplate="window %{customdata[1]}<br>" + name + " %{y:.4f}<extra></extra>"), row=1, col=1)
     if result.attribution is not None:
         heights = result.logo_heights(name).sum(axis=0)
