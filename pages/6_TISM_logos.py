@@ -414,9 +414,12 @@ def window_logo(run, path, stamp, result, i, k, method, hits):
     data = pd.DataFrame({"position": positions, "ref": list(decode(window[None])[0]),
                          "logo_height": heights.sum(axis=0),
                          **{f"effect_{b}": values[0, 0, j] for j, b in enumerate(BASES)}})
+    matches = ("the track underneath: motif matches" if shown is not None and len(shown) else
+               "no motif matches this window at the chosen minimum score" if hits is not None else
+               "the run has no motifs to match")
     ui.show_matplotlib(fig, key="scan_logo", name=f"scan_logo_{result.window_label(i)}_{output}", data=data,
                        caption=f"The {method} logo of this window alone (the model's view of these "
-                               f"{result.window_length} bp); the track underneath: motif matches.")
+                               f"{result.window_length} bp); {matches}.")
 
 
 # -- variant effects --------------------------------------------------------------------------------

@@ -61,7 +61,10 @@ def _crowded_hits(n, length, seed):
 def test_logo_hits_are_on_their_own_axis_and_their_labels_never_overlap():
     heights = np.zeros((4, 300))
     heights[np.arange(300) % 4, np.arange(300)] = np.sin(np.arange(300) / 7) * 0.3
-    hits = _crowded_hits(60, 300, 1)
+    hits = _crowded_hits(59, 300, 1)
+    edge = pd.DataFrame({"start": [296], "end": [306], "name": ["EdgeFactorWithALongName"], "strand": ["+"],
+                         "relative": [1.0]})        # runs past the logo's last column (300)
+    hits = pd.concat([hits, edge], ignore_index=True)
     fig = logo_panels([{"heights": heights, "start": 1, "hits": hits, "title": "t"}], max_hit_rows=6)
     logo, track = fig.axes
     low, high = logo.get_ylim()
@@ -75,6 +78,9 @@ def test_logo_hits_are_on_their_own_axis_and_their_labels_never_overlap():
         assert not any(a.overlaps(b) for b in labels[i + 1:])
         assert not any(a.overlaps(b) for k, b in enumerate(bars) if k != i)
     assert len({round(line.get_ydata()[0]) for line in track.lines}) <= 6
+    frame = track.get_window_extent()
+    assert all(frame.x0 - 1 <= a.x0 and a.x1 <= frame.x1 + 1 for a in labels)    # inside the axis
+    assert "EdgeFactorWithALongName (+)" in [t.get_text() for t in track.texts]
 
 
 def test_variant_logos_share_the_y_range_of_ref_and_alt():

@@ -361,12 +361,12 @@ _HIT_ROW_IN = 0.3
 _LEFT_IN, _RIGHT_IN, _TITLE_IN, _XLABEL_IN, _GAP_IN = 0.85, 0.25, 0.32, 0.5, 0.12
 
 
-def hit_rows(starts, ends, label_widths, *, gap=0.0, max_rows=None, priority=None):
+def hit_rows(starts, ends, label_widths, *, centres=None, gap=0.0, max_rows=None, priority=None):
     """Rows of a motif-hit track such that no two hits or their labels share space in a row.
 
-    Every hit occupies its own span ``[start, end)`` and, centred on it, its label's width;
-    hits are placed in priority order, each in the first row where that extent (plus ``gap``
-    on both sides) overlaps nothing already placed.
+    Every hit occupies its own span ``[start, end)`` and its label's width around the label's
+    centre; hits are placed in priority order, each in the first row where that extent (plus
+    ``gap`` on both sides) overlaps nothing already placed.
 
     Parameters
     ----------
@@ -374,6 +374,8 @@ def hit_rows(starts, ends, label_widths, *, gap=0.0, max_rows=None, priority=Non
         Hit spans in axis units (end exclusive).
     label_widths : array-like, shape (N,)
         Width of each hit's label in the same units (0 for unlabelled hits).
+    centres : array-like, shape (N,), optional
+        Where each label is centred; default the middle of its hit.
     gap : float, default 0.0
         Extra free space required between neighbours in a row.
     max_rows : int, optional
@@ -393,7 +395,9 @@ def hit_rows(starts, ends, label_widths, *, gap=0.0, max_rows=None, priority=Non
     if not starts.shape == ends.shape == widths.shape or starts.ndim != 1:
         raise TisfmError(f"hit starts, ends and label widths must be 1-D of one length, got {starts.shape}, "
                          f"{ends.shape} and {widths.shape}")
-    centre = (starts + ends) / 2
+    centre = (starts + ends) / 2 if centres is None else np.asarray(centres, np.float64)
+    if centre.shape != starts.shape:
+        raise TisfmError(f"expected {len(starts)} label centres, got {centre.shape}")
     lo = np.minimum(starts, centre - widths / 2) - gap
     hi = np.maximum(ends, centre + widths / 2) + gap
     order = np.arange(len(starts)) if priority is None else np.argsort(-np.asarray(priority, np.float64),
@@ -432,16 +436,21 @@ def _logo_axis(ax, heights, start, *, ylim=None, highlight=None):
     ax.ticklabel_format(axis="x", style="plain", useOffset=False)
 
 
-def _hit_axis(ax, hits, rows, lo, hi):
+def _label_centres(a, b, widths, lo, hi):
+    """Label centres: the middle of each hit [a, b) (axis columns), moved inside the axis."""
+    centre = (a + b - 1) / 2
+    return np.minimum(np.maximum(centre, lo - 0.5 + widths / 2), hi - 0.5 - widths / 2)
+
+
+def _hit_axis(ax, hits, rows, centres, lo, hi):
     """Hits as bars in their rows (row 0 on top), each labelled under its bar."""
-    for row, hit in zip(rows, hits.itertuples(index=False)):
+    for row, centre, hit in zip(rows, centres, hits.itertuples(index=False)):
         a, b = max(int(hit.start), lo), min(int(hit.end), hi)
         if row < 0 or b <= a:
             continue
         colour = "#37474f" if hit.strand == "+" else "#8d6e63"
         ax.plot([a - 0.45, b - 0.55], [row, row], color=colour, lw=3, solid_capstyle="butt")
-        ax.text((a + b - 1) / 2, row + 0.12, _hit_label(hit), ha="center", va="top", fontsize=_HIT_FONT,
-                color="#222")
+        ax.text(centre, row + 0.12, _hit_label(hit), ha="center", va="top", fontsize=_HIT_FONT, color="#222")
     n_rows = int(rows.max()) + 1 if len(rows) and rows.max() >= 0 else 1
     ax.set_ylim(n_rows - 0.2, -0.5)
     ax.set_yticks([])
@@ -489,25 +498,27 @@ def logo_panels(panels, *, xlabel="position", max_hit_rows=8):
         if values.ndim != 2 or values.shape[0] != 4:
             raise TisfmError(f"attribution heights must be shaped (4, L), got {values.shape}")
         hits = p.get("hits")
-        rows = None
+        rows = centres = None
         if hits is not None and len(hits):
             hits = hits[(hits["end"] > lo) & (hits["start"] < hi)]
         if hits is not None and len(hits):
             per_unit = (hi - lo) / axis_pt          # axis units per point
-            labels = [measure.get_text_width_height_descent(_hit_label(h), font, ismath=False)[0] * per_unit
-                      for h in hits.itertuples(index=False)]
-            rows = hit_rows(np.maximum(hits["start"], lo) - 0.5, np.minimum(hits["end"], hi) - 0.5, labels,
-                            gap=3 * per_unit, max_rows=max_hit_rows,
+            widths = np.array([measure.get_text_width_height_descent(_hit_label(h), font, ismath=False)[0]
+                               for h in hits.itertuples(index=False)]) * per_unit
+            a = np.maximum(hits["start"].to_numpy(), lo)
+            b = np.minimum(hits["end"].to_numpy(), hi)
+            centres = _label_centres(a, b, widths + 4 * per_unit, lo, hi)   # 2 pt from the edges
+            rows = hit_rows(a - 0.5, b - 0.5, widths, centres=centres, gap=3 * per_unit, max_rows=max_hit_rows,
                             priority=hits["relative"] if "relative" in hits else None)
         n_rows = 0 if rows is None else max(1, int(rows.max()) + 1)
-        layout.append((p, values, hits, rows, n_rows))
+        layout.append((p, values, hits, rows, centres, n_rows))
     height = _XLABEL_IN + sum(_TITLE_IN + _LOGO_IN + (n * _HIT_ROW_IN + 0.2 if n else 0) + _GAP_IN
                               for *_, n in layout)
     fig = Figure(figsize=(width, height))
     left, right = _LEFT_IN / width, 1 - _RIGHT_IN / width
     top = height
     logo_axes = []
-    for p, values, hits, rows, n_rows in layout:
+    for p, values, hits, rows, centres, n_rows in layout:
         top -= _TITLE_IN
         ax = fig.add_axes((left, (top - _LOGO_IN) / height, right - left, _LOGO_IN / height),
                           sharex=logo_axes[0] if logo_axes else None)
@@ -520,7 +531,7 @@ def logo_panels(panels, *, xlabel="position", max_hit_rows=8):
             track = n_rows * _HIT_ROW_IN + 0.2
             hax = fig.add_axes((left, (top - track) / height, right - left, track / height), sharex=ax)
             top -= track
-            _hit_axis(hax, hits, rows, lo, hi)
+            _hit_axis(hax, hits, rows, centres, lo, hi)
         top -= _GAP_IN
     logo_axes[0].set_xlim(lo - 0.5, hi - 0.5)
     for ax in fig.axes[:-1]:    # one set of position labels, at the bottom
@@ -651,8 +662,10 @@ def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, wi
         hit_end = hits["end"].to_numpy(np.int64) + origin             # exclusive
         text = [_hit_label(h) for h in hits.itertuples(index=False)]
         per_px = len(positions) / width_px
-        rows = hit_rows(hit_start - 0.5, hit_end - 0.5, [6.0 * len(t) * per_px for t in text],
-                        gap=4 * per_px, max_rows=max_hit_rows, priority=hits["relative"])
+        widths = np.array([6.0 * len(t) for t in text]) * per_px
+        centres = _label_centres(hit_start, hit_end, widths + 4 * per_px, origin, origin + len(positions))
+        rows = hit_rows(hit_start - 0.5, hit_end - 0.5, widths, centres=centres, gap=4 * per_px,
+                        max_rows=max_hit_rows, priority=hits["relative"])
         keep = rows >= 0
         for strand, colour in (("+", "#37474f"), ("-", "#8d6e63")):
             sel = keep & (hits["strand"].to_numpy() == strand)
@@ -668,7 +681,7 @@ def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, wi
                               + strand + "<br>relative score %{customdata[4]}<extra></extra>"),
                 row=3, col=1)
         fig.add_trace(go.Scatter(
-            x=((hit_start + hit_end - 1) / 2)[keep], y=rows[keep] + 0.42, mode="text",
+            x=centres[keep], y=rows[keep] + 0.42, mode="text",
             text=np.asarray(text, dtype=object)[keep].tolist(), textfont=dict(size=10), hoverinfo="skip",
             name=f"motif hits ({int(keep.sum())} of {len(hits)} drawn)", showlegend=False), row=3, col=1)
         top = int(rows[keep].max()) + 1 if keep.any() else 1
