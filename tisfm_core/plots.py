@@ -442,15 +442,16 @@ def _label_centres(a, b, widths, lo, hi):
     return np.minimum(np.maximum(centre, lo - 0.5 + widths / 2), hi - 0.5 - widths / 2)
 
 
-def _hit_axis(ax, hits, rows, centres, lo, hi):
+def _hit_axis(ax, hits, rows, centres, lo, hi, scale):
     """Hits as bars in their rows (row 0 on top), each labelled under its bar."""
     for row, centre, hit in zip(rows, centres, hits.itertuples(index=False)):
         a, b = max(int(hit.start), lo), min(int(hit.end), hi)
         if row < 0 or b <= a:
             continue
         colour = "#37474f" if hit.strand == "+" else "#8d6e63"
-        ax.plot([a - 0.45, b - 0.55], [row, row], color=colour, lw=3, solid_capstyle="butt")
-        ax.text(centre, row + 0.12, _hit_label(hit), ha="center", va="top", fontsize=_HIT_FONT, color="#222")
+        ax.plot([a - 0.45, b - 0.55], [row, row], color=colour, lw=3 * scale, solid_capstyle="butt")
+        ax.text(centre, row + 0.12, _hit_label(hit), ha="center", va="top", fontsize=_HIT_FONT * scale,
+                color="#222")
     n_rows = int(rows.max()) + 1 if len(rows) and rows.max() >= 0 else 1
     ax.set_ylim(n_rows - 0.2, -0.5)
     ax.set_yticks([])
@@ -458,7 +459,7 @@ def _hit_axis(ax, hits, rows, centres, lo, hi):
         ax.spines[side].set_visible(False)
     shown = int((rows >= 0).sum())
     ax.set_ylabel("motif hits" if shown == len(rows) else f"motif hits\n({shown} of {len(rows)})",
-                  fontsize=8, rotation=0, ha="right", va="center")
+                  fontsize=8 * scale, rotation=0, ha="right", va="center")
 
 
 def logo_panels(panels, *, xlabel="position", max_hit_rows=8):
@@ -483,15 +484,22 @@ def logo_panels(panels, *, xlabel="position", max_hit_rows=8):
     matplotlib.figure.Figure
         Axes in order: for each panel its logo, then its hit track when it has hits. Hit labels
         never overlap each other or another hit's bar (their widths are measured in the font).
+        Long logos get a wider figure (room for every letter); its text and margins grow with
+        it, so that it reads the same when shown at a page's width.
     """
+    from matplotlib import rc_context
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextToPath
 
     lo = min(int(p["start"]) for p in panels)
     hi = max(int(p["start"]) + np.asarray(p["heights"]).shape[1] for p in panels)
     width = min(24.0, max(6.0, 0.11 * (hi - lo) + 2.0))
-    axis_pt = (width - _LEFT_IN - _RIGHT_IN) * 72.0
-    measure, font = TextToPath(), FontProperties(size=_HIT_FONT)
+    scale = max(1.0, width / 12.0)      # drawn as a 12-inch figure, zoomed
+    inch = {name: value * scale for name, value in (("left", _LEFT_IN), ("right", _RIGHT_IN), ("title", _TITLE_IN),
+                                                     ("xlabel", _XLABEL_IN), ("gap", _GAP_IN), ("logo", _LOGO_IN),
+                                                     ("row", _HIT_ROW_IN), ("track", 0.2))}
+    axis_pt = (width - inch["left"] - inch["right"]) * 72.0
+    measure, font = TextToPath(), FontProperties(size=_HIT_FONT * scale)
     layout = []
     for p in panels:
         values = np.asarray(p["heights"], dtype=np.float64)
@@ -507,36 +515,38 @@ def logo_panels(panels, *, xlabel="position", max_hit_rows=8):
                                for h in hits.itertuples(index=False)]) * per_unit
             a = np.maximum(hits["start"].to_numpy(), lo)
             b = np.minimum(hits["end"].to_numpy(), hi)
-            centres = _label_centres(a, b, widths + 4 * per_unit, lo, hi)   # 2 pt from the edges
-            rows = hit_rows(a - 0.5, b - 0.5, widths, centres=centres, gap=3 * per_unit, max_rows=max_hit_rows,
+            margin = 2 * scale * per_unit           # 2 pt from the edges
+            centres = _label_centres(a, b, widths + 2 * margin, lo, hi)
+            rows = hit_rows(a - 0.5, b - 0.5, widths, centres=centres, gap=1.5 * margin, max_rows=max_hit_rows,
                             priority=hits["relative"] if "relative" in hits else None)
         n_rows = 0 if rows is None else max(1, int(rows.max()) + 1)
         layout.append((p, values, hits, rows, centres, n_rows))
-    height = _XLABEL_IN + sum(_TITLE_IN + _LOGO_IN + (n * _HIT_ROW_IN + 0.2 if n else 0) + _GAP_IN
-                              for *_, n in layout)
-    fig = Figure(figsize=(width, height))
-    left, right = _LEFT_IN / width, 1 - _RIGHT_IN / width
-    top = height
-    logo_axes = []
-    for p, values, hits, rows, centres, n_rows in layout:
-        top -= _TITLE_IN
-        ax = fig.add_axes((left, (top - _LOGO_IN) / height, right - left, _LOGO_IN / height),
-                          sharex=logo_axes[0] if logo_axes else None)
-        top -= _LOGO_IN
-        _logo_axis(ax, values, int(p["start"]), ylim=p.get("ylim"), highlight=p.get("highlight"))
-        ax.set_ylabel(p.get("ylabel", "mean effect"))
-        ax.set_title(p.get("title", ""), fontsize=10)
-        logo_axes.append(ax)
-        if n_rows:
-            track = n_rows * _HIT_ROW_IN + 0.2
-            hax = fig.add_axes((left, (top - track) / height, right - left, track / height), sharex=ax)
-            top -= track
-            _hit_axis(hax, hits, rows, centres, lo, hi)
-        top -= _GAP_IN
-    logo_axes[0].set_xlim(lo - 0.5, hi - 0.5)
-    for ax in fig.axes[:-1]:    # one set of position labels, at the bottom
-        ax.tick_params(axis="x", labelbottom=False)
-    fig.axes[-1].set_xlabel(xlabel)
+    height = inch["xlabel"] + sum(inch["title"] + inch["logo"] + inch["gap"] +
+                                  (n * inch["row"] + inch["track"] if n else 0) for *_, n in layout)
+    with rc_context({"font.size": 10 * scale}):
+        fig = Figure(figsize=(width, height))
+        left, right = inch["left"] / width, 1 - inch["right"] / width
+        top = height
+        logo_axes = []
+        for p, values, hits, rows, centres, n_rows in layout:
+            top -= inch["title"]
+            ax = fig.add_axes((left, (top - inch["logo"]) / height, right - left, inch["logo"] / height),
+                              sharex=logo_axes[0] if logo_axes else None)
+            top -= inch["logo"]
+            _logo_axis(ax, values, int(p["start"]), ylim=p.get("ylim"), highlight=p.get("highlight"))
+            ax.set_ylabel(p.get("ylabel", "mean effect"))
+            ax.set_title(p.get("title", ""))
+            logo_axes.append(ax)
+            if n_rows:
+                track = n_rows * inch["row"] + inch["track"]
+                hax = fig.add_axes((left, (top - track) / height, right - left, track / height), sharex=ax)
+                top -= track
+                _hit_axis(hax, hits, rows, centres, lo, hi, scale)
+            top -= inch["gap"]
+        logo_axes[0].set_xlim(lo - 0.5, hi - 0.5)
+        for ax in fig.axes[:-1]:    # one set of position labels, at the bottom
+            ax.tick_params(axis="x", labelbottom=False)
+        fig.axes[-1].set_xlabel(xlabel)
     return fig
 
 
