@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from app_fixtures import app_runs_folder
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from test_app import arr, charts, page, texts
 
 from tisfm_core import plots
@@ -347,7 +348,9 @@ def test_sequence_logo_draws_hits_on_their_own_axis(env, fixture_root, run, monk
     assert low <= heights.min() and high >= heights.max()
     assert low > heights.min() - 0.2 * (heights.max() - heights.min())
     assert len(track.lines) == len(kwargs["hits"]) and not logo.get_shared_y_axes().joined(logo, track)
-    fig.canvas.draw()
-    boxes = [t.get_window_extent() for t in track.texts]
+    fig.set_dpi(200)                  # as st.pyplot renders it, on a canvas of its own
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    boxes = [t.get_window_extent(canvas.get_renderer()) for t in track.texts]
     assert len(boxes) == len(kwargs["hits"])
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

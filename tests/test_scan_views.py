@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import sensitive_tisfm
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from tisfm_core.attribution import motif_hits, tism
 from tisfm_core.errors import TisfmError
@@ -69,16 +70,19 @@ def test_logo_hits_are_on_their_own_axis_and_their_labels_never_overlap():
     logo, track = fig.axes
     low, high = logo.get_ylim()
     assert -0.4 < low < -0.29 and 0.29 < high < 0.4          # the effects' range, not the hits'
-    fig.canvas.draw()
-    labels = [t.get_window_extent() for t in track.texts]
-    bars = [line.get_window_extent() for line in track.lines]
+    fig.set_dpi(200)                  # as st.pyplot renders it
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = [t.get_window_extent(renderer) for t in track.texts]
+    bars = [line.get_window_extent(renderer) for line in track.lines]
     assert len(labels) == len(bars) and 6 < len(labels) < 60
     assert "of 60" in track.get_ylabel()
     for i, a in enumerate(labels):
         assert not any(a.overlaps(b) for b in labels[i + 1:])
         assert not any(a.overlaps(b) for k, b in enumerate(bars) if k != i)
     assert len({round(line.get_ydata()[0]) for line in track.lines}) <= 6
-    frame = track.get_window_extent()
+    frame = track.get_window_extent(renderer)
     assert all(frame.x0 - 1 <= a.x0 and a.x1 <= frame.x1 + 1 for a in labels)    # inside the axis
     assert "EdgeFactorWithALongName (+)" in [t.get_text() for t in track.texts]
 
