@@ -608,7 +608,7 @@ def variant_logos(ref, alt, difference, *, ref_start, alt_start, diff_start, spa
     ], xlabel=xlabel)
 
 
-def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, width_px=1100):
+def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=8, width_px=850):
     """A scanned region in three tracks on one x axis: window predictions, the attribution
     track and motif hits.
 
@@ -623,11 +623,12 @@ def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, wi
         :func:`tisfm_core.attribution.motif_hits`.
     selected : int, optional
         A window to shade on every track.
-    max_hit_rows : int, default 10
+    max_hit_rows : int, default 8
         Rows of the hit track; the best-scoring hits that fit are drawn and the trace name
         says how many.
-    width_px : int, default 1100
-        Expected plot width, to keep hit labels from overlapping (10-px font).
+    width_px : int, default 850
+        Expected width of the plotting area, to keep hit labels from overlapping (10-px
+        font); the figure grows in height with the rows of hits.
 
     Returns
     -------
@@ -643,9 +644,23 @@ def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, wi
     origin = result.origin
     starts, ends = result.starts_1based, result.ends_1based
     has_hits = hits is not None and len(hits)
+    if has_hits:      # rows first: the hit track's height follows them
+        hit_start = hits["start"].to_numpy(np.int64) + origin
+        hit_end = hits["end"].to_numpy(np.int64) + origin             # exclusive
+        text = [_hit_label(h) for h in hits.itertuples(index=False)]
+        per_px = len(positions) / width_px
+        widths = np.array([6.0 * len(t) for t in text]) * per_px
+        centres = _label_centres(hit_start, hit_end, widths + 4 * per_px, origin, origin + len(positions))
+        rows = hit_rows(hit_start - 0.5, hit_end - 0.5, widths, centres=centres, gap=6 * per_px,
+                        max_rows=max_hit_rows, priority=hits["relative"])
+        keep = rows >= 0
+        top = int(rows[keep].max()) + 1 if keep.any() else 1
     n_rows = 3 if has_hits else 2
-    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        row_heights=[0.42, 0.34, 0.24][:n_rows],
+    track_px = [200, 170] + ([30 * top + 10] if has_hits else [])       # plotting heights in pixels
+    gap_px = 45
+    total = sum(track_px) + gap_px * (n_rows - 1)
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=gap_px / total,
+                        row_heights=[h / sum(track_px) for h in track_px],
                         subplot_titles=[f"prediction of {name} per window",
                                         f"{'TISM' if result.method == 'tism' else 'exact ISM'}: mean effect "
                                         "per base (averaged over covering windows)", "motif hits"][:n_rows])
@@ -668,15 +683,6 @@ def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, wi
             fig.add_trace(go.Scattergl(x=positions, y=heights, mode="lines", name="mean effect",
                                        line=dict(color="#444", width=1)), row=2, col=1)
     if has_hits:
-        hit_start = hits["start"].to_numpy(np.int64) + origin
-        hit_end = hits["end"].to_numpy(np.int64) + origin             # exclusive
-        text = [_hit_label(h) for h in hits.itertuples(index=False)]
-        per_px = len(positions) / width_px
-        widths = np.array([6.0 * len(t) for t in text]) * per_px
-        centres = _label_centres(hit_start, hit_end, widths + 4 * per_px, origin, origin + len(positions))
-        rows = hit_rows(hit_start - 0.5, hit_end - 0.5, widths, centres=centres, gap=4 * per_px,
-                        max_rows=max_hit_rows, priority=hits["relative"])
-        keep = rows >= 0
         for strand, colour in (("+", "#37474f"), ("-", "#8d6e63")):
             sel = keep & (hits["strand"].to_numpy() == strand)
             if not sel.any():
@@ -694,8 +700,7 @@ def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, wi
             x=centres[keep], y=rows[keep] + 0.42, mode="text",
             text=np.asarray(text, dtype=object)[keep].tolist(), textfont=dict(size=10), hoverinfo="skip",
             name=f"motif hits ({int(keep.sum())} of {len(hits)} drawn)", showlegend=False), row=3, col=1)
-        top = int(rows[keep].max()) + 1 if keep.any() else 1
-        fig.update_yaxes(range=[top + 0.1, -0.5], showticklabels=False, showgrid=False, zeroline=False,
+        fig.update_yaxes(range=[top - 0.1, -0.45], showticklabels=False, showgrid=False, zeroline=False,
                          row=3, col=1)
     if selected is not None:
         fig.add_vrect(x0=float(starts[selected]) - 0.5, x1=float(ends[selected]) + 0.5, fillcolor="#ffd54f",
@@ -704,8 +709,8 @@ def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=10, wi
     fig.update_xaxes(title_text=where, row=n_rows, col=1)
     fig.update_yaxes(title_text=name, row=1, col=1)
     fig.update_yaxes(title_text="mean effect", row=2, col=1)
-    fig.update_layout(height=620 if has_hits else 480, barmode="overlay", bargap=0, showlegend=False,
-                      margin=dict(t=40, b=50, l=70, r=20), clickmode="event+select")
+    fig.update_layout(height=total + 40 + 60, barmode="overlay", bargap=0, showlegend=False,
+                      margin=dict(t=40, b=60, l=70, r=20), clickmode="event+select")
     return fig
 
 
