@@ -44,6 +44,8 @@ TASKS = ("Sequences (one window each)", "Scan a longer region", "Variant effects
 #: Exact ISM of a scan runs the model 3 L times per window: above this many evaluations the page
 #: asks for TISM, a larger stride or a shorter region instead of keeping the server busy.
 MAX_SCAN_ISM = 300_000
+#: Scans of more windows than this wait for a button press (they take a while on a CPU).
+AUTO_SCAN_WINDOWS = 200
 PHASES = {"predicting": "Predicting the windows", "attributing": "Attributing the windows"}
 #: Refused variants listed on the page (all of them are in the table's message column).
 SHOWN_PROBLEMS = 20
@@ -289,11 +291,8 @@ def genome_region(fasta, stamp, region):
     return read_region(fasta, region, max_length=MAX_REGION)
 
 
-def _digest(*arrays):
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
+def _digest(array):
+    return hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
 def _remember(store, key, value, keep=3):
@@ -303,13 +302,19 @@ def _remember(store, key, value, keep=3):
     return value
 
 
-def scanned(run, path, stamp, sequence, stride, method, pad):
-    """The scan of a region (all outputs), kept in the session; a progress bar while it runs."""
+def scanned(run, path, stamp, sequence, stride, method, pad, n_windows):
+    """The scan of a region (all outputs), kept in the session; a progress bar while it runs, and
+    a button first when it is long. None until that button is pressed."""
     bases = getattr(sequence, "indices", sequence)
     key = (str(path), stamp, _digest(bases), str(getattr(sequence, "region", "")), stride, method, pad)
     store = st.session_state.setdefault("_scan_results", {})
     if key in store:
         return store[key]
+    if n_windows > AUTO_SCAN_WINDOWS and not st.button(f"Scan {n_windows:,} windows", key="scan_start",
+                                                       type="primary"):
+        st.info(f"This region makes {n_windows:,} windows; the scan may take minutes. Choose the stride (a "
+                "larger one makes fewer windows), then press the button.")
+        return None
     bar = st.progress(0.0, text="Predicting the windows ...")
 
     def report(phase, done, total):
@@ -351,7 +356,9 @@ def scan_section(run, path, stamp, length):
                  f"this page does at once ({MAX_SCAN_ISM:,}): use TISM, a larger stride or a shorter region.")
         return
     result = scanned(run, path, stamp, sequence, stride, "tism" if method == "TISM" else "ism",
-                     "center" if pad.startswith("Pad") else "refuse")
+                     "center" if pad.startswith("Pad") else "refuse", n_windows)
+    if result is None:
+        return
     if n < length:
         st.info(f"The region is {n} bp, shorter than the model's {length}-bp window: it is explained in one "
                 f"window padded with N on both sides (the window's positions ≤ 0 and > {n} are N).")

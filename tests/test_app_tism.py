@@ -148,6 +148,19 @@ def test_scan_output_and_downloads(env, run):
     assert "Window predictions (TSV)" in labels and f"Attribution of {run.outputs[2]} (CSV)" in labels
 
 
+def test_long_scans_wait_for_the_button(env, run):
+    seq = _dna(20_100, 9)
+    at = _scan_page(env, seq, 100)
+    assert any("This region makes 201 windows" in i for i in texts(at.info)) and not charts(at)
+    at.button(key="scan_start").click().run()
+    track = charts(at)[0]["data"][0]
+    assert len(arr(track["y"])) == 201
+    last = _predict(run.model, [seq[-LENGTH:]])[0, 0]           # the last window, flush with the end
+    assert abs(arr(track["y"])[-1] - last) < 1e-5
+    at.selectbox(key="scan_output").set_value(run.outputs[1]).run()   # the scan is kept: no button again
+    assert len(charts(at)) == 1 and not any("windows; the scan" in i for i in texts(at.info))
+
+
 def test_scan_refusals_are_error_boxes(env, tmp_path):
     # a short sequence with "Refuse"
     at = _scan_page(env, _dna(60, 3), 25)
@@ -354,3 +367,20 @@ def test_sequence_logo_draws_hits_on_their_own_axis(env, fixture_root, run, monk
     boxes = [t.get_window_extent(canvas.get_renderer()) for t in track.texts]
     assert len(boxes) == len(kwargs["hits"])
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_sequence_mode_genome_errors_are_in_the_users_coordinates(env, tmp_path):
+    genome = tmp_path / "genome" / "g.fa"
+    genome.parent.mkdir()
+    genome.write_text(">chr1\n" + _dna(500, 10) + "\n")
+    at = page(TISM_PAGE, env / "lineages_full")
+    at.radio(key="tism_mode").set_value("Genome coordinates").run()
+    at.text_input(key="tism_genome").input(str(genome))
+    for region, message in (("chr1:451-520", "region chr1:451-520 runs past the end of chr1 (500 bp, last "
+                                             "position 500)"),
+                            ("chr1:0-10", "region 'chr1:0-10': positions are 1-based, so the start must be >= 1"),
+                            ("chrX:1-100", "contig chrX is not in g.fa (its contigs: chr1)")):
+        at.text_input(key="tism_region").input(region).run()
+        assert texts(at.error) == [message]       # no temporary BED, index or app folder named
+    at.text_input(key="tism_region").input("chr1:201-300").run()
+    assert not texts(at.error) and os.listdir(genome.parent) == ["g.fa"]

@@ -1,8 +1,9 @@
 """The TISM page's region scan and variant modes in a real browser (headless Chromium).
 
-Explains one pasted window (logo and hit track); pastes a 2-kb region, sees both tracks, clicks a window on the prediction track and sees its logo;
-uploads a VCF, sorts the table, clicks a row and sees its ref/alt logos. Screenshots go to
-tests/artifacts/. Skipped like tests/test_e2e.py when Chromium or Playwright is missing.
+Explains one pasted window (logo and hit track); pastes a 2-kb region, sees both tracks, clicks a
+window on the prediction track and sees its logo; uploads a VCF, sorts the table, clicks a row and
+sees its ref/alt logos. Screenshots go to tests/artifacts/. Skipped like tests/test_e2e.py when
+Chromium or Playwright is missing.
 """
 
 from __future__ import annotations
