@@ -27,7 +27,7 @@ from tisfm_core.runs import resolve_run_data
 from tisfm_core.scan import MAX_REGION, scan_region, window_starts
 from tisfm_core.sequences import decode, parse_sequence_text
 from tisfm_core.server import data_dir, server_path
-from tisfm_core.textfiles import decode_text
+from tisfm_core.textfiles import check_input_file, decode_text
 from tisfm_core.uploads import UploadBatch
 from tisfm_core.variants import aligned_difference, describe, parse_variant_lines, read_vcf, score_variants, \
     variant_windows
@@ -497,7 +497,7 @@ def variants_section(run, path, stamp, length):
         return
     if not variants:
         raise TisfmError("no variant could be read: " + "; ".join(problems[:3]))
-    genome = server_path(fasta, "genome FASTA")
+    genome = check_input_file(server_path(fasta, "genome FASTA"), "genome FASTA")
     scores = scored(run, path, stamp, variants, genome)
     problems += scores.problems
     table = scores.table
@@ -508,7 +508,7 @@ def variants_section(run, path, stamp, length):
                 "column)") if len(problems) > SHOWN_PROBLEMS else ""
         (st.error if not n_scored else st.warning)(
             f"{len(problems)} of {len(table) + len(problems) - len(scores.problems)} variants could not be "
-            f"scored{'; the others are' if n_scored else ''}:\n{lines}{more}")
+            f"scored{' (the others are in the table below)' if n_scored else ''}:\n{lines}{more}")
     if not n_scored:
         return
     c1, c2, c3 = st.columns([1, 2, 1])
@@ -519,8 +519,7 @@ def variants_section(run, path, stamp, length):
     if order.startswith("largest |change| of any"):
         table = table.sort_values("max_abs_diff", ascending=False, na_position="last", kind="stable")
     elif order.startswith("largest"):
-        table = table.iloc[np.argsort(-np.nan_to_num(np.abs(table[f"diff:{output}"].to_numpy()), nan=-1.0),
-                                      kind="stable")]
+        table = table.sort_values(f"diff:{output}", key=abs, ascending=False, na_position="last", kind="stable")
     elif order == "genome position":
         table = table.sort_values(["chrom", "pos"], kind="stable")
     columns = list(table.columns) if every else [

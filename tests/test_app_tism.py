@@ -259,7 +259,7 @@ def test_vcf_upload_table_sorting_and_ref_alt_logos(env, run, genome, tmp_path, 
     assert not at.exception and not texts(at.error), texts(at.error)
     # one row per ALT allele; the two refused variants listed with their reasons and the user's file name
     (warning,) = texts(at.warning)[-1:]
-    assert warning.startswith("2 of 7 variants could not be scored; the others are")
+    assert warning.startswith("2 of 7 variants could not be scored (the others are in the table below):")
     assert "my_calls.vcf record 4 (badref), chr1:2000" in warning and "does not match the genome" in warning
     assert "my_calls.vcf record 5 (nowhere), chrZ:100 A>C: contig chrZ is not in mm_test.fa" in warning
     saved = list((tmp_path / "home" / "data" / "uploads").glob("*/*"))
@@ -341,6 +341,8 @@ def test_typed_variants_with_a_bad_line(env, run, genome):
     output = at.selectbox(key="var_output").value
     k = run.outputs.index(output)
     assert abs(table[f"diff:{output}"].iloc[0] - (pred[1, k] - pred[0, k])) < 1e-5
+    at.text_input(key="var_genome").input(str(path.parent / "nope.fa")).run()
+    assert texts(at.error) == [f"genome FASTA {path.parent / 'nope.fa'} does not exist"]
 
 
 # -- the single-window logo ------------------------------------------------------------------------------
