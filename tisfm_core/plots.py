@@ -354,7 +354,7 @@ def tree_figure(layout, edges, *, threshold=0.05, title="Lineage tree"):
 # -- attribution ---------------------------------------------------------------------------------
 
 #: Font size (points) of hit labels in logos, and the logo and hit-row heights (inches).
-_HIT_FONT = 7.0
+_HIT_FONT = 8.0
 _LOGO_IN = 1.9
 _HIT_ROW_IN = 0.3
 #: Margins of logo figures (inches): room for the y label and ticks, the title, the x label.
