@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from plotly.colors import qualitative
 
 from .analysis.tree_diff import kept_mask, tree_layout
-from .errors import TisfmError
+from .errors import TisfmError, check_outputs
 
 BASES = "ACGT"
 #: Base colours of every logo and 4 x L heatmap (the usual A green, C blue, G orange, T red).
@@ -653,9 +653,207 @@ def tree_figure(edges, *, threshold=0.05, title="Lineage tree", selected=None):
 
 # -- attribution ---------------------------------------------------------------------------------
 
+#: Font size (points) of hit labels in logos, and the logo and hit-row heights (inches).
+_HIT_FONT = 8.0
+_LOGO_IN = 1.9
+_HIT_ROW_IN = 0.3
+#: Margins of logo figures (inches): room for the y label and ticks, the title, the x label.
+_LEFT_IN, _RIGHT_IN, _TITLE_IN, _XLABEL_IN, _GAP_IN = 0.85, 0.25, 0.32, 0.5, 0.12
+
+
+def hit_rows(starts, ends, label_widths, *, centres=None, gap=0.0, max_rows=None, priority=None):
+    """Rows of a motif-hit track such that no two hits or their labels share space in a row.
+
+    Every hit occupies its own span ``[start, end)`` and its label's width around the label's
+    centre; hits are placed in priority order, each in the first row where that extent (plus
+    ``gap`` on both sides) overlaps nothing already placed.
+
+    Parameters
+    ----------
+    starts, ends : array-like, shape (N,)
+        Hit spans in axis units (end exclusive).
+    label_widths : array-like, shape (N,)
+        Width of each hit's label in the same units (0 for unlabelled hits).
+    centres : array-like, shape (N,), optional
+        Where each label is centred; default the middle of its hit.
+    gap : float, default 0.0
+        Extra free space required between neighbours in a row.
+    max_rows : int, optional
+        Hits that fit in none of the first ``max_rows`` rows get row -1 (not drawn).
+    priority : array-like, shape (N,), optional
+        Higher first (e.g. the relative score); default the given order.
+
+    Returns
+    -------
+    np.ndarray, int64, shape (N,)
+        Row of every hit (0 = first row), -1 for hits left out.
+    """
+    import bisect
+
+    starts, ends = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+    widths = np.asarray(label_widths, np.float64)
+    if not starts.shape == ends.shape == widths.shape or starts.ndim != 1:
+        raise TisfmError(f"hit starts, ends and label widths must be 1-D of one length, got {starts.shape}, "
+                         f"{ends.shape} and {widths.shape}")
+    centre = (starts + ends) / 2 if centres is None else np.asarray(centres, np.float64)
+    if centre.shape != starts.shape:
+        raise TisfmError(f"expected {len(starts)} label centres, got {centre.shape}")
+    lo = np.minimum(starts, centre - widths / 2) - gap
+    hi = np.maximum(ends, centre + widths / 2) + gap
+    order = np.arange(len(starts)) if priority is None else np.argsort(-np.asarray(priority, np.float64),
+                                                                         kind="stable")
+    rows = np.full(len(starts), -1, dtype=np.int64)
+    placed = []    # per row: sorted starts and the matching ends of the extents placed there
+    for i in order:
+        for r, (row_lo, row_hi) in enumerate(placed):
+            k = bisect.bisect_left(row_lo, lo[i])
+            if (k == 0 or row_hi[k - 1] <= lo[i]) and (k == len(row_lo) or row_lo[k] >= hi[i]):
+                row_lo.insert(k, lo[i])
+                row_hi.insert(k, hi[i])
+                rows[i] = r
+                break
+        else:
+            if max_rows is None or len(placed) < max_rows:
+                placed.append(([lo[i]], [hi[i]]))
+                rows[i] = len(placed) - 1
+    return rows
+
+
+def _hit_label(hit):
+    return f"{hit.name} ({hit.strand})"
+
+
+def _logo_axis(ax, heights, start, *, ylim=None, highlight=None):
+    import logomaker
+
+    frame = pd.DataFrame(heights.T, columns=list(BASES), index=np.arange(start, start + heights.shape[1]))
+    logomaker.Logo(frame, ax=ax, color_scheme=BASE_COLORS, flip_below=False, show_spines=False)
+    ax.axhline(0, color="#555", lw=0.6)
+    if highlight is not None:
+        ax.axvspan(highlight[0] - 0.5, highlight[1] - 0.5, color="#ffd54f", alpha=0.35, lw=0, zorder=0)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+
+
+def _label_centres(a, b, widths, lo, hi):
+    """Label centres: the middle of each hit [a, b) (axis columns), moved inside the axis."""
+    centre = (a + b - 1) / 2
+    return np.minimum(np.maximum(centre, lo - 0.5 + widths / 2), hi - 0.5 - widths / 2)
+
+
+def _hit_axis(ax, hits, rows, centres, lo, hi, scale):
+    """Hits as bars in their rows (row 0 on top), each labelled under its bar."""
+    for row, centre, hit in zip(rows, centres, hits.itertuples(index=False)):
+        a, b = max(int(hit.start), lo), min(int(hit.end), hi)
+        if row < 0 or b <= a:
+            continue
+        colour = "#37474f" if hit.strand == "+" else "#8d6e63"
+        ax.plot([a - 0.45, b - 0.55], [row, row], color=colour, lw=3 * scale, solid_capstyle="butt")
+        ax.text(centre, row + 0.12, _hit_label(hit), ha="center", va="top", fontsize=_HIT_FONT * scale,
+                color="#222")
+    n_rows = int(rows.max()) + 1 if len(rows) and rows.max() >= 0 else 1
+    ax.set_ylim(n_rows - 0.2, -0.5)
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    shown = int((rows >= 0).sum())
+    ax.set_ylabel("motif hits" if shown == len(rows) else f"motif hits\n({shown} of {len(rows)})",
+                  fontsize=8 * scale, rotation=0, ha="right", va="center")
+
+
+def logo_panels(panels, *, xlabel="position", max_hit_rows=8):
+    """Logos stacked on one x axis, each with its motif hits in a track of its own underneath.
+
+    Parameters
+    ----------
+    panels : list of dict
+        Each with ``heights`` (4, K) (A, C, G, T rows, e.g. from
+        :func:`tisfm_core.attribution.logo_values`), ``start`` (position of the first column),
+        and optionally ``title``, ``ylabel``, ``ylim`` (a (low, high) pair), ``highlight`` (a
+        [first, last + 1) span shaded on the logo) and ``hits`` (a DataFrame with ``start``,
+        ``end`` (exclusive, numbered like the axis), ``name``, ``strand`` and, to choose which
+        hits win a crowded track, ``relative``).
+    xlabel : str
+    max_hit_rows : int, default 8
+        Rows of a hit track; hits that fit in none (best relative score first) are left out,
+        and the track's label says how many are shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Axes in order: for each panel its logo, then its hit track when it has hits. Hit labels
+        never overlap each other or another hit's bar (their widths are measured in the font).
+        Long logos get a wider figure (room for every letter); its text and margins grow with
+        it, so that it reads the same when shown at a page's width.
+    """
+    from matplotlib import rc_context
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    lo = min(int(p["start"]) for p in panels)
+    hi = max(int(p["start"]) + np.asarray(p["heights"]).shape[1] for p in panels)
+    width = min(24.0, max(6.0, 0.11 * (hi - lo) + 2.0))
+    scale = max(1.0, width / 12.0)      # drawn as a 12-inch figure, zoomed
+    inch = {name: value * scale for name, value in (("left", _LEFT_IN), ("right", _RIGHT_IN), ("title", _TITLE_IN),
+                                                     ("xlabel", _XLABEL_IN), ("gap", _GAP_IN), ("logo", _LOGO_IN),
+                                                     ("row", _HIT_ROW_IN), ("track", 0.2))}
+    axis_pt = (width - inch["left"] - inch["right"]) * 72.0
+    measure, font = TextToPath(), FontProperties(size=_HIT_FONT * scale)
+    layout = []
+    for p in panels:
+        values = np.asarray(p["heights"], dtype=np.float64)
+        if values.ndim != 2 or values.shape[0] != 4:
+            raise TisfmError(f"attribution heights must be shaped (4, L), got {values.shape}")
+        hits = p.get("hits")
+        rows = centres = None
+        if hits is not None and len(hits):
+            hits = hits[(hits["end"] > lo) & (hits["start"] < hi)]
+        if hits is not None and len(hits):
+            per_unit = (hi - lo) / axis_pt          # axis units per point
+            widths = np.array([measure.get_text_width_height_descent(_hit_label(h), font, ismath=False)[0]
+                               for h in hits.itertuples(index=False)]) * per_unit
+            a = np.maximum(hits["start"].to_numpy(), lo)
+            b = np.minimum(hits["end"].to_numpy(), hi)
+            margin = 2 * scale * per_unit           # 2 pt from the edges
+            centres = _label_centres(a, b, widths + 2 * margin, lo, hi)
+            rows = hit_rows(a - 0.5, b - 0.5, widths, centres=centres, gap=1.5 * margin, max_rows=max_hit_rows,
+                            priority=hits["relative"] if "relative" in hits else None)
+        n_rows = 0 if rows is None else max(1, int(rows.max()) + 1)
+        layout.append((p, values, hits, rows, centres, n_rows))
+    height = inch["xlabel"] + sum(inch["title"] + inch["logo"] + inch["gap"] +
+                                  (n * inch["row"] + inch["track"] if n else 0) for *_, n in layout)
+    with rc_context({"font.size": 10 * scale}):
+        fig = Figure(figsize=(width, height))
+        left, right = inch["left"] / width, 1 - inch["right"] / width
+        top = height
+        logo_axes = []
+        for p, values, hits, rows, centres, n_rows in layout:
+            top -= inch["title"]
+            ax = fig.add_axes((left, (top - inch["logo"]) / height, right - left, inch["logo"] / height),
+                              sharex=logo_axes[0] if logo_axes else None)
+            top -= inch["logo"]
+            _logo_axis(ax, values, int(p["start"]), ylim=p.get("ylim"), highlight=p.get("highlight"))
+            ax.set_ylabel(p.get("ylabel", "mean effect"))
+            ax.set_title(p.get("title", ""))
+            logo_axes.append(ax)
+            if n_rows:
+                track = n_rows * inch["row"] + inch["track"]
+                hax = fig.add_axes((left, (top - track) / height, right - left, track / height), sharex=ax)
+                top -= track
+                _hit_axis(hax, hits, rows, centres, lo, hi, scale)
+            top -= inch["gap"]
+        logo_axes[0].set_xlim(lo - 0.5, hi - 0.5)
+        for ax in fig.axes[:-1]:    # one set of position labels, at the bottom
+            ax.tick_params(axis="x", labelbottom=False)
+        fig.axes[-1].set_xlabel(xlabel)
+    return fig
+
+
 def attribution_logo(heights, *, start=0, hits=None, title="", ylabel="mean effect",
-                     xlabel="position"):
-    """Logo of per-base attribution heights (one non-zero letter per position) with motif hits.
+                     xlabel="position", highlight=None):
+    """Logo of per-base attribution heights (one non-zero letter per position) with motif hits
+    in their own track under it (not on the logo's y axis).
 
     Parameters
     ----------
@@ -665,58 +863,155 @@ def attribution_logo(heights, *, start=0, hits=None, title="", ylabel="mean effe
     start : int, default 0
         Position of the first column on the axis (the hits use the same numbering).
     hits : pandas.DataFrame, optional
-        Motif hits (``start``, ``end``, ``name``, ``strand``; end exclusive, numbered like the
-        axis) drawn as labelled bars under the logo.
+        Motif hits (``start``, ``end``, ``name``, ``strand``, optionally ``relative``; end
+        exclusive, numbered like the axis), see :func:`logo_panels`.
+    highlight : (int, int), optional
+        A [first, last + 1) span shaded on the logo.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The logo's axes first, then the hit track's (when there are hits).
     """
-    import logomaker
+    return logo_panels([{"heights": heights, "start": start, "hits": hits, "title": title, "ylabel": ylabel,
+                         "highlight": highlight}], xlabel=xlabel)
 
-    values = np.asarray(heights, dtype=np.float64)
-    if values.ndim != 2 or values.shape[0] != 4:
-        raise TisfmError(f"attribution heights must be shaped (4, L), got {values.shape}")
-    length = values.shape[1]
-    frame = pd.DataFrame(values.T, columns=list(BASES), index=np.arange(start, start + length))
-    fig = Figure(figsize=(min(24.0, max(6.0, 0.11 * length + 2.0)), 2.8))
-    ax = fig.subplots()
-    logomaker.Logo(frame, ax=ax, color_scheme=BASE_COLORS, flip_below=False, show_spines=False)
-    ax.axhline(0, color="#555", lw=0.6)
-    ax.set_xlim(start - 0.5, start + length - 0.5)
-    ax.set_ylabel(ylabel)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
-    if hits is not None and len(hits):
-        low = min(0.0, float(values.min()))
-        span = (float(values.max()) - low) or 1.0
-        rows = _hit_rows(hits)
-        for (row, hit) in zip(rows, hits.itertuples(index=False)):
-            y = low - span * (0.12 + 0.14 * row)
-            a, b = max(int(hit.start), start), min(int(hit.end), start + length)
-            if b <= a:
+
+def variant_logos(ref, alt, difference, *, ref_start, alt_start, diff_start, span, ref_hits=None,
+                  alt_hits=None, ref_label="reference", alt_label="alternative", xlabel="position"):
+    """Reference and alternative logos of a variant on one axis, and their difference.
+
+    Parameters
+    ----------
+    ref, alt, difference : array-like, shape (4, K_ref), (4, K_alt), (4, K_diff)
+        Logo heights of the two windows and alt - ref (several letters per column where the
+        bases differ); columns start at ``ref_start``, ``alt_start``, ``diff_start``.
+    span : (int, int)
+        The allele, a [first, last + 1) span shaded on every logo.
+    ref_hits, alt_hits : pandas.DataFrame, optional
+        Motif hits of each window, numbered like the axis (see :func:`logo_panels`).
+
+    The two logos share their y range, so their bars compare directly.
+    """
+    ref, alt = np.asarray(ref, np.float64), np.asarray(alt, np.float64)
+    low = min(0.0, ref.min(initial=0), alt.min(initial=0))
+    high = max(0.0, ref.max(initial=0), alt.max(initial=0))
+    pad = 0.05 * ((high - low) or 1.0)
+    ylim = (low - pad, high + pad)
+    return logo_panels([
+        {"heights": ref, "start": ref_start, "hits": ref_hits, "title": ref_label, "ylim": ylim,
+         "highlight": span},
+        {"heights": alt, "start": alt_start, "hits": alt_hits, "title": alt_label, "ylim": ylim,
+         "highlight": span},
+        {"heights": difference, "start": diff_start, "title": "alternative − reference",
+         "ylabel": "difference", "highlight": span},
+    ], xlabel=xlabel)
+
+
+def scan_tracks(result, output, *, hits=None, selected=None, max_hit_rows=8, width_px=850):
+    """A scanned region in three tracks on one x axis: window predictions, the attribution
+    track and motif hits.
+
+    Parameters
+    ----------
+    result : tisfm_core.scan.ScanResult
+    output : str or int
+        The output drawn.
+    hits : pandas.DataFrame, optional
+        Motif hits of the region (``start`` 0-based, ``end`` exclusive, ``name``, ``motif``,
+        ``strand``, ``relative``), positions in the region as in
+        :func:`tisfm_core.attribution.motif_hits`.
+    selected : int, optional
+        A window to shade on every track.
+    max_hit_rows : int, default 8
+        Rows of the hit track; the best-scoring hits that fit are drawn and the trace name
+        says how many.
+    width_px : int, default 850
+        Expected width of the plotting area, to keep hit labels from overlapping (10-px
+        font); the figure grows in height with the rows of hits.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Trace 0 is the window predictions (``customdata[0]`` = window number, for click
+        selection) on ``y``; the attribution is on ``y2`` and the hits on ``y3``.
+    """
+    from plotly.subplots import make_subplots
+
+    k = int(check_outputs([output], len(result.outputs), result.outputs)[0])
+    name = result.outputs[k]
+    positions = result.positions_1based
+    origin = result.origin
+    starts, ends = result.starts_1based, result.ends_1based
+    has_hits = hits is not None and len(hits)
+    if has_hits:      # rows first: the hit track's height follows them
+        hit_start = hits["start"].to_numpy(np.int64) + origin
+        hit_end = hits["end"].to_numpy(np.int64) + origin             # exclusive
+        text = [_hit_label(h) for h in hits.itertuples(index=False)]
+        per_px = len(positions) / width_px
+        widths = np.array([6.0 * len(t) for t in text]) * per_px
+        centres = _label_centres(hit_start, hit_end, widths + 4 * per_px, origin, origin + len(positions))
+        rows = hit_rows(hit_start - 0.5, hit_end - 0.5, widths, centres=centres, gap=6 * per_px,
+                        max_rows=max_hit_rows, priority=hits["relative"])
+        keep = rows >= 0
+        top = int(rows[keep].max()) + 1 if keep.any() else 1
+    n_rows = 3 if has_hits else 2
+    track_px = [200, 170] + ([30 * top + 10] if has_hits else [])       # plotting heights in pixels
+    gap_px = 45
+    total = sum(track_px) + gap_px * (n_rows - 1)
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=gap_px / total,
+                        row_heights=[h / sum(track_px) for h in track_px],
+                        subplot_titles=[f"prediction of {name} per window",
+                                        f"{'TISM' if result.method == 'tism' else 'exact ISM'}: mean effect "
+                                        "per base (averaged over covering windows)", "motif hits"][:n_rows])
+    labels = [result.window_label(i) for i in range(len(starts))]
+    fig.add_trace(go.Scatter(
+        x=(starts + ends) / 2, y=result.predictions[:, k], mode="lines+markers", name="window prediction",
+        line=dict(color=PALETTE[0], width=1.5), marker=dict(size=7),
+        customdata=[[i, label] for i, label in enumerate(labels)],
+        hovertemplate="window %{customdata[1]}<br>" + name + " %{y:.4f}<extra></extra>"), row=1, col=1)
+    if result.attribution is not None:
+        heights = result.logo_heights(name).sum(axis=0)
+        if len(positions) <= 10_000:
+            for b, base in enumerate(BASES):
+                at = np.flatnonzero(result.indices == b)
+                fig.add_trace(go.Bar(x=positions[at], y=heights[at], name=base, width=1.0,
+                                     marker=dict(color=BASE_COLORS[base], line=dict(width=0)),
+                                     hovertemplate=f"position %{{x}} ({base})<br>mean effect %{{y:.4f}}"
+                                                   "<extra></extra>"), row=2, col=1)
+        else:   # too many bars for a browser: one line
+            fig.add_trace(go.Scattergl(x=positions, y=heights, mode="lines", name="mean effect",
+                                       line=dict(color="#444", width=1)), row=2, col=1)
+    if has_hits:
+        for strand, colour in (("+", "#37474f"), ("-", "#8d6e63")):
+            sel = keep & (hits["strand"].to_numpy() == strand)
+            if not sel.any():
                 continue
-            ax.plot([a - 0.4, b - 0.6], [y, y], color="#444", lw=3, solid_capstyle="butt")
-            ax.text((a + b - 1) / 2, y - span * 0.03, f"{hit.name} ({hit.strand})", ha="center",
-                    va="top", fontsize=7)
-        ax.set_ylim(low - span * (0.2 + 0.14 * (max(rows) + 1)), ax.get_ylim()[1])
-    fig.tight_layout()
+            sub = hits[sel]
+            fig.add_trace(go.Bar(
+                x=(hit_end - hit_start)[sel], base=hit_start[sel] - 0.5, y=rows[sel], orientation="h",
+                width=0.28, marker=dict(color=colour), name=f"hits, {strand} strand",
+                customdata=np.column_stack([sub["name"], sub["motif"], hit_start[sel], hit_end[sel] - 1,
+                                            sub["relative"].round(3)]).tolist(),
+                hovertemplate="%{customdata[0]} (%{customdata[1]})<br>%{customdata[2]}-%{customdata[3]} "
+                              + strand + "<br>relative score %{customdata[4]}<extra></extra>"),
+                row=3, col=1)
+        fig.add_trace(go.Scatter(
+            x=centres[keep], y=rows[keep] + 0.42, mode="text",
+            text=np.asarray(text, dtype=object)[keep].tolist(), textfont=dict(size=10), hoverinfo="skip",
+            name=f"motif hits ({int(keep.sum())} of {len(hits)} drawn)", showlegend=False), row=3, col=1)
+        fig.update_yaxes(range=[top - 0.1, -0.45], showticklabels=False, showgrid=False, zeroline=False,
+                         row=3, col=1)
+    if selected is not None:
+        fig.add_vrect(x0=float(starts[selected]) - 0.5, x1=float(ends[selected]) + 0.5, fillcolor="#ffd54f",
+                      opacity=0.3, line_width=0, row="all", col=1)
+    where = "position (1-based)" if result.region is None else f"{result.region.chrom} position (1-based)"
+    fig.update_xaxes(title_text=where, row=n_rows, col=1)
+    fig.update_yaxes(title_text=name, row=1, col=1)
+    fig.update_yaxes(title_text="mean effect", row=2, col=1)
+    fig.update_layout(height=total + 40 + 60, barmode="overlay", bargap=0, showlegend=False,
+                      margin=dict(t=40, b=60, l=70, r=20), clickmode="event+select")
     return fig
-
-
-def _hit_rows(hits):
-    """Stack overlapping hits on separate rows (greedy interval packing)."""
-    ends, rows = [], []
-    for hit in hits.itertuples(index=False):
-        for r, end in enumerate(ends):
-            if int(hit.start) >= end:
-                ends[r] = int(hit.end)
-                rows.append(r)
-                break
-        else:
-            ends.append(int(hit.end))
-            rows.append(len(ends) - 1)
-    return rows
 
 
 def base_heatmap(values, *, start=0, title="", colorbar="effect", xlabel="position"):

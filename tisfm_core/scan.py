@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from .atomic import read_arrays, write_npz
-from .attribution import as_indices, count_outputs, ism, tism
+from .attribution import as_indices, count_outputs, ism, logo_values, tism
 from .errors import TisfmError, check_integer, check_outputs
 from .genome import Region, RegionSequence
 from .model import TISFM
@@ -30,7 +30,8 @@ __all__ = ["MAX_REGION", "ScanResult", "load_scan", "save_scan", "scan_region", 
 #: Longest region :func:`scan_region` accepts, in bases.
 MAX_REGION = 100_000
 #: Windows attributed per call of tism / ism: bounds the (windows, R, 4, L) float32 temporary.
-_CHUNK_WINDOWS = 256
+#: Exact ISM costs 3 L forward passes per window, so its chunks are smaller (finer progress).
+_CHUNK_WINDOWS = {"tism": 256, "ism": 16}
 _METHODS = ("tism", "ism", None)
 _PADS = ("refuse", "center")
 
@@ -166,6 +167,29 @@ class ScanResult:
             table[name] = self.predictions[:, k]
         return table
 
+    def _values(self, output):
+        if self.attribution is None:
+            raise TisfmError("this scan has no attribution (it was run with attribution=None)")
+        return self.attribution[check_outputs([output], len(self.outputs), self.outputs)[0]]
+
+    def logo_heights(self, output):
+        """float32 (4, L_region): the attribution track of one output (name or position) as
+        logo heights (:func:`tisfm_core.attribution.logo_values`)."""
+        return logo_values(self._values(output)[None, None], self.indices[None])[0, 0]
+
+    def attribution_table(self, output):
+        """DataFrame: one row per base of the region for one output: ``position`` (1-based),
+        ``ref``, ``coverage`` (windows covering it), the effects ``A``, ``C``, ``G``, ``T`` of
+        each substitution (0 at the reference base) and ``logo_height`` (the logo's bar:
+        minus the mean over the three substitutions)."""
+        values = self._values(output)
+        table = pd.DataFrame({"position": self.positions_1based,
+                              "ref": np.array(list("ACGTN"))[self.indices], "coverage": self.coverage})
+        for b, base in enumerate("ACGT"):
+            table[base] = values[b]
+        table["logo_height"] = self.logo_heights(output).sum(axis=0)
+        return table
+
 
 def _cut_windows(indices, starts, length):
     left = max(0, -int(starts.min()))
@@ -188,7 +212,7 @@ def _region_indices(sequence):
 
 
 def scan_region(model_or_run, sequence, *, stride, outputs=None, attribution="tism", pad="refuse",
-                batch_size=64, device=None, verbose=False):
+                batch_size=64, device=None, verbose=False, progress=None):
     """Tile a region in model-length windows; predict and attribute every window.
 
     Parameters
@@ -216,6 +240,9 @@ def scan_region(model_or_run, sequence, *, stride, outputs=None, attribution="ti
         Default: CUDA when present, else CPU. The model's device and mode are restored.
     verbose : bool, default False
         Print progress to stderr.
+    progress : callable, optional
+        Called as ``progress(phase, done, total)`` with phase ``"predicting"`` or
+        ``"attributing"`` and the windows done of ``total`` (e.g. to drive a progress bar).
 
     Returns
     -------
@@ -256,22 +283,28 @@ def scan_region(model_or_run, sequence, *, stride, outputs=None, attribution="ti
     windows = _cut_windows(indices, starts, length)
 
     values = None
+    report = progress if progress is not None else (lambda phase, done, total: None)
     with evaluation(model, device) as dev:
+        report("predicting", 0, len(windows))
         predictions = predict_batches(model, windows, batch_size=batch_size, device=dev)[:, outs]
+        report("predicting", len(windows), len(windows))
         if attribution is not None:
             total = np.zeros((len(outs), 4, n), dtype=np.float64)
-            for lo in range(0, len(windows), _CHUNK_WINDOWS):
-                chunk = windows[lo:lo + _CHUNK_WINDOWS]
+            step = _CHUNK_WINDOWS[attribution]
+            report("attributing", 0, len(windows))
+            for lo in range(0, len(windows), step):
+                chunk = windows[lo:lo + step]
                 if attribution == "tism":
                     part = tism(model, chunk, outputs=outs, batch_size=batch_size, device=dev)
                 else:
                     part = ism(model, chunk, outputs=outs, batch_size=8 * batch_size, device=dev)
-                for k, start in enumerate(starts[lo:lo + _CHUNK_WINDOWS].tolist()):
+                for k, start in enumerate(starts[lo:lo + step].tolist()):
                     a, b = max(start, 0), min(start + length, n)
                     total[:, :, a:b] += part[k, :, :, a - start:b - start]
+                done = min(lo + step, len(windows))
+                report("attributing", done, len(windows))
                 if verbose:
-                    print(f"scan: {min(lo + _CHUNK_WINDOWS, len(windows))}/{len(windows)} windows "
-                          f"attributed", file=sys.stderr, flush=True)
+                    print(f"scan: {done}/{len(windows)} windows attributed", file=sys.stderr, flush=True)
     coverage = np.zeros(n + 1, dtype=np.int32)
     np.add.at(coverage, np.clip(starts, 0, n), 1)
     np.add.at(coverage, np.clip(starts + length, 0, n), -1)

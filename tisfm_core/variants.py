@@ -25,8 +25,8 @@ from .sequences import GENOME_LUT
 from .textfiles import check_input_file, iter_lines
 from .training import evaluation, predict_batches
 
-__all__ = ["Variant", "VariantScores", "VariantWindows", "describe", "parse_variant", "read_vcf",
-           "score_variants", "variant_windows"]
+__all__ = ["Variant", "VariantScores", "VariantWindows", "aligned_difference", "describe", "parse_variant",
+           "parse_variant_lines", "read_vcf", "score_variants", "variant_windows"]
 
 _BASES = re.compile(r"^[ACGTN]+$")
 #: Variants whose windows are built and predicted at a time (bounds memory: 2 x 8192 x L bytes).
@@ -91,6 +91,29 @@ def parse_variant(text):
     return [Variant(parts[0], pos, _allele(parts[2]), _allele(alt)) for alt in parts[3].split(",")]
 
 
+def parse_variant_lines(text):
+    """Typed variants, one ``chrom:pos:ref:alt`` per line; a bad line does not stop the others.
+
+    Blank lines and lines starting with ``#`` are skipped.
+
+    Returns
+    -------
+    variants : list of Variant
+        ``source`` is ``line <k>`` (1-based).
+    problems : list of str
+        ``"line <k>: <reason>"`` for every line that is not a variant.
+    """
+    variants, problems = [], []
+    for k, line in enumerate(str(text).replace("\r", "").split("\n"), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            variants.extend(v._replace(source=f"line {k}") for v in parse_variant(line))
+        except TisfmError as exc:
+            problems.append(f"line {k}: {exc}")
+    return variants, problems
+
+
 def _record_line(path, k):
     """Line number and text of the k-th (1-based) record of a text VCF, or None."""
     seen = 0
@@ -105,7 +128,7 @@ def _record_line(path, k):
     return None
 
 
-def read_vcf(path):
+def read_vcf(path, *, name=None):
     """Read the variants of a VCF or BCF file with pysam, one :class:`Variant` per ALT allele.
 
     Nothing is refused here but unreadable files: symbolic alleles (``<DEL>``, ``*``,
@@ -116,12 +139,15 @@ def read_vcf(path):
     ----------
     path : str or Path
         Plain or bgzip-compressed VCF (``.vcf``, ``.vcf.gz``), or BCF.
+    name : str, optional
+        The file's name in ``source`` (default the name of ``path``; e.g. the user's name of an
+        upload stored under another name).
 
     Returns
     -------
     list of Variant
-        In file order; ``source`` is ``<file name> record <k>`` (1-based record number) and
-        ``id`` the ID column ("" for ``.``).
+        In file order; ``source`` is ``<name> record <k>`` (1-based record number) and ``id``
+        the ID column ("" for ``.``).
 
     Raises
     ------
@@ -148,7 +174,7 @@ def read_vcf(path):
             try:
                 for record in handle:
                     count += 1
-                    source = f"{path.name} record {count}"
+                    source = f"{name or path.name} record {count}"
                     ident = "" if record.id in (None, ".") else str(record.id)
                     for alt in record.alts or (".",):
                         variants.append(Variant(str(record.contig), int(record.pos), _allele(record.ref),
@@ -297,6 +323,56 @@ def variant_windows(model_or_run, variant, genome, *, index_dir=None):
         return _windows(v, genome, length)
     except TisfmError as exc:
         raise TisfmError(f"{describe(v)}: {exc}") from None
+
+
+def aligned_difference(windows, variant, ref_values, alt_values):
+    """Alternative minus reference attribution at the bases both windows share in the genome.
+
+    Positions are counted from the variant's first REF base (0): the reference window's base
+    ``i`` is genome base ``pos - 1 + i - ref_offset``; the alternative window's flanks map to
+    the genome bases they came from (left of the allele unchanged, right of it shifted by
+    ``len(REF) - len(ALT)``). The allele's own bases are compared base by base when REF and
+    ALT have the same length (SNPs, MNPs) and left out for indels (no shared genome base).
+
+    Parameters
+    ----------
+    windows : VariantWindows
+        From :func:`variant_windows`.
+    variant : Variant or str
+        The same variant (for the allele lengths).
+    ref_values, alt_values : np.ndarray, shape (4, L)
+        Per-base values of the two windows (e.g. logo heights or TISM effects).
+
+    Returns
+    -------
+    start : int
+        Position (relative to the variant) of the first column.
+    difference : np.ndarray, float32, shape (4, K)
+        ``alt - ref`` per base over positions ``start .. start + K - 1``; 0 where not compared.
+    compared : np.ndarray, bool, shape (K,)
+        Where both windows hold the same genome base.
+    """
+    (variant,) = _as_variants(variant)
+    ref_values, alt_values = np.asarray(ref_values, np.float64), np.asarray(alt_values, np.float64)
+    length = len(windows.ref)
+    if ref_values.shape != (4, length) or alt_values.shape != (4, length):
+        raise TisfmError(f"expected (4, {length}) values for both windows, got {ref_values.shape} and "
+                         f"{alt_values.shape}")
+    r, a = len(variant.ref), len(variant.alt)
+    ref_pos = np.arange(length) - windows.ref_offset
+    alt_rel = np.arange(length) - windows.alt_offset
+    # genome position of every alternative base, relative to the variant; inserted bases: none
+    alt_pos = np.where(alt_rel < 0, alt_rel, alt_rel - a + r)
+    shared_allele = a == r
+    alt_keep = (alt_rel < 0) | (alt_rel >= a) | shared_allele
+    ref_keep = (ref_pos < 0) | (ref_pos >= r) | shared_allele
+    kept = np.flatnonzero(alt_keep)                      # alt_pos[kept] is increasing
+    if not len(kept):                                    # an ALT as long as the window
+        return int(ref_pos[0]), np.zeros((4, length), np.float32), np.zeros(length, bool)
+    j = np.minimum(np.searchsorted(alt_pos[kept], ref_pos), len(kept) - 1)
+    compared = ref_keep & (alt_pos[kept][j] == ref_pos)
+    difference = np.where(compared, alt_values[:, kept[j]] - ref_values, 0.0)
+    return int(ref_pos[0]), difference.astype(np.float32), compared
 
 
 class VariantScores(NamedTuple):
