@@ -5,7 +5,10 @@ Every per-base attribution is an array ``values`` of shape (N, R, 4, L) (sequenc
 outputs, bases A,C,G,T, positions) holding, for every position and base, the change of output r
 when that base replaces the reference base; the reference base itself holds 0.
 
-* :func:`ism` computes the change exactly: one full forward pass per variant (3 L per sequence).
+* :func:`ism` computes the change exactly, by the fastest exact engine of
+  :mod:`tisfm_core.mutagenesis` for the model: for tiSFM without input attention and for AI-TAC
+  only the part of the model a substitution reaches is recomputed; other models run one full
+  forward pass per variant (3 L per sequence).
 * :func:`tism` (Sasse et al. 2024) approximates it to first order from one input gradient per
   output: ``grad[b, i] - grad[ref(i), i]``. For tiSFM models the gradient is formed analytically
   (one forward pass, one grouped transposed convolution for all outputs); other models (AI-TAC,
@@ -33,14 +36,13 @@ from .atomic import read_arrays, write_npz
 from .devices import resolve_device
 from .errors import TisfmError, check_integer
 from .model import TISFM
+from .mutagenesis import ALTERNATIVES, check_method, incremental_chunks, naive_chunks, structured_method
 from .sequences import one_hot, one_hot_torch
 
-__all__ = ["tism", "ism", "logo_values", "agreement", "variant_effects", "motif_hits",
+__all__ = ["tism", "ism", "ism_method", "estimate_ism_seconds", "logo_values", "agreement", "variant_effects", "motif_hits",
            "save_attribution", "load_attribution", "Attribution", "add_parser", "cmd_tism", "cmd_ism"]
 
 BASES = "ACGT"
-#: the three alternative bases of each reference base (row = reference A, C, G, T)
-_ALTERNATIVES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], dtype=np.int64)
 
 
 # -- input checks -------------------------------------------------------------------------------
@@ -361,20 +363,29 @@ def _predict(model, idx, outs, batch_size, device):
     return torch.cat(parts)
 
 
-def ism(model, indices_or_onehot, *, outputs=None, batch_size=512, device="cpu", verbose=False):
-    """Exact in-silico mutagenesis: every single-base substitution, each through the full model.
+def ism(model, indices_or_onehot, *, outputs=None, batch_size=512, device="cpu", verbose=False,
+        method="auto"):
+    """Exact in-silico mutagenesis: the change of every output for every single-base substitution.
 
     ``values[n, r, b, i] = out_r(sequence n with base b at i) - out_r(sequence n)`` for the
     three alternative bases at every position; 0 at the reference base and, for every base, at
-    positions whose reference is N. The 3 L variants of all sequences are streamed through the
-    model in batches of ``batch_size`` (under ``torch.inference_mode``, fp32).
+    positions whose reference is N. Computed under ``torch.inference_mode`` in the model's dtype
+    (fp32 as shipped; the model's bf16 convolution setting is not used: it is not exact).
 
     Parameters
     ----------
     model, indices_or_onehot, outputs, device, verbose
         As in :func:`tism`.
     batch_size : int, default 512
-        Variants per forward pass.
+        The most variants evaluated at once: one forward pass of the naive method; a chunk of
+        the incremental methods, which also keep their chunks small enough to stay in cache.
+    method : {"auto", "naive", "incremental"}, default "auto"
+        "naive" runs every variant through the whole model. "incremental" uses the model's
+        structure (:mod:`tisfm_core.mutagenesis`): for a tiSFM without input attention only the
+        motif windows covering the substitution are recomputed and the pooling sums are updated;
+        for AI-TAC only the span of each convolution the substitution reaches (fastISM). Both
+        give the naive values up to float rounding (within 1e-5 in fp32). "auto" is
+        "incremental" where the model allows it (:func:`ism_method`), else "naive".
 
     Returns
     -------
@@ -382,27 +393,73 @@ def ism(model, indices_or_onehot, *, outputs=None, batch_size=512, device="cpu",
     """
     idx = _as_indices(indices_or_onehot)
     batch_size = check_integer(batch_size, "batch_size")
-    length = idx.shape[1]
+    method = ism_method(model, method)
     with _prepared(model, device) as dev, torch.inference_mode():
-        outs = torch.from_numpy(_output_index(outputs, _n_outputs(model, idx, dev))).to(dev)
-        values = np.zeros((len(idx), len(outs), 4, length), dtype=np.float32)
-        reference = _predict(model, idx, outs, batch_size, dev)
-        seqs = torch.from_numpy(idx).to(dev).long()
-        sites = torch.from_numpy(np.flatnonzero(idx.reshape(-1) < 4)).to(dev)  # n * L + i, not N
-        alternatives = torch.from_numpy(_ALTERNATIVES).to(dev)
-        total = 3 * len(sites)
-        for start in range(0, total, batch_size):
-            v = torch.arange(start, min(start + batch_size, total), device=dev)
-            site = sites[v // 3]
-            n, i = site // length, site % length
-            alt = alternatives[seqs[n, i], v % 3]
-            mutated = seqs[n]
-            mutated[torch.arange(len(v), device=dev), i] = alt
-            delta = model(one_hot_torch(mutated)).float()[:, outs] - reference[n]
-            values[n.cpu().numpy(), :, alt.cpu().numpy(), i.cpu().numpy()] = delta.cpu().numpy()
-            if verbose and (start // batch_size) % 20 == 0:
-                _progress(verbose, "ism", min(start + batch_size, total), total, "variants")
+        outs = _output_index(outputs, _n_outputs(model, idx, dev))
+        values = np.zeros((len(idx), len(outs), 4, idx.shape[1]), dtype=np.float32)
+        _ism_fill(model, idx, outs, (0, idx.shape[1]), batch_size, dev, method, values, verbose)
     return values
+
+
+def ism_method(model, method="auto"):
+    """The exact ISM method :func:`ism` uses for ``model``: "incremental" or "naive".
+
+    Raises
+    ------
+    TisfmError
+        For an unknown method, or "incremental" for a model without a structured engine
+        (tiSFM with input attention, pooling weights beyond 700 in magnitude, other models).
+    """
+    check_method(method)
+    reason = structured_method(model)
+    if method == "incremental" and reason is not None:
+        raise TisfmError(f"incremental ISM is not available for this model: {reason}")
+    if method == "auto":
+        return "naive" if reason is not None else "incremental"
+    return method
+
+
+def _ism_fill(model, idx, outs, span, batch_size, device, method, values, verbose):
+    """Run the engine of ``method`` over ``span`` of every sequence, writing into ``values``."""
+    engine = naive_chunks if method == "naive" else incremental_chunks(model)
+    total, done = len(idx) * (span[1] - span[0]), 0
+    for n, pos, delta in engine(model, idx, outs, span, batch_size, device):
+        ref = idx[n, pos]
+        keep = ref < 4
+        pos, alt = pos[keep], ALTERNATIVES[ref[keep]]                   # (S,), (S, 3)
+        values[n, :, alt, pos[:, None]] = delta[torch.from_numpy(keep).to(delta.device)].float().cpu().numpy()
+        done += len(keep)
+        if verbose and (done == total or done // 512 != (done - len(keep)) // 512):
+            _progress(verbose, "ism", 3 * done, 3 * total, "variants")
+
+
+def estimate_ism_seconds(model, indices_or_onehot, *, outputs=None, method="auto", device="cpu",
+                         probe=16):
+    """Seconds :func:`ism` would take, from timing it on ``probe`` positions of one sequence.
+
+    Meant for deciding whether an exact ISM is quick enough to run unasked (e.g. in the app):
+    the incremental engine of a tiSFM without attention explains a 300-bp sequence in well under
+    a second, the naive loop of an attention model takes several. The probe runs the same engine
+    on the middle ``probe`` positions of the first sequence, reference pass included, and is
+    scaled to all positions of all sequences.
+
+    Returns
+    -------
+    float
+    """
+    idx = _as_indices(indices_or_onehot)
+    probe = check_integer(probe, "probe")
+    method = ism_method(model, method)
+    length = idx.shape[1]
+    first = max(0, min(length // 2 - probe // 2, length - probe))
+    span = (first, min(length, first + probe))
+    with _prepared(model, device) as dev, torch.inference_mode():
+        outs = _output_index(outputs, _n_outputs(model, idx, dev))
+        scratch = np.zeros((1, len(outs), 4, length), dtype=np.float32)
+        started = time.perf_counter()
+        _ism_fill(model, idx[:1], outs, span, 512, dev, method, scratch, False)
+        seconds = time.perf_counter() - started
+    return seconds * len(idx) * length / (span[1] - span[0])
 
 
 # -- summaries ----------------------------------------------------------------------------------

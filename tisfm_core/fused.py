@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 
-def conv_dtype(precision):
-    """Arithmetic of the motif convolution: bf16 for ``precision="bf16"``, else fp32."""
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+def conv_dtype(precision, dtype=torch.float32):
+    """Arithmetic of the motif convolution: bf16 for ``precision="bf16"``, else ``dtype`` (the
+    input's: fp32, or fp64 for a model cast to double)."""
+    return torch.bfloat16 if precision == "bf16" else dtype
 
 
 def _windows(x, width, dtype):
@@ -143,7 +144,7 @@ class MotifBlock(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, kernels, scale, bias, pool_weight, chunk_size, precision, compiled):
-        dtype = conv_dtype(precision)
+        dtype = conv_dtype(precision, x.dtype)
         width = kernels.shape[2]
         train = any(ctx.needs_input_grad[:5])
         # reading |a| back is free on CPU; on a GPU it would stall the step, so the row maximum
