@@ -434,14 +434,16 @@ def _ism_fill(model, idx, outs, span, batch_size, device, method, values, verbos
 
 
 def estimate_ism_seconds(model, indices_or_onehot, *, outputs=None, method="auto", device="cpu",
-                         probe=16):
-    """Seconds :func:`ism` would take, from timing it on ``probe`` positions of one sequence.
+                         probe=8):
+    """Roughly how many seconds :func:`ism` would take, from two short probes.
 
-    Meant for deciding whether an exact ISM is quick enough to run unasked (e.g. in the app):
-    the incremental engine of a tiSFM without attention explains a 300-bp sequence in well under
-    a second, the naive loop of an attention model takes several. The probe runs the same engine
-    on the middle ``probe`` positions of the first sequence, reference pass included, and is
-    scaled to all positions of all sequences.
+    Meant for deciding whether exact ISM is quick enough to run unasked (e.g. in the app): the
+    incremental engine of a tiSFM without attention explains a 300-bp sequence in tens of
+    milliseconds, the naive loop of an attention model takes a second or more. The same engine
+    runs on ``probe`` and on ``2 * probe`` middle positions of the first sequence; their
+    difference is the cost per position, the rest the cost per sequence (its reference pass and
+    tables), and both are scaled to all positions of all sequences. The probes cost about
+    ``3 * probe / L`` of one sequence's ISM.
 
     Returns
     -------
@@ -451,15 +453,19 @@ def estimate_ism_seconds(model, indices_or_onehot, *, outputs=None, method="auto
     probe = check_integer(probe, "probe")
     method = ism_method(model, method)
     length = idx.shape[1]
-    first = max(0, min(length // 2 - probe // 2, length - probe))
-    span = (first, min(length, first + probe))
+    probe = min(probe, max(1, length // 2))
+    first = max(0, length // 2 - probe)
     with _prepared(model, device) as dev, torch.inference_mode():
         outs = _output_index(outputs, _n_outputs(model, idx, dev))
         scratch = np.zeros((1, len(outs), 4, length), dtype=np.float32)
-        started = time.perf_counter()
-        _ism_fill(model, idx[:1], outs, span, 512, dev, method, scratch, False)
-        seconds = time.perf_counter() - started
-    return seconds * len(idx) * length / (span[1] - span[0])
+        seconds = []
+        for width in (probe, 2 * probe):
+            started = time.perf_counter()
+            _ism_fill(model, idx[:1], outs, (first, first + width), 512, dev, method, scratch, False)
+            seconds.append(time.perf_counter() - started)
+    per_position = max(seconds[1] - seconds[0], 0.0) / probe
+    per_sequence = max(seconds[0] - per_position * probe, 0.0)
+    return len(idx) * (per_sequence + per_position * length)
 
 
 # -- summaries ----------------------------------------------------------------------------------

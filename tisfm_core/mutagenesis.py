@@ -32,9 +32,10 @@ Precision: the structured engines work in the model's dtype (fp32 as shipped, fp
 ``model.double()``) for the per-variant windows and in fp64 for everything summed over the
 sequence (the prefix and suffix sums, the pooled features, the gate and the final layer of
 tiSFM). They agree with the naive loop in the same dtype to float rounding (about 1e-6 in fp32
-on the shipped models). Softmax pooling is shifted by ``max(a, 0)`` (its exponent lies in
-``[-|a|, 0]``): with fp32 windows that is used for ``|a| <= 80`` and fp64 windows above, up to
-``|a| <= 700`` where fp64's exponent range ends; beyond that only the naive loop is exact.
+on the shipped models). Softmax pooling is summed as ``exp(a v)`` without a shift: v lies in
+(0, 1), so the exponent lies between 0 and a, which fp32 holds for ``|a| <= 80``; larger
+weights switch the windows to fp64, which holds ``|a| <= 600``. Beyond that (a pooling that is
+max pooling to hundreds of digits) only the naive loop is exact.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ __all__ = ["ALTERNATIVES", "METHODS", "structured_method", "naive_chunks", "tisf
 ALTERNATIVES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], dtype=np.int64)
 METHODS = ("auto", "naive", "incremental")
 #: largest |pooling weight| for which the incremental tiSFM engine is exact (fp64 exponent range)
-FP64_SHIFT_LIMIT = 600.0
+FP64_POOL_LIMIT = 600.0
 #: elements of one chunk of per-variant windows (about 2 MB in fp32: stays in L2 cache)
 _WINDOW_ELEMENTS = 1 << 19
 #: sequences per chunk of the motif block in the naive loop (intermediates stay in cache)
@@ -76,8 +77,8 @@ def structured_method(model):
                 "score")
     if model.config.pooling == "programmable":
         limit = float(model.pool_weight.detach().abs().max())
-        if limit > FP64_SHIFT_LIMIT:
-            return (f"a pooling weight of magnitude {limit:.0f} exceeds {FP64_SHIFT_LIMIT:.0f}, "
+        if limit > FP64_POOL_LIMIT:
+            return (f"a pooling weight of magnitude {limit:.0f} exceeds {FP64_POOL_LIMIT:.0f}, "
                     "beyond which its softmax cannot be updated exactly")
     return None
 
@@ -308,12 +309,7 @@ def tisfm_chunks(model, idx, outs, span, batch_size, device):
     plan = _TisfmPlan(model, outs, device)
     elements = sum(g["width"] * g["n"] for g in plan.groups) or 1
     per_chunk = max(1, min(batch_size // 3, _WINDOW_ELEMENTS // (3 * elements)))
-    seqs = torch.from_numpy(idx)
-    state, current = None, None
-    for n, i0, i1 in _position_chunks(len(idx), span, per_chunk):
-        if current != n:
-            state, current = plan.reference(seqs[n], device), n
-        yield n, np.arange(i0, i1), plan.chunk(_references(idx, n, i0, i1, device), i0, i1, state)
+    return _plan_chunks(plan, idx, span, per_chunk, device)
 
 
 # -- AI-TAC ---------------------------------------------------------------------------------
@@ -327,97 +323,107 @@ def _shifted(t, start, width):
 
 
 class _AitacPlan:
-    """Which window of each layer a substitution at each position can change.
+    """Which window of each layer a substitution at each position can change, and the chunk math.
 
-    For layer l (convolution of half-width p, then max pooling of width w with stride w and
-    padding 1), a change of its input over ``[a, a + width)`` changes the convolution output over
-    ``[a - p, a + width + p)``; pooling output j reads convolution positions ``j w - 1 .. j w + w - 2``.
-    Every position gets a window of the same width per layer (the widest needed), shifted inside
-    the layer at the ends, so that all variants of a chunk have the same shapes.
+    Layer l is a convolution of width ``2 p + 1`` (zero padding p), ReLU, max pooling of width w
+    with stride w and padding 1, and batch norm. A change of its input over ``[a, a + width)``
+    changes the convolution output over ``[a - p, a + width + p)``, and pooling output j reads
+    convolution positions ``j w - 1 .. j w + w - 2``. Every position gets a pooled window of the
+    same width per layer (the widest needed), shifted inside the layer at the ends, so that all
+    variants of a chunk have the same shapes.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, outs, device):
+        self.model = model
+        self.dtype = dtype = model.fc1.weight.dtype
+        self.outs = torch.from_numpy(outs).to(device)
         lengths = model.feature_lengths()
-        length = model.length
         self.layers = []
-        start, width = np.arange(length), 1
+        start, width = np.arange(model.length), 1
         for index, block in enumerate((model.layer1, model.layer2, model.layer3)):
-            conv, pool = block[1], block[3]
-            k = conv.kernel_size[1]
+            conv, w = block[1], block[3].kernel_size[1]
             p = block[0].padding[0]
-            w = pool.kernel_size[1]
             n_in, n_out = lengths[3 * index + 1], lengths[3 * index + 2]
-            q_lo = np.maximum(start - p, 0)
-            q_hi = np.minimum(start + width - 1 + (k - 1 - p), n_in - 1)
-            j_lo = np.clip((q_lo + 1) // w, 0, n_out - 1)
-            j_hi = np.clip((q_hi + 1) // w, 0, n_out - 1)
+            j_lo = np.clip((np.maximum(start - p, 0) + 1) // w, 0, n_out - 1)
+            j_hi = np.clip((np.minimum(start + width - 1 + p, n_in - 1) + 1) // w, 0, n_out - 1)
             n_win = int((j_hi - j_lo + 1).max())
             first = np.clip(j_lo, 0, n_out - n_win)
-            # offset of the pooled window's first convolution position (j w - 1) in the change
-            # of the convolution output, which starts at a - p
-            offset = first * w - 1 - (start - p)
             weight = conv.weight.detach()
-            weight = weight.reshape(weight.shape[0], -1, k)                    # (C_out, C_in, k)
-            self.layers.append(dict(block=block, w=w, n_in=n_in, n_out=n_out, n_win=n_win,
-                                    first=first, offset=offset, weight=weight,
-                                    transposed=weight.flip(-1).transpose(0, 1).contiguous()))
+            self.layers.append(dict(
+                block=block, w=w, n_in=n_in, n_out=n_out, n_win=n_win,
+                first=torch.from_numpy(first).to(device),
+                # the pooled window's first convolution position, j w - 1, counted from the
+                # first position of the change of the convolution output, a - p
+                offset=torch.from_numpy(first * w - 1 - (start - p)).to(device),
+                # transposed-convolution weights (C_in, C_out, k) that map a change of the input
+                # to the change of the output
+                transposed=weight.reshape(weight.shape[0], -1, weight.shape[-1]).flip(-1)
+                .transpose(0, 1).contiguous()))
             start, width = first, n_win
+        eye = torch.eye(4, dtype=dtype, device=device)
+        alternatives = torch.from_numpy(ALTERNATIVES).to(device)
+        # change of the first convolution for each (reference, alternative): (4, 3, C1, k)
+        self.first_change = torch.einsum("rab,bck->rack", eye[alternatives] - eye[:, None],
+                                         self.layers[0]["transposed"])
+
+    def dense(self, features):
+        m = self.model
+        return m.fc3(m.activation(m.fc2(m.activation(m.fc1(features.flatten(1))))))[:, self.outs]
+
+    def reference(self, seq, device):
+        """Per layer, the convolution output on the pooling grid (position q at q + 1, -inf
+        padding) and the pooled, normalised output; and the reference prediction."""
+        h = one_hot_torch(seq.to(device), self.dtype)[None, None]
+        grids, pooled = [], []
+        for layer in self.layers:
+            block, w, n_out = layer["block"], layer["w"], layer["n_out"]
+            pre = block[1](block[0](h))                                           # (1, C, 1, n_in)
+            grid = pre.new_full((pre.shape[1], n_out * w), -torch.inf)
+            used = min(layer["n_in"], n_out * w - 1)
+            grid[:, 1:used + 1] = pre[0, :, 0, :used]
+            grids.append(grid.view(-1, n_out, w))
+            h = block[4](block[3](block[2](pre)))
+            pooled.append(h[0, :, 0])                                               # (C, n_out)
+        return grids, pooled, self.dense(h)[0]
+
+    def chunk(self, ref, i0, i1, state):
+        """Outputs (S, 3, R) of the 3 substitutions of positions i0 .. i1 - 1."""
+        grids, pooled, out_ref = state
+        s = i1 - i0
+        change = self.first_change.index_select(0, ref).flatten(0, 1)             # (3S, C1, k)
+        for index, layer in enumerate(self.layers):
+            block, w, n_win = layer["block"], layer["w"], layer["n_win"]
+            if index:
+                change = F.conv_transpose1d(change, layer["transposed"])
+            first = layer["first"][i0:i1]
+            window = _shifted(change, layer["offset"][i0:i1].repeat_interleave(3), n_win * w)
+            before = grids[index].unfold(1, n_win, 1)[:, first].permute(1, 0, 3, 2)   # (S, C, n_win, w)
+            conv = window.view(s, 3, -1, n_win, w) + before[:, None]
+            bn = block[4]
+            new = F.batch_norm(conv.relu_().amax(-1).flatten(0, 1), bn.running_mean, bn.running_var,
+                               bn.weight, bn.bias, False, 0.0, bn.eps)                 # (3S, C, n_win)
+            if index + 1 < len(self.layers):
+                old = pooled[index].unfold(1, n_win, 1)[:, first].transpose(0, 1)      # (S, C, n_win)
+                change = (new.view(s, 3, -1, n_win) - old[:, None]).flatten(0, 1)
+        where = (first[:, None] + torch.arange(n_win, device=first.device)).repeat_interleave(3, 0)
+        features = pooled[-1].expand(3 * s, -1, -1).clone()
+        features.scatter_(2, where[:, None, :].expand_as(new), new)               # the new window
+        return (self.dense(features) - out_ref).view(s, 3, -1)
 
 
 def aitac_chunks(model, idx, outs, span, batch_size, device):
     """fastISM for AI-TAC (see the module docstring and :class:`_AitacPlan`)."""
-    plan = _AitacPlan(model)
-    first_layer = plan.layers[0]
-    dtype = model.fc1.weight.dtype
-    alternatives = torch.from_numpy(ALTERNATIVES).to(device)
-    eye = torch.eye(4, dtype=dtype, device=device)
-    # change of the first convolution of each (reference, alternative): (4, 3, C1, k)
-    w1 = first_layer["transposed"]                                          # (4, C1, k)
-    first_delta = torch.einsum("rab,bck->rack", eye[alternatives] - eye[:, None], w1)
-    outs_t = torch.from_numpy(outs).to(device)
-    tables = {key: [torch.from_numpy(layer[key]).to(device) for layer in plan.layers]
-              for key in ("first", "offset")}
-    per_chunk = max(1, batch_size // 3)
-    state = None
+    return _plan_chunks(_AitacPlan(model, outs, device), idx, span, max(1, batch_size // 3), device)
+
+
+def _plan_chunks(plan, idx, span, per_chunk, device):
+    """Drive a plan: its reference tables once per sequence, then chunk by chunk."""
+    seqs = torch.from_numpy(idx)
+    state, current = None, None
     for n, i0, i1 in _position_chunks(len(idx), span, per_chunk):
-        if state is None or state[0] != n:
-            h = one_hot_torch(torch.from_numpy(idx[n:n + 1]).to(device), dtype).unsqueeze(1)
-            grids, pooled = [], []
-            for layer in plan.layers:
-                block = layer["block"]
-                pre = block[1](block[0](h))[:, :, 0]                           # (1, C, n_in)
-                w, n_out = layer["w"], layer["n_out"]
-                grid = pre.new_full((pre.shape[1], n_out * w), -torch.inf)   # position q at q + 1
-                used = min(layer["n_in"], n_out * w - 1)
-                grid[:, 1:used + 1] = pre[0, :, :used]
-                grids.append(grid.view(-1, n_out, w))
-                h = block[4](block[3](block[2](pre[:, :, None])))
-                pooled.append(h[0, :, 0])                                      # (C, n_out)
-            out_ref = model.fc3(model.activation(model.fc2(model.activation(model.fc1(
-                h.flatten(1))))))[0, outs_t]
-            state = (n,)
-        pos = torch.arange(i0, i1, device=device)
-        s = len(pos)
-        delta = first_delta.index_select(0, _references(idx, n, i0, i1, device)).flatten(0, 1)
-        for index, layer in enumerate(plan.layers):
-            block, w, n_win = layer["block"], layer["w"], layer["n_win"]
-            if index:
-                delta = F.conv_transpose1d(delta, layer["transposed"])
-            first = tables["first"][index][pos]
-            change = _shifted(delta, tables["offset"][index][pos].repeat_interleave(3), n_win * w)
-            ref = grids[index].unfold(1, n_win, 1)[:, first].permute(1, 0, 3, 2)     # (S, C, n_win, w)
-            pre = change.view(s, 3, -1, n_win, w) + ref[:, None]
-            bn = block[4]
-            new = F.batch_norm(pre.relu_().amax(-1).flatten(0, 1), bn.running_mean, bn.running_var,
-                               bn.weight, bn.bias, False, 0.0, bn.eps)                # (3S, C, n_win)
-            if index < len(plan.layers) - 1:
-                old = pooled[index].unfold(1, n_win, 1)[:, first].transpose(0, 1)     # (S, C, n_win)
-                delta = (new.view(s, 3, -1, n_win) - old[:, None]).flatten(0, 1)
-        where = (first[:, None] + torch.arange(n_win, device=device)).repeat_interleave(3, 0)
-        features = pooled[-1].expand(3 * s, -1, -1).clone()
-        features.scatter_(2, where[:, None, :].expand_as(new), new)
-        pred = model.fc3(model.activation(model.fc2(model.activation(model.fc1(features.flatten(1))))))
-        yield n, np.arange(i0, i1), (pred[:, outs_t] - out_ref).view(s, 3, -1)
+        if current != n:
+            state, current = plan.reference(seqs[n], device), n
+        yield n, np.arange(i0, i1), plan.chunk(_references(idx, n, i0, i1, device), i0, i1, state)
 
 
 def incremental_chunks(model):
