@@ -86,9 +86,16 @@ def _softmax_weights(s, scale, bias, a, row_max):
 
 
 def _pool_forward(s, scale, bias, a, row_max):
-    """Pooled activations (n, M) of scores ``s`` (n, C, P); see the module docstring."""
-    v, e, z = _softmax_weights(s, scale, bias, a, row_max)
-    return (e * v).sum(dim=-1) / z
+    """Pooled activations (n, M) of scores ``s`` (n, C, P); see the module docstring.
+
+    The arithmetic of :func:`_softmax_weights`, in place where it can be: without gradients
+    (inference, exact ISM) two (n, M, 2P) buffers instead of five."""
+    v = _activations(s, scale, bias, a.shape[0])
+    e = v * a[:, None]
+    shift = e.amax(dim=-1, keepdim=True) if row_max else torch.relu(a)[:, None]
+    e = e.sub_(shift).exp_()
+    z = e.sum(dim=-1)
+    return e.mul_(v).sum(dim=-1) / z
 
 
 def _pool_forward_train(s, scale, bias, a, row_max):
