@@ -189,3 +189,31 @@ def test_shipped_models_incremental_equals_naive(name):
 @pytest.mark.parametrize("name", ["cv_full/fold_0", "ablations/maxpool"])
 def test_shipped_attention_models_choose_naive(name):
     assert ism_method(_shipped(name)) == "naive"
+
+
+def test_cli_method_option(tmp_path, capsys):
+    import argparse
+
+    from tisfm_core.attribution import add_parser, load_attribution
+    from tisfm_core.runs import save_run
+    from tisfm_core.sequences import decode
+
+    model = _tisfm("base")
+    motifs = random_motifs(9, widths=(4, 11, 7, 5, 9), random_state=0)
+    run = save_run(tmp_path / "run", model, outputs=["a", "b", "c", "d"], motifs=motifs)
+    idx = _sequences(2)
+    fasta = tmp_path / "s.fa"
+    fasta.write_text("".join(f">s{i}\n{t}\n" for i, t in enumerate(decode(idx))))
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    saved = {}
+    for method in ("incremental", "naive"):
+        out = tmp_path / f"{method}.npz"
+        args = parser.parse_args(["ism", str(run), "--sequences", str(fasta), "--out", str(out),
+                                  "--method", method])
+        args.func(args)
+        assert f"({method}) -> " in capsys.readouterr().out
+        saved[method] = load_attribution(out).values
+    np.testing.assert_allclose(saved["incremental"], saved["naive"], rtol=0, atol=1e-5)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ism", str(run), "--sequences", str(fasta), "--out", "x.npz", "--method", "fast"])

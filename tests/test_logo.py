@@ -6,7 +6,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from tisfm_core.plots import BASE_COLORS, BASES, attribution_logo, draw_letters
+from tisfm_core.plots import BASE_COLORS, BASES, attribution_logo, draw_letters, information_matrix, motif_logo
 
 logomaker = pytest.importorskip("logomaker")
 
@@ -23,6 +23,15 @@ def _logomaker_outlines(values, positions):
     return ({b: np.concatenate(v) for b, v in outlines.items() if v}, ax.get_xlim(), ax.get_ylim())
 
 
+def _assert_same_letters(ax, expected):
+    """One patch per base, holding exactly logomaker's letter outlines of that base."""
+    patches = {tuple(np.round(p.get_facecolor()[:3], 4)): p for p in ax.patches}
+    assert len(patches) == len(ax.patches) == len(expected)
+    for base, vertices in expected.items():
+        patch = patches[tuple(np.round(to_rgb(BASE_COLORS[base]), 4))]
+        np.testing.assert_allclose(patch.get_path().vertices, vertices, atol=1e-9)
+
+
 @pytest.mark.parametrize("kind", ["one-hot", "dense"])
 def test_draw_letters_matches_logomaker(kind):
     rng = np.random.default_rng(0)
@@ -34,11 +43,7 @@ def test_draw_letters_matches_logomaker(kind):
     expected, xlim, ylim = _logomaker_outlines(values, positions)
     ax = Figure().subplots()
     draw_letters(ax, values, positions)
-    patches = {tuple(np.round(p.get_facecolor()[:3], 4)): p for p in ax.patches}
-    assert len(patches) == len(expected)
-    for base, vertices in expected.items():
-        patch = patches[tuple(np.round(to_rgb(BASE_COLORS[base]), 4))]
-        np.testing.assert_allclose(patch.get_path().vertices, vertices, atol=1e-9)
+    _assert_same_letters(ax, expected)
     np.testing.assert_allclose(ax.get_xlim(), xlim)
     np.testing.assert_allclose(ax.get_ylim(), ylim)
     assert not any(spine.get_visible() for spine in ax.spines.values())
@@ -53,3 +58,12 @@ def test_attribution_logo_draws_one_patch_per_base_and_the_hits():
     assert len(ax.patches) == 4
     assert [t.get_text() for t in ax.texts] == ["TF1 (+)", "TF2 (-)"]
     assert ax.get_xlim() == (0.5, 30.5)
+
+
+def test_motif_logo_is_logomakers_information_logo():
+    pwm = np.random.default_rng(1).dirichlet(np.full(4, 0.4), size=9)
+    expected, xlim, _ = _logomaker_outlines(information_matrix(pwm).to_numpy(), np.arange(9))
+    ax = motif_logo(pwm, title="m").axes[0]
+    _assert_same_letters(ax, expected)
+    np.testing.assert_allclose(ax.get_xlim(), xlim)
+    assert ax.get_ylim() == (0, 2)

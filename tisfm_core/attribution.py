@@ -36,7 +36,8 @@ from .atomic import read_arrays, write_npz
 from .devices import resolve_device
 from .errors import TisfmError, check_integer
 from .model import TISFM
-from .mutagenesis import ALTERNATIVES, check_method, incremental_chunks, naive_chunks, structured_method
+from .mutagenesis import (ALTERNATIVES, METHODS, check_method, incremental_chunks, naive_chunks,
+                          structured_method)
 from .sequences import one_hot, one_hot_torch
 
 __all__ = ["tism", "ism", "ism_method", "estimate_ism_seconds", "logo_values", "agreement", "variant_effects", "motif_hits",
@@ -442,8 +443,8 @@ def estimate_ism_seconds(model, indices_or_onehot, *, outputs=None, method="auto
     milliseconds, the naive loop of an attention model takes a second or more. The same engine
     runs on ``probe`` and on ``2 * probe`` middle positions of the first sequence; their
     difference is the cost per position, the rest the cost per sequence (its reference pass and
-    tables), and both are scaled to all positions of all sequences. The probes cost about
-    ``3 * probe / L`` of one sequence's ISM.
+    tables), and both are scaled to all positions of all sequences. Each probe runs twice and
+    the faster run counts; together they cost about ``6 * probe / L`` of one sequence's ISM.
 
     Returns
     -------
@@ -460,9 +461,12 @@ def estimate_ism_seconds(model, indices_or_onehot, *, outputs=None, method="auto
         scratch = np.zeros((1, len(outs), 4, length), dtype=np.float32)
         seconds = []
         for width in (probe, 2 * probe):
-            started = time.perf_counter()
-            _ism_fill(model, idx[:1], outs, (first, first + width), 512, dev, method, scratch, False)
-            seconds.append(time.perf_counter() - started)
+            best = math.inf
+            for _ in range(2):          # the faster of two: a busy machine only adds time
+                started = time.perf_counter()
+                _ism_fill(model, idx[:1], outs, (first, first + width), 512, dev, method, scratch, False)
+                best = min(best, time.perf_counter() - started)
+            seconds.append(best)
     per_position = max(seconds[1] - seconds[0], 0.0) / probe
     per_sequence = max(seconds[0] - per_position * probe, 0.0)
     return len(idx) * (per_sequence + per_position * length)
@@ -769,7 +773,7 @@ def add_parser(sub):
     """Add the ``tism`` and ``ism`` subcommands to an argparse subparsers object."""
     for name, func, batch, text in (
             ("tism", cmd_tism, 64, "Taylor in-silico mutagenesis (first-order, fast) of a run"),
-            ("ism", cmd_ism, 512, "exact in-silico mutagenesis (3 forward passes per base) of a run")):
+            ("ism", cmd_ism, 512, "exact in-silico mutagenesis (every single-base substitution) of a run")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("run", help="run directory")
         p.add_argument("--sequences", required=True, help="FASTA or two-column TSV (id, sequence)")
@@ -780,6 +784,11 @@ def add_parser(sub):
                        help=f"{'sequence-output pairs' if name == 'tism' else 'variants'} per batch "
                             f"(default {batch})")
         p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+        if name == "ism":
+            p.add_argument("--method", default="auto", choices=METHODS,
+                           help="incremental: recompute only what a substitution reaches (tiSFM "
+                                "without attention, AI-TAC); naive: every variant through the whole "
+                                "model; auto (default): incremental where the model allows it")
         p.set_defaults(func=func)
 
 
@@ -795,14 +804,16 @@ def _attribute(args, method):
     if unknown or not chosen:
         what = f"{unknown[0]!r} is not an output of {args.run}" if unknown else "names no output"
         raise TisfmError(f"--outputs: {what}; valid outputs: {', '.join(names)}")
+    extra = {} if method == "tism" else {"method": args.method}
     fn = tism if method == "tism" else ism
     started = time.perf_counter()
     values = fn(run.model, seqs.indices, outputs=[names.index(o) for o in chosen],
-                batch_size=args.batch_size, device=args.device)
+                batch_size=args.batch_size, device=args.device, **extra)
     seconds = time.perf_counter() - started
     save_attribution(args.out, values, seqs.ids, chosen, indices=seqs.indices)
+    how = "" if method == "tism" else f" ({ism_method(run.model, args.method)})"
     print(f"{method}: {len(seqs)} sequences x {len(chosen)} outputs x {seqs.length} bp in "
-          f"{seconds:.2f} s -> {args.out}")
+          f"{seconds:.2f} s{how} -> {args.out}")
     return values
 
 

@@ -164,7 +164,7 @@ def information_matrix(matrix):
 
 
 def motif_logo(matrix, *, title="", ylabel="bits", height=2.2):
-    """Sequence logo of a PWM (information content) with logomaker.
+    """Sequence logo of a PWM (information content), drawn as logomaker draws it (:func:`draw_letters`).
 
     Parameters
     ----------
@@ -175,12 +175,10 @@ def motif_logo(matrix, *, title="", ylabel="bits", height=2.2):
     -------
     matplotlib.figure.Figure
     """
-    import logomaker
-
     heights = information_matrix(matrix)
     fig = Figure(figsize=(max(3.0, 0.45 * len(heights) + 1.0), height))
     ax = fig.subplots()
-    logomaker.Logo(heights, ax=ax, color_scheme=BASE_COLORS, show_spines=False)
+    draw_letters(ax, heights.to_numpy(), np.arange(len(heights)))
     ax.set_ylim(0, 2)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("position")
