@@ -102,7 +102,8 @@ def tangermeme_comparison(model, idx, naive, repeat, ratios):
     twice = np.concatenate([idx, idx])
     margins = {"tangermeme": [], "ours": []}
     for _ in range(repeat):
-        for key, fn in (("tangermeme", tangermeme_ism), ("ours", lambda m, x: ism(m, x, method="incremental"))):
+        for key, fn in (("tangermeme", tangermeme_ism),
+                        ("ours", lambda m, x: ism(m, x, method="incremental"))):
             once, _, values = timed(lambda: fn(model, idx))
             double, _, _ = timed(lambda: fn(model, twice))
             margins[key].append((double - once) / len(idx))

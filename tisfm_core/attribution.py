@@ -40,8 +40,9 @@ from .mutagenesis import (ALTERNATIVES, METHODS, check_method, incremental_chunk
                           structured_method)
 from .sequences import one_hot, one_hot_torch
 
-__all__ = ["tism", "ism", "ism_method", "estimate_ism_seconds", "logo_values", "agreement", "variant_effects", "motif_hits",
-           "save_attribution", "load_attribution", "Attribution", "add_parser", "cmd_tism", "cmd_ism"]
+__all__ = ["tism", "ism", "ism_method", "estimate_ism_seconds", "logo_values", "agreement",
+           "variant_effects", "motif_hits", "save_attribution", "load_attribution", "Attribution",
+           "add_parser", "cmd_tism", "cmd_ism"]
 
 BASES = "ACGT"
 
@@ -409,7 +410,7 @@ def ism_method(model, method="auto"):
     ------
     TisfmError
         For an unknown method, or "incremental" for a model without a structured engine
-        (tiSFM with input attention, pooling weights beyond 700 in magnitude, other models).
+        (tiSFM with input attention, pooling weights beyond 600 in magnitude, other models).
     """
     check_method(method)
     reason = structured_method(model)
@@ -428,7 +429,8 @@ def _ism_fill(model, idx, outs, span, batch_size, device, method, values, verbos
         ref = idx[n, pos]
         keep = ref < 4
         pos, alt = pos[keep], ALTERNATIVES[ref[keep]]                   # (S,), (S, 3)
-        values[n, :, alt, pos[:, None]] = delta[torch.from_numpy(keep).to(delta.device)].float().cpu().numpy()
+        keep_t = torch.from_numpy(keep).to(delta.device)
+        values[n, :, alt, pos[:, None]] = delta[keep_t].float().cpu().numpy()
         done += len(keep)
         if verbose and (done == total or done // 512 != (done - len(keep)) // 512):
             _progress(verbose, "ism", 3 * done, 3 * total, "variants")

@@ -159,16 +159,16 @@ def _width_groups(widths, overhead=48):
     order = np.argsort(-widths, kind="stable")
     order = order[widths[order] > 0]
     w = widths[order]
+    if not len(w):
+        return []
     cuts = [j for j in range(1, len(w)) if w[j] != w[j - 1]]
     best = None
     for n_cuts in range(3):
         for chosen in itertools.combinations(cuts, n_cuts):
             bounds = [0, *chosen, len(w)]
-            cost = sum(int(w[b0]) * (b1 - b0) for b0, b1 in zip(bounds, bounds[1:])) + overhead * len(bounds)
+            cost = sum(int(w[b0]) * (b1 - b0) + overhead for b0, b1 in zip(bounds, bounds[1:]))
             if best is None or cost < best[0]:
                 best = (cost, bounds)
-    if best is None:
-        return []
     return [order[b0:b1] for b0, b1 in zip(best[1], best[1][1:])]
 
 
