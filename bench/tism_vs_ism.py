@@ -167,7 +167,7 @@ def explain_low_agreement(model, idx, t_values, eps=1e-2):
     2. The same model with every motif sigmoid half as steep (scale and bias x 0.5): if the
        agreement rises, the steep calibrated sigmoids are where the curvature comes from.
     """
-    from tisfm_core.attribution import _ALTERNATIVES
+    from tisfm_core.mutagenesis import ALTERNATIVES
 
     length = idx.shape[1]
     x0 = one_hot_torch(torch.from_numpy(idx)).double()
@@ -176,7 +176,7 @@ def explain_low_agreement(model, idx, t_values, eps=1e-2):
     with torch.inference_mode():
         base = model(x0)
         for i in range(length):
-            for alt in _ALTERNATIVES[idx[0, i]]:
+            for alt in ALTERNATIVES[idx[0, i]]:
                 x = x0.clone()
                 x[0, idx[0, i], i] -= eps
                 x[0, alt, i] += eps

@@ -5,7 +5,10 @@ Every per-base attribution is an array ``values`` of shape (N, R, 4, L) (sequenc
 outputs, bases A,C,G,T, positions) holding, for every position and base, the change of output r
 when that base replaces the reference base; the reference base itself holds 0.
 
-* :func:`ism` computes the change exactly: one full forward pass per variant (3 L per sequence).
+* :func:`ism` computes the change exactly, by the fastest exact engine of
+  :mod:`tisfm_core.mutagenesis` for the model: for tiSFM without input attention and for AI-TAC
+  only the part of the model a substitution reaches is recomputed; other models run one full
+  forward pass per variant (3 L per sequence).
 * :func:`tism` (Sasse et al. 2024) approximates it to first order from one input gradient per
   output: ``grad[b, i] - grad[ref(i), i]``. For tiSFM models the gradient is formed analytically
   (one forward pass, one grouped transposed convolution for all outputs); other models (AI-TAC,
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,15 +35,21 @@ from .atomic import read_arrays, write_npz
 from .errors import TisfmError, check_indices, check_integer, check_outputs
 from .model import TISFM
 from .motifs import kernel_slots
+from .mutagenesis import (
+    ALTERNATIVES,
+    check_method,
+    incremental_chunks,
+    naive_chunks,
+    structured_method,
+)
 from .sequences import one_hot, one_hot_torch
 from .training import evaluation
 
-__all__ = ["as_indices", "count_outputs", "tism", "ism", "logo_values", "agreement", "variant_effects", "motif_hits",
-           "save_attribution", "load_attribution", "Attribution", "attribution_table"]
+__all__ = ["as_indices", "count_outputs", "tism", "ism", "ism_method", "estimate_ism_seconds",
+           "logo_values", "agreement", "variant_effects", "motif_hits", "save_attribution",
+           "load_attribution", "Attribution", "attribution_table"]
 
 BASES = "ACGT"
-#: the three alternative bases of each reference base (row = reference A, C, G, T)
-_ALTERNATIVES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], dtype=np.int64)
 
 
 # -- input checks -------------------------------------------------------------------------------
@@ -331,20 +341,28 @@ def _predict(model, idx, outs, batch_size, device):
 
 
 def ism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_size=512, device=None,
-        verbose=False):
-    """Exact in-silico mutagenesis: every single-base substitution, each through the full model.
+        verbose=False, method="auto"):
+    """Exact in-silico mutagenesis: the change of every output for every single-base substitution.
 
     ``values[n, r, b, i] = out_r(sequence n with base b at i) - out_r(sequence n)`` for the
     three alternative bases at every position; 0 at the reference base and, for every base, at
-    positions whose reference is N. The 3 L variants of all sequences are streamed through the
-    model in batches of ``batch_size`` (under ``torch.inference_mode``, fp32).
+    positions whose reference is N. Computed under ``torch.inference_mode`` in the model's dtype
+    (fp32 as shipped; the model's bf16 convolution setting is not used: it is not exact).
 
     Parameters
     ----------
     model, indices_or_onehot, outputs, output_names, device, verbose
         As in :func:`tism`.
     batch_size : int, default 512
-        Sequences (single-base variants) per forward pass.
+        The most variants evaluated at once: one forward pass of the naive method; a chunk of
+        the incremental methods, which also keep their chunks small enough to stay in cache.
+    method : {"auto", "naive", "incremental"}, default "auto"
+        "naive" runs every variant through the whole model. "incremental" uses the model's
+        structure (:mod:`tisfm_core.mutagenesis`): for a tiSFM without input attention only the
+        motif windows covering the substitution are recomputed and the pooling sums are updated;
+        for AI-TAC only the span of each convolution the substitution reaches (fastISM). Both
+        give the naive values up to float rounding (within 1e-5 in fp32). "auto" is
+        "incremental" where the model allows it (:func:`ism_method`), else "naive".
 
     Returns
     -------
@@ -352,27 +370,83 @@ def ism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_size
     """
     idx = as_indices(indices_or_onehot)
     batch_size = check_integer(batch_size, "batch_size")
-    length = idx.shape[1]
+    method = ism_method(model, method)
     with evaluation(model, device) as dev, torch.inference_mode():
-        outs = torch.from_numpy(check_outputs(outputs, count_outputs(model, idx, dev), output_names)).to(dev)
-        values = np.zeros((len(idx), len(outs), 4, length), dtype=np.float32)
-        reference = _predict(model, idx, outs, batch_size, dev)
-        seqs = torch.from_numpy(idx).to(dev).long()
-        sites = torch.from_numpy(np.flatnonzero(idx.reshape(-1) < 4)).to(dev)  # n * L + i, not N
-        alternatives = torch.from_numpy(_ALTERNATIVES).to(dev)
-        total = 3 * len(sites)
-        for start in range(0, total, batch_size):
-            v = torch.arange(start, min(start + batch_size, total), device=dev)
-            site = sites[v // 3]
-            n, i = site // length, site % length
-            alt = alternatives[seqs[n, i], v % 3]
-            mutated = seqs[n]
-            mutated[torch.arange(len(v), device=dev), i] = alt
-            delta = model(one_hot_torch(mutated)).float()[:, outs] - reference[n]
-            values[n.cpu().numpy(), :, alt.cpu().numpy(), i.cpu().numpy()] = delta.cpu().numpy()
-            if verbose and (start // batch_size) % 20 == 0:
-                _progress(verbose, "ism", min(start + batch_size, total), total, "variants")
+        outs = check_outputs(outputs, count_outputs(model, idx, dev), output_names)
+        values = np.zeros((len(idx), len(outs), 4, idx.shape[1]), dtype=np.float32)
+        _ism_fill(model, idx, outs, (0, idx.shape[1]), batch_size, dev, method, values, verbose)
     return values
+
+
+def ism_method(model, method="auto"):
+    """The exact ISM method :func:`ism` uses for ``model``: "incremental" or "naive".
+
+    Raises
+    ------
+    TisfmError
+        For an unknown method, or "incremental" for a model without a structured engine
+        (tiSFM with input attention, pooling weights beyond 600 in magnitude, other models).
+    """
+    check_method(method)
+    reason = structured_method(model)
+    if method == "incremental" and reason is not None:
+        raise TisfmError(f"incremental ISM is not available for this model: {reason}")
+    if method == "auto":
+        return "naive" if reason is not None else "incremental"
+    return method
+
+
+def _ism_fill(model, idx, outs, span, batch_size, device, method, values, verbose):
+    """Run the engine of ``method`` over ``span`` of every sequence, writing into ``values``."""
+    engine = naive_chunks if method == "naive" else incremental_chunks(model)
+    total, done = len(idx) * (span[1] - span[0]), 0
+    for n, pos, delta in engine(model, idx, outs, span, batch_size, device):
+        ref = idx[n, pos]
+        keep = ref < 4
+        pos, alt = pos[keep], ALTERNATIVES[ref[keep]]                   # (S,), (S, 3)
+        keep_t = torch.from_numpy(keep).to(delta.device)
+        values[n, :, alt, pos[:, None]] = delta[keep_t].float().cpu().numpy()
+        done += len(keep)
+        if verbose and (done == total or done // 512 != (done - len(keep)) // 512):
+            _progress(verbose, "ism", 3 * done, 3 * total, "variants")
+
+
+def estimate_ism_seconds(model, indices_or_onehot, *, outputs=None, output_names=None, method="auto",
+                         device=None, probe=8):
+    """Roughly how many seconds :func:`ism` would take, from two short probes.
+
+    Meant for deciding whether exact ISM is quick enough to run unasked (e.g. in the app): the
+    incremental engine of a tiSFM without attention explains a 300-bp sequence in tens of
+    milliseconds, the naive loop of an attention model takes a second or more. The same engine
+    runs on ``probe`` and on ``2 * probe`` middle positions of the first sequence; their
+    difference is the cost per position, the rest the cost per sequence (its reference pass and
+    tables), and both are scaled to all positions of all sequences. Each probe runs twice and
+    the faster run counts; together they cost about ``6 * probe / L`` of one sequence's ISM.
+
+    Returns
+    -------
+    float
+    """
+    idx = as_indices(indices_or_onehot)
+    probe = check_integer(probe, "probe")
+    method = ism_method(model, method)
+    length = idx.shape[1]
+    probe = min(probe, max(1, length // 2))
+    first = max(0, length // 2 - probe)
+    with evaluation(model, device) as dev, torch.inference_mode():
+        outs = check_outputs(outputs, count_outputs(model, idx, dev), output_names)
+        scratch = np.zeros((1, len(outs), 4, length), dtype=np.float32)
+        seconds = []
+        for width in (probe, 2 * probe):
+            best = math.inf
+            for _ in range(2):          # the faster of two: a busy machine only adds time
+                started = time.perf_counter()
+                _ism_fill(model, idx[:1], outs, (first, first + width), 512, dev, method, scratch, False)
+                best = min(best, time.perf_counter() - started)
+            seconds.append(best)
+    per_position = max(seconds[1] - seconds[0], 0.0) / probe
+    per_sequence = max(seconds[0] - per_position * probe, 0.0)
+    return len(idx) * (per_sequence + per_position * length)
 
 
 # -- summaries ----------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 
-def conv_dtype(precision):
-    """Arithmetic of the motif convolution: bf16 for ``precision="bf16"``, else fp32."""
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+def conv_dtype(precision, dtype=torch.float32):
+    """Arithmetic of the motif convolution: bf16 for ``precision="bf16"``, else ``dtype`` (the
+    input's: fp32, or fp64 for a model cast to double)."""
+    return torch.bfloat16 if precision == "bf16" else dtype
 
 
 def _windows(x, width, dtype):
@@ -85,9 +86,16 @@ def _softmax_weights(s, scale, bias, a, row_max):
 
 
 def _pool_forward(s, scale, bias, a, row_max):
-    """Pooled activations (n, M) of scores ``s`` (n, C, P); see the module docstring."""
-    v, e, z = _softmax_weights(s, scale, bias, a, row_max)
-    return (e * v).sum(dim=-1) / z
+    """Pooled activations (n, M) of scores ``s`` (n, C, P); see the module docstring.
+
+    The arithmetic of :func:`_softmax_weights`, in place where it can be: without gradients
+    (inference, exact ISM) two (n, M, 2P) buffers instead of five."""
+    v = _activations(s, scale, bias, a.shape[0])
+    e = v * a[:, None]
+    shift = e.amax(dim=-1, keepdim=True) if row_max else torch.relu(a)[:, None]
+    e = e.sub_(shift).exp_()
+    z = e.sum(dim=-1)
+    return e.mul_(v).sum(dim=-1) / z
 
 
 def _pool_forward_train(s, scale, bias, a, row_max):
@@ -143,7 +151,7 @@ class MotifBlock(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, kernels, scale, bias, pool_weight, chunk_size, precision, compiled):
-        dtype = conv_dtype(precision)
+        dtype = conv_dtype(precision, x.dtype)
         width = kernels.shape[2]
         train = any(ctx.needs_input_grad[:5])
         # reading |a| back is free on CPU; on a GPU it would stall the step, so the row maximum

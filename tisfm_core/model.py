@@ -355,7 +355,7 @@ class TISFM(nn.Module):
         keeps memory flat in the batch size; programmable pooling uses the closed-form backward
         of :mod:`tisfm_core.fused`. ``chunk_size=None`` runs plain autograd on the whole batch.
         """
-        x = x.float()
+        x = x.to(self.scale.dtype)   # fp32, or fp64 after model.double()
         self._check_input(x)
         xa = self.augment_input(x)
         if not self.chunk_size:

@@ -18,7 +18,13 @@ module                 contents
 
 from __future__ import annotations
 
-from .drift import drift_summary, kernel_drift, kernels_moved, lineage_drift, similarity_matrix
+from .drift import (
+                          drift_summary,
+                          kernel_drift,
+                          kernels_moved,
+                          lineage_drift,
+                          similarity_matrix,
+)
 from .final_layer import (
                           cluster_order,
                           final_layer,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 
+from ..mutagenesis import METHODS
 from .common import device_arg, outputs_list
 
 
 def _attribute(a, method):
-    from ..attribution import ism, save_attribution, tism
+    from ..attribution import ism, ism_method, save_attribution, tism
     from ..dataset import load_sequences
     from ..runs import load_run
 
@@ -16,14 +17,16 @@ def _attribute(a, method):
     seqs = load_sequences(a.sequences, length=int(run.config["model"]["config"]["length"]))
     chosen = outputs_list(a.outputs)
     fn = tism if method == "tism" else ism
+    extra = {} if method == "tism" else {"method": a.method}
     started = time.perf_counter()
     values = fn(run.model, seqs.indices, outputs=chosen, output_names=run.outputs,
-                batch_size=a.batch_size, device=device_arg(a.device))
+                batch_size=a.batch_size, device=device_arg(a.device), **extra)
     seconds = time.perf_counter() - started
     names = run.outputs if chosen is None else chosen
     save_attribution(a.out, values, seqs.ids, names, indices=seqs.indices)
+    how = "" if method == "tism" else f" ({ism_method(run.model, a.method)})"
     print(f"{method}: {len(seqs)} sequences x {len(names)} outputs x {seqs.length} bp in "
-          f"{seconds:.2f} s -> {a.out}")
+          f"{seconds:.2f} s{how} -> {a.out}")
     return values
 
 
@@ -40,7 +43,7 @@ def cmd_ism(a):
 def add_parsers(sub):
     for name, func, batch, text in (
             ("tism", cmd_tism, 64, "Taylor in-silico mutagenesis (first-order, fast) of a run"),
-            ("ism", cmd_ism, 512, "exact in-silico mutagenesis (3 forward passes per base) of a run")):
+            ("ism", cmd_ism, 512, "exact in-silico mutagenesis (every single-base substitution) of a run")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("run", help="run directory")
         p.add_argument("--sequences", required=True, help="FASTA or two-column TSV (id, sequence)")
@@ -50,4 +53,9 @@ def add_parsers(sub):
         p.add_argument("--batch-size", type=int, default=batch,
                        help=f"{'sequences' if name == 'tism' else 'variants'} per batch (default {batch})")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+        if name == "ism":
+            p.add_argument("--method", default="auto", choices=list(METHODS),
+                           help="incremental: recompute only what a substitution reaches (tiSFM "
+                                "without attention, AI-TAC); naive: every variant through the whole "
+                                "model; auto (default): incremental where the model allows it")
         p.set_defaults(func=func)
