@@ -199,8 +199,10 @@ def test_two_concurrent_trainings_one_refused_other_intact(tmp_path, data):
         _wait_for(lambda: claims.read_claim(out) is not None or first.poll() is not None,
                   what="the first training's claim")
         assert first.poll() is None, first.communicate()
+        os.kill(first.pid, signal.SIGSTOP)   # held mid-training while the second one starts
         second = _tisfm(_train_argv(data, out, 1, "--force"))
         err = second.communicate(timeout=300)[1]
+        os.kill(first.pid, signal.SIGCONT)
         assert second.returncode == 2
         assert err.count("\n") == 1 and "Traceback" not in err
         assert f"{out} is being written by train (pid {first.pid}" in err
@@ -237,7 +239,8 @@ def test_stale_claim_of_a_killed_training(tmp_path, data):
 def test_sigterm_releases_the_claim(tmp_path, data):
     out = tmp_path / "run"
     proc = _tisfm(_train_argv(data, out, 5000))
-    _wait_for(lambda: (out / "checkpoint").is_dir() or proc.poll() is not None, what="a checkpoint")
+    _wait_for(lambda: (out / "checkpoint" / "state.json").is_file() or proc.poll() is not None,
+              what="a checkpoint")
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 128 + signal.SIGTERM and err.strip().endswith("tisfm train: terminated")

@@ -89,14 +89,17 @@ def job_details(row):
 
 def jobs_panel():
     rows = jobs.list_jobs(jobs_dir())
+    previous = st.session_state.get("_job_states", {})
+    st.session_state["_job_states"] = {r["id"]: r["state"] for r in rows}
+    if any(s in ACTIVE_STATES and st.session_state["_job_states"].get(i) not in ACTIVE_STATES
+           for i, s in previous.items()):
+        st.rerun()  # a job ended: refresh the whole page so its run shows up in the lists
     notice = st.session_state.pop("_job_notice", None)
     if notice:
         getattr(st, notice[0])(notice[1])
     if not rows:
         st.info("No jobs yet.")
         return
-    previous = st.session_state.get("_job_states", {})
-    st.session_state["_job_states"] = {r["id"]: r["state"] for r in rows}
     table = pd.DataFrame([{"job": r["id"], "kind": r["kind"], "what": r["label"], "backend": _where(r),
                            "state": r["state"], "progress": round(100 * r["fraction"]),
                            "status": jobs.progress_text(r),
@@ -107,10 +110,6 @@ def jobs_panel():
                                                                             max_value=100, format="%d%%")})
     for row in rows[:8]:
         job_details(row)
-    finished = [i for i, s in previous.items() if s in ACTIVE_STATES and
-                st.session_state["_job_states"].get(i) not in ACTIVE_STATES]
-    if finished:
-        st.rerun()  # a job ended: refresh the whole page so its run shows up in the lists
 
 
 def jobs_fragment():
