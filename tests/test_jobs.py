@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _wait(job, states, timeout=120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = jobs.job_state(job)
+        state = jobs.job_state(jobs.load_job(job.path))
         # a final state only once the job's processes have ended (its exit record written)
         if state["state"] in states and (state["state"] in jobs.ACTIVE_STATES or state["over"]):
             return state

@@ -86,10 +86,11 @@ def refusal(out, record, *, force=False, stale_ok=False):
                       "if it has ended, use --force to take the claim over")
 
 
-def check_free(out):
-    """Raise the refusal for ``out`` if anything claims it (what the app checks before a job)."""
+def check_free(out, *, force=False):
+    """Raise the refusal for ``out`` if anything claims it (checked before a job is queued;
+    ``force``: the job's command will take over a stale claim)."""
     record = read_claim(out)
-    error = None if record is None else refusal(out, record)
+    error = None if record is None else refusal(out, record, force=force)
     if error is not None:
         raise error
 

@@ -522,7 +522,7 @@ def _check_output_free(job):
     """Refuse an output folder that is claimed or that another queued or running job will write."""
     if not job.out:
         return
-    claims.check_free(job.out)
+    claims.check_free(job.out, force="--force" in job.args)
     target = os.path.realpath(job.out)
     for folder in _job_folders(job.path.parent):
         if folder == job.path:
@@ -708,7 +708,7 @@ def job_state(job, *, scheduler=None, queue=None):
     ended = _read_exit(job)
     returncode = ended.get("returncode")
     reported = status.get("state")
-    info = {"reason": "", "position": None, "scheduler_state": None}
+    info = {"reason": "", "position": None, "scheduler_state": ended.get("scheduler_state")}
     scheduled = None   # our word for SLURM's state
     live = False       # its processes run (or wait to); None: cannot tell
     if job.backend == "slurm":
@@ -752,7 +752,8 @@ def job_state(job, *, scheduler=None, queue=None):
         state = "died"
     over = state not in ACTIVE_STATES and live is False
     message = status.get("message") or ""
-    if state == "failed" and not message:
+    if state == "failed" and reported != "failed":
+        # the command did not live to say why: its exit tells
         message = (_signal_message(returncode) if returncode is not None
                    else f"SLURM ended the job as {ended.get('scheduler_state')}")
     elif state == "died":
