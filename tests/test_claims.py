@@ -246,3 +246,13 @@ def test_sigterm_releases_the_claim(tmp_path, data):
     assert proc.returncode == 128 + signal.SIGTERM and err.strip().endswith("tisfm train: terminated")
     # typed at a terminal: the claim is gone and the checkpoint stays for --resume
     assert claims.read_claim(out) is None and (out / "checkpoint" / "state.json").is_file()
+
+
+def test_unreadable_claim_file_needs_force(tmp_path):
+    out = tmp_path / "x"
+    claims.claim_file(out).write_text("not json")
+    with pytest.raises(TisfmError, match=r"\.x\.claim, which cannot be read; use --force"):
+        claims.acquire(out, kind="train")
+    with claims.claim_output(out, kind="train", force=True):
+        assert claims.read_claim(out)["pid"] == os.getpid()
+    assert not claims.claim_file(out).exists()

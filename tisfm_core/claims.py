@@ -124,10 +124,10 @@ def acquire(out, *, kind, force=False, stale_ok=False, keep_unfinished=False):
               "token": uuid.uuid4().hex}
     tmp = path.parent / f"{path.name}.{record['token']}.tmp"
     try:
-        tmp.write_text(json.dumps(record) + "\n")
-    except OSError as exc:
-        raise TisfmError(f"cannot claim {out}: {exc.strerror or exc} in {path.parent}") from None
-    try:
+        try:
+            tmp.write_text(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise TisfmError(f"cannot claim {out}: {exc.strerror or exc} in {path.parent}") from None
         for _ in range(5):
             try:
                 os.link(tmp, path)
@@ -137,10 +137,13 @@ def acquire(out, *, kind, force=False, stale_ok=False, keep_unfinished=False):
             except OSError as exc:
                 raise TisfmError(f"cannot claim {out}: {exc.strerror or exc}") from None
             holder = read_claim(out)
-            if holder is None:
-                time.sleep(0.05)   # released (or being replaced) at this moment: try again
+            if holder is None and not path.exists():
+                time.sleep(0.05)   # released at this moment: try again
                 continue
-            error = refusal(out, holder, force=force, stale_ok=stale_ok)
+            if holder is None and not force:
+                raise TisfmError(f"{out} is claimed by {path}, which cannot be read; use --force to "
+                                 "take the claim over")
+            error = None if holder is None else refusal(out, holder, force=force, stale_ok=stale_ok)
             if error is not None:
                 raise error
             _take_over(path, holder)
@@ -150,7 +153,8 @@ def acquire(out, *, kind, force=False, stale_ok=False, keep_unfinished=False):
 
 
 def _take_over(path, stale):
-    """Move a stale claim out of the way; if another taker replaced it meanwhile, put theirs back."""
+    """Move a stale claim (None: an unreadable one) out of the way; if another taker replaced it
+    meanwhile, put theirs back."""
     aside = path.parent / f"{path.name}.{uuid.uuid4().hex}.stale"
     try:
         os.rename(path, aside)
@@ -160,7 +164,8 @@ def _take_over(path, stale):
         moved = json.loads(aside.read_text())
     except (OSError, ValueError):
         moved = None
-    if not isinstance(moved, dict) or moved.get("token") != stale.get("token"):
+    moved_token = moved.get("token") if isinstance(moved, dict) else None
+    if moved_token != (stale or {}).get("token"):
         try:
             os.link(aside, path)
         except FileExistsError:
