@@ -16,6 +16,7 @@ unfinished folder (and its checkpoint, for ``--resume``) is kept.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -115,6 +116,9 @@ def acquire(out, *, kind, force=False, stale_ok=False, keep_unfinished=False):
     path = claim_file(out)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise TisfmError(f"cannot create {out}: {os.strerror(errno.ENOTDIR)} ({path.parent} is a "
+                         "file)") from None
     except OSError as exc:
         raise TisfmError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
     job = os.environ.get(JOB_ENV) or None
