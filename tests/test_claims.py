@@ -182,12 +182,15 @@ def test_release_dead_cleans_after_a_killed_job_only(tmp_path):
     assert not claims.release_dead(out, "job-9", ended=True) and out.is_dir()
 
 
-def test_library_train_refuses_a_claimed_folder(tmp_path, data):
+def test_train_cv_and_path_refuse_a_claimed_folder(tmp_path, data, capsys):
     out = tmp_path / "run"
     with claims.claim_output(out, kind="path"):
-        assert main(_train_argv(data, out, 1, "--quiet")) == 2
-        assert main(_train_argv(data, out, 1, "--quiet", "--force")) == 2
-        assert main(["cv", *_train_argv(data, out, 1, "--quiet")[1:]]) == 2
+        for argv in (_train_argv(data, out, 1, "--quiet"), _train_argv(data, out, 1, "--quiet", "--force"),
+                     ["cv", *_train_argv(data, out, 1, "--quiet")[1:]],
+                     ["path", str(tmp_path / "some_run"), "--lambdas", "0.001:0.1:3", "--out", str(out)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"{out} is being written by path (pid {os.getpid()}" in err
     assert not out.exists()
 
 
