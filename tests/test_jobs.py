@@ -20,6 +20,7 @@ from conftest import planted_dataset
 from tisfm_core import claims, jobs
 from tisfm_core.errors import TisfmError
 from tisfm_core.runs import find_runs, is_run, load_run
+from tisfm_core.specs import TrainTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -518,6 +519,7 @@ def test_slurm_batch_script_multi_gpu_uses_srun_torchrun(tmp_path):
 def test_local_script_has_no_sbatch_lines_and_the_slot_threads(tmp_path):
     text = jobs.batch_script(_job(tmp_path, backend="local"), jobs.JobConfig())
     assert text.startswith("#!/bin/bash\n") and "#SBATCH" not in text and "threads=3\n" in text
+    assert f"cd {tmp_path} || exit 1\n" in text   # where the job was launched
     assert 'export OMP_NUM_THREADS="$threads"' in text
     assert f"{sys.executable} -m tisfm_core train" in text
 
@@ -616,3 +618,43 @@ def test_fit_says_it_compiles_before_the_first_step(monkeypatch):
         fit(model, (x, y), (x, y), TrainSettings(epochs=1, device="cpu"), callback=callback)
     assert events == [{"event": "phase", "phase": "compiling",
                        "message": "compiling the fused motif block (first training step only)"}]
+
+
+# -- `tisfm jobs` -----------------------------------------------------------------------------------
+
+def test_jobs_launch_builds_the_spec_as_the_command_would(tmp_path, data, slots, monkeypatch, capsys):
+    from tisfm_core.cli import main
+    from tisfm_core.cli.jobs import job_request
+
+    fasta, tsv, meme, _ = data
+    monkeypatch.chdir(tmp_path)
+    args, task = job_request("train", ["--sequences", str(fasta), "--targets", str(tsv), "--motifs", str(meme),
+                                       "--epochs", "7", "--lr", "0.002", "--out", "runs/a", "--force"])
+    assert args == ["--out", "runs/a", "--force"]
+    assert task.training.epochs == 7 and task.training.lr == 0.002 and task.data.targets == str(tsv)
+    args, spec = job_request("path", ["runs/a", "--lambdas", "0.001:0.1:3", "--log", "--out", "runs/a_path"])
+    assert args == ["runs/a", "--out", "runs/a_path"] and spec.penalty == "mcp" and len(spec.lambdas) == 4
+    # --resume has no task to build: the arguments go on as they are
+    assert job_request("train", ["--resume", "runs/a"]) == (["--resume", "runs/a"], None)
+    monkeypatch.setattr(jobs, "_start_local", lambda job, config: job)   # stays queued
+    assert main(["jobs", "launch", "--jobs-dir", "jobs", "--label", "seven epochs", "train", "--sequences",
+                 str(fasta), "--targets", str(tsv), "--motifs", str(meme), "--epochs", "7", "--out", "runs/a"]) == 0
+    line = capsys.readouterr().out
+    job = jobs.list_jobs(tmp_path / "jobs")[0]["job"]
+    assert line == f"job {job.id} (local): queued · position 1 in the queue; 0 of 2 job slots in use\n"
+    # relative paths mean what they meant where the job was launched
+    assert job.cwd == str(tmp_path) and job.out == str(tmp_path / "runs" / "a") and job.label == "seven epochs"
+    command = job.command()
+    assert command[3:] == ["train", "--out", "runs/a", "--spec", str(job.path / "spec.json"),
+                           "--status-file", str(job.path / "status.json")]
+    task = TrainTask.from_dict(json.loads((job.path / "spec.json").read_text()), base=job.path)
+    assert task.training.epochs == 7 and task.data.sequences == str(fasta)
+    assert main(["jobs", "status", job.id, "--jobs-dir", "jobs"]) == 0
+    status = capsys.readouterr().out
+    assert "state      queued" in status and "waits for  position 1 in the queue" in status
+    assert main(["jobs", "cancel", job.id[:22], "--jobs-dir", "jobs"]) == 0
+    assert capsys.readouterr().out == f"job {job.id[:22]}: cancelled\n"
+    assert main(["jobs", "log", job.id, "--jobs-dir", "jobs", "-n", "1"]) == 0
+    assert capsys.readouterr().out.startswith("[cancelled at ")
+    assert main(["jobs", "status", "nope", "--jobs-dir", "jobs"]) == 2
+    assert "no job 'nope'" in capsys.readouterr().err

@@ -29,9 +29,10 @@ ends. A job is a folder::
       log.txt       the command's stdout and stderr
       exit.json     return code (written by job.sh), or the scheduler's final state
 
-Every file is written atomically; job.json only under the jobs folder's lock. Paths in job.json
-are stored relative to the job folder with an absolute fallback. Nothing here imports Streamlit
-(or torch: a job's script and the app's polling stay light).
+Every file is written atomically; job.json only under the jobs folder's lock. The output folder
+in job.json is stored relative to the job folder with an absolute fallback, and the command's own
+files (spec, status) are named from the job folder's place when it starts. Nothing here imports
+Streamlit, and torch only to look into a run folder, so a job's closing hook stays light.
 """
 
 from __future__ import annotations
