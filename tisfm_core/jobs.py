@@ -428,10 +428,8 @@ def batch_script(job, config):
                      + " ".join(q(a) for a in command[1:]) + " --distributed")
     else:
         lines.append(" ".join(q(a) for a in command))
-    lines += ["code=$?",
-              f"{q(python)} -c 'import sys; from tisfm_core.jobs import job_ended; "
-              f"job_ended(sys.argv[1], int(sys.argv[2]))' {q(str(job.path))} \"$code\"",
-              'exit "$code"']
+    hook = "import sys; from tisfm_core.jobs import job_ended; job_ended(sys.argv[1], int(sys.argv[2]))"
+    lines += ["code=$?", f'{q(python)} -c {q(hook)} {q(str(job.path))} "$code"', 'exit "$code"']
     return "\n".join(lines) + "\n"
 
 

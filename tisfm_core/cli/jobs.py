@@ -70,7 +70,7 @@ def job_request(kind, argv):
 
 
 def cmd_launch(a):
-    from ..jobs import KINDS, launch, progress_text, job_state
+    from ..jobs import KINDS, job_state, launch, progress_text
 
     if a.kind not in KINDS:
         raise UsageError(f"unknown job kind {a.kind!r}; expected one of {', '.join(KINDS)}")
