@@ -100,9 +100,9 @@ def jobs_panel():
     if not rows:
         st.info("No jobs yet.")
         return
-    table = pd.DataFrame([{"job": r["id"], "kind": r["kind"], "what": r["label"], "backend": _where(r),
-                           "state": r["state"], "progress": round(100 * r["fraction"]),
-                           "status": jobs.progress_text(r),
+    table = pd.DataFrame([{"job": r["id"], "kind": r["kind"], "state": r["state"],
+                           "status": jobs.progress_text(r), "progress": round(100 * r["fraction"]),
+                           "backend": _where(r), "what": r["label"],
                            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))}
                           for r in rows])
     st.dataframe(table, hide_index=True, width="stretch",
