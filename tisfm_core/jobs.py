@@ -523,14 +523,8 @@ def _check_output_free(job):
         return
     claims.check_free(job.out, force="--force" in job.args)
     target = os.path.realpath(job.out)
-    for folder in _job_folders(job.path.parent):
-        if folder == job.path:
-            continue
-        try:
-            other = load_job(folder)
-        except TisfmError:
-            continue
-        if other.out and os.path.realpath(other.out) == target:
+    for other in _load_jobs(job.path.parent):
+        if other.out and os.path.realpath(other.out) == target:   # (this job is not registered yet)
             state = job_state(other)["state"]
             if state in ACTIVE_STATES:
                 raise TisfmError(f"{job.out} is already the output of job {other.id} ({state}); "
@@ -558,17 +552,8 @@ def start_queued(jobs_dir, *, config=None):
     config = config or load_config()
     started = []
     with _locked(jobs_dir):
-        local = []
-        for folder in _job_folders(jobs_dir):
-            try:
-                job = load_job(folder)
-            except TisfmError:
-                continue
-            if job.backend == "local" and not job.cancelled:
-                local.append(job)
-        running = sum(1 for j in local if j.pid and not (j.path / EXIT).exists() and _local_alive(j))
-        queued = sorted((j for j in local if not j.pid), key=lambda j: (j.created, j.id))
-        for job in queued[:max(0, config.slots() - running)]:
+        queue = _queue(_load_jobs(jobs_dir), config)
+        for job in queue["queued"][:max(0, queue["slots"] - queue["running"])]:
             started.append(_start_local(job, config))
     return started
 
@@ -743,7 +728,7 @@ def job_state(job, *, scheduler=None, queue=None):
                  "running" if status and scheduled != "starting" else "starting")
     elif job.backend == "local" and not job.pid:
         state = "queued"
-        queue = _queue(job.path.parent) if queue is None else queue
+        queue = _queue(_load_jobs(job.path.parent), load_config()) if queue is None else queue
         info["position"] = queue["order"].get(job.id)
         info["reason"] = (f"position {info['position']} in the queue; {queue['running']} of "
                           f"{queue['slots']} job slots in use")
@@ -775,20 +760,25 @@ def job_state(job, *, scheduler=None, queue=None):
             "returncode": returncode}
 
 
-def _queue(jobs_dir, jobs=None, config=None):
-    """Positions of the queued local jobs (1 = next) and slot use in a jobs folder."""
-    if jobs is None:
-        jobs = []
-        for folder in _job_folders(jobs_dir):
-            try:
-                jobs.append(load_job(folder))
-            except TisfmError:
-                continue
+def _load_jobs(jobs_dir):
+    """The jobs of a folder whose job.json can be read."""
+    loaded = []
+    for folder in _job_folders(jobs_dir):
+        try:
+            loaded.append(load_job(folder))
+        except TisfmError:
+            continue
+    return loaded
+
+
+def _queue(jobs, config):
+    """The queued local jobs in the order they start, with their positions (1 = next), and how
+    many of the slots run."""
     local = [j for j in jobs if j.backend == "local" and not j.cancelled]
     queued = sorted((j for j in local if not j.pid), key=lambda j: (j.created, j.id))
     running = sum(1 for j in local if j.pid and not (j.path / EXIT).exists() and _local_alive(j))
-    return {"order": {j.id: i + 1 for i, j in enumerate(queued)}, "running": running,
-            "slots": (config or load_config()).slots()}
+    return {"queued": queued, "order": {j.id: i + 1 for i, j in enumerate(queued)},
+            "running": running, "slots": config.slots()}
 
 
 def list_jobs(jobs_dir, *, config=None):
@@ -819,7 +809,7 @@ def list_jobs(jobs_dir, *, config=None):
         scheduler = slurm_states(slurm_ids)
     except TisfmError as exc:
         scheduler = exc   # each SLURM row then says why its state is unknown
-    queue = _queue(jobs_dir, loaded, config)
+    queue = _queue(loaded, config)
     for job in loaded:
         state = job_state(job, scheduler=scheduler, queue=queue)
         _release_unfinished(job, state)
