@@ -30,6 +30,7 @@ import torch
 
 from .aitac import AITAC
 from .atomic import check_output_folder, read_json, write_json
+from .claims import claim_output
 from .devices import resolve_device
 from .errors import TisfmError
 from .model import TISFMConfig
@@ -458,8 +459,9 @@ def finetune_run(parent, out, task, *, force=False, verbose=True, callback=None)
     _check_out(parent, out)
     check_output_folder(out, force=force, hint="overwrite it or --resume to continue an "
                                                "interrupted fine-tune")
-    return _finetune(Path(parent), out, task, resume=False, force=force, verbose=verbose,
-                     callback=callback)
+    with claim_output(out, kind="finetune", force=force):
+        return _finetune(Path(parent), out, task, resume=False, force=force, verbose=verbose,
+                         callback=callback)
 
 
 def resume_finetune(out, *, verbose=True, callback=None):
@@ -484,7 +486,9 @@ def resume_finetune(out, *, verbose=True, callback=None):
     if not (parent / WEIGHTS).is_file() or weights_fingerprint(parent) != record.get("weights_sha256"):
         raise TisfmError(f"the parent run {parent} is gone or has other weights than when this "
                          "fine-tune started; start the fine-tune again")
-    return _finetune(parent, out, task, resume=True, force=False, verbose=verbose, callback=callback)
+    with claim_output(out, kind="finetune", stale_ok=True, keep_unfinished=True):
+        return _finetune(parent, out, task, resume=True, force=False, verbose=verbose,
+                         callback=callback)
 
 
 def _finetune(parent, out, task, *, resume, force, verbose, callback):

@@ -16,11 +16,12 @@ def status_file(path):
 class StatusFile:
     """Callback that keeps a JSON status file up to date (atomically, at most every ``interval`` s).
 
-    The file holds ``state`` ("running" | "done" | "failed"), the current ``stage``, ``epoch`` /
-    ``epochs``, ``batch`` / ``batches``, a ``fraction`` in [0, 1] for a progress bar, ``history``
-    (one row per finished epoch: the loss curve), ``updated`` (Unix time) and ``message``.
-    Fold events (cross-validation) and path events update ``fold`` / ``folds`` and ``step`` /
-    ``steps``.
+    The file holds ``state`` ("running" | "done" | "failed"), the ``phase`` of the work
+    ("preparing", "compiling", "training", "evaluating", from ``{"event": "phase", ...}`` events;
+    batch and epoch events mean "training"), the current ``stage``, ``epoch`` / ``epochs``,
+    ``batch`` / ``batches``, a ``fraction`` in [0, 1] for a progress bar, ``history`` (one row per
+    finished epoch: the loss curve), ``updated`` (Unix time) and ``message``. Fold events
+    (cross-validation) and path events update ``fold`` / ``folds`` and ``step`` / ``steps``.
     """
 
     def __init__(self, path, *, interval=1.0):
@@ -55,6 +56,12 @@ class StatusFile:
     def __call__(self, event):
         kind = event.get("event")
         s = self.status
+        if kind == "phase":
+            s["phase"], s["message"] = event.get("phase"), event.get("message") or ""
+            self._write(force=True)
+            return
+        if kind in ("epoch", "batch"):
+            s["phase"] = "training"
         if kind == "epoch":
             row = {k: event[k] for k in ("stage", "epoch", "train_loss", "val_loss", "lr", "seconds")
                    if k in event}

@@ -507,7 +507,8 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
         Continue from ``checkpoint_dir``; gives the same result as an uninterrupted run.
     callback : callable, optional
         Called with a dict after every epoch (``event="epoch"``) and every few batches
-        (``event="batch"``), e.g. to drive a progress bar or write job status.
+        (``event="batch"``), and once before a compiling first step (``event="phase"``,
+        ``phase="compiling"``), e.g. to drive a progress bar or write job status.
     verbose : bool, default False
         Print one line per epoch.
     distributed : tuple (rank, world_size), optional
@@ -535,6 +536,10 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
         if model.compiled and verbose and rank == 0:
             print("compiling the fused motif block for this model shape (seconds, first step only; "
                   "--compile off skips it)", flush=True)
+        if model.compiled and callback is not None:
+            # the first step compiles: say so, or a job would look stuck at 0 %
+            callback({"event": "phase", "phase": "compiling",
+                      "message": "compiling the fused motif block (first training step only)"})
     if device.type == "cpu":
         keep_freed_memory()
     if settings.finetune_epochs and not hasattr(model, "set_kernels_trainable"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import check_output_folder, read_json, write_json, write_text
+from .claims import claim_output
 from .dataset import load_dataset, load_sequences
 from .devices import resolve_device
 from .errors import TisfmError
@@ -126,26 +128,35 @@ def train_run(out: str | Path, task: TrainTask, *, force: bool = False, verbose:
     """
     out = Path(out)
     rank = distributed[0] if distributed else 0
-    if rank == 0:
-        check_output_folder(out, force=force, hint="overwrite it or --resume to continue an "
-                                                   "interrupted training")
-    return _train(out, task, resume=False, force=force, verbose=verbose, callback=callback,
-                  distributed=distributed, motif_set=motif_set)
+    # rank 0 writes the folder, so it alone holds the claim
+    with claim_output(out, kind="train", force=force) if rank == 0 else nullcontext():
+        if rank == 0:
+            check_output_folder(out, force=force, hint="overwrite it or --resume to continue an "
+                                                       "interrupted training")
+        return _train(out, task, resume=False, force=force, verbose=verbose, callback=callback,
+                      distributed=distributed, motif_set=motif_set)
 
 
-def resume_run(out: str | Path, *, verbose: bool = True, callback=None, distributed: tuple | None = None) -> Path:
+def resume_run(out: str | Path, *, force: bool = False, verbose: bool = True, callback=None,
+               distributed: tuple | None = None) -> Path:
     """Continue the interrupted training in ``out`` from its last completed epoch (the task is
-    read from the run's ``request.json``); gives the same result as an uninterrupted run."""
+    read from the run's ``request.json``); gives the same result as an uninterrupted run.
+
+    The claim of the process that died is taken over (``force`` also takes over one that cannot
+    be checked from this host); the checkpoint is kept if this one fails too."""
     from .specs import FINETUNE_FORMAT
 
     out = Path(out)
+    rank = distributed[0] if distributed else 0
     request = read_json(out / REQUEST, what="training request")
     if request.get("format") == FINETUNE_FORMAT:
         raise TisfmError(f"{out} holds an interrupted fine-tune: continue it with "
                          f"tisfm finetune --resume {out}")
-    task = TrainTask.from_dict(request, base=out)
-    return _train(out, task, resume=True, force=False, verbose=verbose, callback=callback,
-                  distributed=distributed)
+    with (claim_output(out, kind="train", force=force, stale_ok=True, keep_unfinished=True)
+          if rank == 0 else nullcontext()):
+        task = TrainTask.from_dict(request, base=out)
+        return _train(out, task, resume=True, force=False, verbose=verbose, callback=callback,
+                      distributed=distributed)
 
 
 def _phase(callback, phase, message):
@@ -269,6 +280,11 @@ def cv_runs(out: str | Path, task: TrainTask, *, verbose: bool = True, callback=
     """Train one run per fold into ``out/fold_<i>`` (the task's other settings for all), grouped
     for the inclusion-ratio analysis. Folds already finished are kept (re-running continues)."""
     out = Path(out)
+    with claim_output(out, kind="cv", force=force):
+        return _cv_runs(out, task, verbose=verbose, callback=callback, force=force)
+
+
+def _cv_runs(out, task, *, verbose, callback, force):
     if out.exists() and not out.is_dir():
         raise TisfmError(f"{out} exists and is a file")
     folds = task.data.folds

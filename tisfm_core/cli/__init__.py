@@ -8,17 +8,32 @@ with exit status 2 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import warnings
 
 from ..errors import TisfmError
-from . import analyze, attribution, demo, finetune, path, scan, train
+from . import analyze, attribution, demo, finetune, jobs, path, scan, train
 from .common import UsageError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM (a cancelled job, a scheduler's time limit) raised as an exception, so that claims
+    are released and the status file says what happened before the process ends."""
+
+    def __str__(self):
+        return "terminated (SIGTERM)"
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 #: Command modules, in the order of ``tisfm --help``; each has ``add_parsers(sub)``.
-COMMANDS = (train, finetune, path, attribution, scan, analyze, demo)
+COMMANDS = (train, finetune, path, attribution, scan, analyze, demo, jobs)
 
 
 def build_parser():
@@ -38,6 +53,16 @@ def main(argv=None):
 
     # a warning (e.g. counts normalised) is one line, not a source excerpt
     warnings.showwarning = lambda msg, cat, *rest, **kw: print(f"warning: {msg}", file=sys.stderr)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    try:
+        return _run(parser, args)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _run(parser, args):
     try:
         args.func(args)
     except UsageError as exc:
@@ -50,6 +75,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"tisfm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"tisfm {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except MemoryError:
         print(f"tisfm {args.command}: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
         return EXIT_INTERNAL

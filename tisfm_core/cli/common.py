@@ -157,22 +157,32 @@ def task_from_args(a):
                      training=training_settings(a), half=a.half)
 
 
+#: Default of every flag that goes into a PathSpec, by dest.
+PATH_FLAGS = {}
+
+
+def _path_flag(p, *names, **kwargs):
+    action = p.add_argument(*names, **kwargs)
+    PATH_FLAGS[action.dest] = action.default
+    return action
+
+
 def add_path_flags(p):
-    p.add_argument("--penalty", default="mcp", choices=["l1", "mcp"])
-    p.add_argument("--lambdas", metavar="START:STOP:NUM",
-                   help="lambda grid; 0 (no penalty) is always added first")
-    p.add_argument("--log", action="store_true", help="log-spaced lambda grid")
-    p.add_argument("--mcp-b", type=float, default=3.0)
-    p.add_argument("--epochs", type=int, default=20, help="max epochs per lambda (default 20)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate of the first lambda (default: the run's)")
-    p.add_argument("--step-lr", type=float, default=None,
-                   help="learning rate of the warm-started lambdas (default lr/10)")
-    p.add_argument("--mode", default="auto", choices=["auto", "fast", "slow"],
-                   help="fast: features computed once (default); slow: full forward every batch")
-    p.add_argument("--batch-size", type=int, default=256, help="sequences per batch")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--seed", type=int, default=0)
+    _path_flag(p, "--penalty", default="mcp", choices=["l1", "mcp"])
+    _path_flag(p, "--lambdas", metavar="START:STOP:NUM",
+               help="lambda grid; 0 (no penalty) is always added first")
+    _path_flag(p, "--log", action="store_true", help="log-spaced lambda grid")
+    _path_flag(p, "--mcp-b", type=float, default=3.0)
+    _path_flag(p, "--epochs", type=int, default=20, help="max epochs per lambda (default 20)")
+    _path_flag(p, "--lr", type=float, default=None,
+               help="learning rate of the first lambda (default: the run's)")
+    _path_flag(p, "--step-lr", type=float, default=None,
+               help="learning rate of the warm-started lambdas (default lr/10)")
+    _path_flag(p, "--mode", default="auto", choices=["auto", "fast", "slow"],
+               help="fast: features computed once (default); slow: full forward every batch")
+    _path_flag(p, "--batch-size", type=int, default=256, help="sequences per batch")
+    _path_flag(p, "--device", default="auto", help="auto | cpu | cuda (default auto)")
+    _path_flag(p, "--seed", type=int, default=0)
     p.add_argument("--spec", metavar="PATH.json", help="read the path settings from a file (as jobs "
                                                        "write it) instead of the flags above")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..atomic import check_output_folder
+from ..claims import claim_output
 from ..progress import reporting
 from .common import add_path_flags, add_status, path_spec, status
 
@@ -11,7 +12,6 @@ def cmd_path(a):
     """One line per lambda, then the best lambda per output."""
     from ..path import regularization_path
 
-    out = check_output_folder(a.out, force=a.force)
     spec = path_spec(a)
     callback = status(a)
 
@@ -21,7 +21,9 @@ def cmd_path(a):
             callback({"event": "step", "step": event["index"] + 2, "steps": event["lambdas"] + 1,
                       "message": f"lambda {event['lam']:.4g}: val MSE {event['val_mse']:.4f}, "
                                  f"{event['n_nonzero']} non-zeros"})
-    with reporting(callback, lambda: f"path with {len(spec.lambdas)} lambdas written to {out}"):
+    with reporting(callback, lambda: f"path with {len(spec.lambdas)} lambdas written to {a.out}"), \
+            claim_output(a.out, kind="path", force=a.force):
+        out = check_output_folder(a.out, force=a.force)
         result = regularization_path(a.run, spec, verbose=True, callback=progress)
         result.save(out)
     for output, row in result.best_table().iterrows():
@@ -36,6 +38,7 @@ def add_parsers(sub):
     p.add_argument("run", help="run folder (its training data files must still exist)")
     add_path_flags(p)
     p.add_argument("--out", required=True, metavar="PATH_DIR", help="folder for path.npz and path.json")
-    p.add_argument("--force", action="store_true", help="overwrite an existing path folder")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing path folder and take over a stale claim on it")
     add_status(p)
     p.set_defaults(func=cmd_path)

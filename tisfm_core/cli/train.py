@@ -31,11 +31,13 @@ def cmd_train(a):
     from ..workflows import resume_run, train_run
 
     dist = _distributed(a)
-    callback = status(a)
+    # under torchrun every rank trains, but only rank 0 reports to the status file
+    callback = status(a) if not dist or dist[0] == 0 else None
     result = {}
     with reporting(callback, lambda: f"run written to {result['out']}"):
         if a.resume:
-            result["out"] = resume_run(a.resume, verbose=not a.quiet, distributed=dist, callback=callback)
+            result["out"] = resume_run(a.resume, force=a.force, verbose=not a.quiet, distributed=dist,
+                                       callback=callback)
         else:
             if not a.out:
                 raise UsageError("train needs --out RUN (or --resume RUN)")
@@ -152,7 +154,8 @@ def add_parsers(sub):
     p.add_argument("--group", help="name of the cross-validation set this run belongs to (default: "
                                    "none; `tisfm cv` sets it to the CV folder's name)")
     p.add_argument("--force", action="store_true",
-                   help="replace an existing run (only once the new inputs proved readable)")
+                   help="replace an existing run (only once the new inputs proved readable) and take "
+                        "over the claim of a process that no longer runs")
     p.add_argument("--distributed", action="store_true",
                    help="train across processes under torchrun (NCCL on GPU, gloo on CPU)")
     p.add_argument("--quiet", action="store_true")
@@ -162,7 +165,8 @@ def add_parsers(sub):
     p = sub.add_parser("cv", help="cross-validation: one run per fold in CV_DIR/fold_<i>")
     add_task(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--force", action="store_true", help="retrain folds that are already finished")
+    p.add_argument("--force", action="store_true", help="retrain folds that are already finished and "
+                                                         "take over a stale claim on the folder")
     p.add_argument("--quiet", action="store_true")
     add_status(p)
     p.set_defaults(func=cmd_cv)
