@@ -237,13 +237,13 @@ def test_narrowpeak_summit_and_names(tmp_path, genome):
 
 
 @pytest.mark.parametrize("line, pattern", [
-    ("chrX\t1\t5", r"line 2: contig chrX is not in .*genome.fa \(its contigs: chr1, chr2, chrM\)"),
-    ("chr2\t240\t260", r"line 2: interval chr2:240-260 runs past the end of chr2 \(250 bp\)"),
-    ("chr1\t1.5\t9", r"line 2 \(contig chr1\): start '1.5' is not an integer"),
-    ("chr1\t1\tten", r"line 2 \(contig chr1\): end 'ten' is not an integer"),
+    ("chrX\t1\t5", r"line 2: contig 'chrX' is not in .*genome.fa \(its contigs: 'chr1', 'chr2', 'chrM'\)"),
+    ("chr2\t240\t260", r"line 2: interval 'chr2:240-260' runs past the end of 'chr2' \(250 bp\)"),
+    ("chr1\t1.5\t9", r"line 2 \(contig 'chr1'\): start '1.5' is not an integer"),
+    ("chr1\t1\tten", r"line 2 \(contig 'chr1'\): end 'ten' is not an integer"),
     ("chr1\t5", r"line 2: found 2 column\(s\)"),
-    ("chr1\t50\t50", r"line 2: interval chr1:50-50 has start >= end"),
-    ("chr1\t-5\t50", r"line 2: interval chr1:-5-50 starts before 0"),
+    ("chr1\t50\t50", r"line 2: interval 'chr1:50-50' has start >= end"),
+    ("chr1\t-5\t50", r"line 2: interval 'chr1:-5-50' starts before 0"),
     ("chr1\t0\t5\tp2", r"region id 'p2' appears twice \(lines 1 and 2\)"),
 ])
 def test_bed_errors(tmp_path, genome, line, pattern):

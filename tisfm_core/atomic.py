@@ -115,12 +115,19 @@ def _nan_to_none(value):
     return value
 
 
+#: Largest JSON file read (run configs, splits, task files; the largest real one is a few MB).
+MAX_JSON_BYTES = 256 * 2**20
+
+
 def read_json(path, *, what="file"):
-    """Read a JSON object, with a clear error for a missing, empty or malformed file."""
+    """Read a JSON object, with a clear error for a missing, empty, malformed, oversized or too
+    deeply nested file."""
     try:
-        data = json.loads(read_text(path, what))
+        data = json.loads(read_text(path, what, max_bytes=MAX_JSON_BYTES))
     except json.JSONDecodeError as exc:
         raise TisfmError(f"{what} {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise TisfmError(f"{what} {path} is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise TisfmError(f"{what} {path} must hold a JSON object")
     return data

@@ -578,7 +578,7 @@ def run_truth(path, config):
     from .runs import resolve_run_data
     from .server import readable_here
 
-    data = resolve_run_data(path, config)
+    data = resolve_run_data(path, config, allowed_only=False)   # names only; truth.json is checked
     synthetic, truth = False, None
     for key in ("sequences", "targets", "bed", "genome"):
         value = data.get(key)

@@ -50,15 +50,20 @@ def stored_path(stored, base):
     if stored is None:
         return None
     if isinstance(stored, str):
-        return stored
+        return _check_path_field(stored, "a stored path")
     if not isinstance(stored, dict) or not isinstance(stored.get("path"), str):
-        raise TisfmError(f"a stored path must be an object with 'path' (and 'rel'), got {stored!r}")
+        raise TisfmError(f"a stored path must be an object with 'path' (and 'rel'), got "
+                         f"{type(stored).__name__}")
+    path = _check_path_field(stored["path"], "a stored path")
     rel = stored.get("rel")
-    if base is not None and isinstance(rel, str):
+    if base is not None and isinstance(rel, str) and rel.strip() and "\x00" not in rel:
         candidate = Path(base) / rel
-        if candidate.exists():
-            return str(candidate.resolve())
-    return stored["path"]
+        try:
+            if candidate.exists():
+                return str(candidate.resolve())
+        except (OSError, RuntimeError):   # a name too long, a link loop
+            pass
+    return path
 
 
 def _check_path_field(value, name):
