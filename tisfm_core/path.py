@@ -38,7 +38,7 @@ from .devices import resolve_device
 from .errors import TisfmError, check_indices
 from .prox import PATH_PENALTIES
 from .sequences import one_hot_torch
-from .specs import PathSpec, store_path, stored_path
+from .specs import MAX_LAMBDAS, PathSpec, store_path, stored_path
 from .training import MIN_LR, Batches, TrainSettings, make_optimizer
 
 __all__ = ["PathResult", "regularization_path", "path_from_arrays", "parse_lambdas", "load_path",
@@ -79,11 +79,13 @@ def parse_lambdas(text, log=False):
         start, stop = float(parts[0]), float(parts[1])
     except ValueError:
         raise TisfmError(f"lambda grid {text!r}: START and STOP must be numbers") from None
-    if not re.fullmatch(r"\s*[+-]?\d+\s*", parts[2]):
+    if not re.fullmatch(r"\s*[+-]?\d{1,12}\s*", parts[2]):
         raise TisfmError(f"lambda grid {text!r}: NUM must be a whole number, got {parts[2]!r}")
     num = int(parts[2])
     if num < 1:
         raise TisfmError(f"lambda grid {text!r}: NUM must be at least 1, got {num}")
+    if num > MAX_LAMBDAS:   # refused before the grid is allocated
+        raise TisfmError(f"lambda grid {text!r}: NUM is at most {MAX_LAMBDAS}, got {num}")
     if not (math.isfinite(start) and math.isfinite(stop)):
         raise TisfmError(f"lambda grid {text!r}: START and STOP must be finite")
     if start < 0 or stop < 0:

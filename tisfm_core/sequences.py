@@ -365,7 +365,7 @@ def read_sequence_tsv(path, *, length=None):
     return SequenceSet(np.asarray(ids, dtype=str), _encode(sequences, ids, length, path))
 
 
-_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+_INTEGER = re.compile(r"\s*[+-]?[0-9]{1,19}\s*")
 
 
 def _is_int(text):

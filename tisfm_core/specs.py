@@ -316,7 +316,7 @@ class TrainTask:
         return cls(data=DataSpec.from_dict(data.get("data"), base),
                    model=ModelSpec.from_dict(data.get("model", {}), base),
                    training=TrainSettings.from_dict(_object(data.get("training", {}), "training")),
-                   group=data.get("group"), half=bool(data.get("half", False)))
+                   group=data.get("group"), half=data.get("half", False))
 
 
 PATH_MODES = ("auto", "fast", "slow")
@@ -372,12 +372,15 @@ class PathSpec:
 
     def __post_init__(self):
         from .prox import PATH_PENALTIES
+        from .training import MAX_EPOCHS
 
         check_choice(self.penalty, "penalty", PATH_PENALTIES)
         check_choice(self.mode, "mode", PATH_MODES)
         self.lambdas = check_lambdas(self.lambdas)
         self.mcp_b = check_number(self.mcp_b, "mcp_b", low=1, low_open=True)
         self.epochs = check_integer(self.epochs, "epochs")
+        if self.epochs > MAX_EPOCHS:
+            raise TisfmError(f"at most {MAX_EPOCHS} epochs per lambda, got {self.epochs}")
         self.batch_size = check_integer(self.batch_size, "batch_size")
         self.patience = check_integer(self.patience, "patience")
         self.lr_patience = check_integer(self.lr_patience, "lr_patience", 0)

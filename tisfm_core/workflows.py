@@ -152,6 +152,7 @@ def _train(out, task, *, resume, force, verbose, callback, distributed, motif_se
     settings = task.training
     variant = task.model.variant
     t_load = time.perf_counter()
+    resolve_device(settings.device)   # an absent GPU is refused before any file is replaced
     _phase(callback, "preparing", "reading the motifs and the data")
     if motif_set is None:
         motif_set = task.model.load_motifs()
