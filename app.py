@@ -11,7 +11,10 @@ import pandas as pd
 import streamlit as st
 
 from tisfm_app import ui
+from tisfm_core.metrics import format_metric
 from tisfm_core.plots import r2_bar
+from tisfm_core.runs import resolve_run_data
+from tisfm_core.specs import stored_path
 from tisfm_core.workflows import summary
 
 INTRO = (
@@ -48,27 +51,29 @@ def card(row):
     path = ui.require_run(row, tisfm=False)
     info = run_card(str(path), ui.run_stamp(path))
     config = info["config"]
+    e = ui.md_escape   # everything below comes from the run's config.json: maybe an upload
     ui.synthetic_note(path)
-    st.subheader(f"Active run: {row['display']}")
-    data = config.get("data", {})
+    st.subheader(f"Active run: {e(row['display'])}")
+    files = resolve_run_data(path, config, allowed_only=False)   # shown, not read
     transform = config.get("transform", {})
     training = config.get("training", {})
     left, right = st.columns(2)
     with left:
         st.markdown("**Data**")
-        if data:
-            source = data.get("sequences") or f"{data.get('bed')} on {data.get('genome')}"
-            st.markdown(f"- sequences: `{source}`\n- targets: `{data.get('targets')}`\n"
-                        f"- {data.get('n_regions', '?')} regions of {info['length']} bp, transform "
-                        f"**{transform.get('kind') or transform.get('spec') or 'none'}**")
+        if config.get("data"):
+            source = files["sequences"] or f"{files['bed']} on {files['genome']}"
+            st.markdown(f"- sequences: {e(source)}\n- targets: {e(files['targets'])}\n"
+                        f"- {e(config['data'].get('n_regions', '?'))} regions of {info['length']} bp, "
+                        f"transform **{e(transform.get('kind') or transform.get('spec') or 'none')}**")
         elif config.get("imported"):
-            st.markdown(f"- imported from `{config['imported'].get('state_dict')}` (no training data recorded)")
+            imported = stored_path(config["imported"].get("state_dict"), path)
+            st.markdown(f"- imported from {e(imported)} (no training data recorded)")
         else:
             st.markdown("- no training data recorded")
         st.markdown("**Model**")
-        lines = [f"- variant **{info['variant']}** ({info['kind']})"]
+        lines = [f"- variant **{e(info['variant'])}** ({e(info['kind'])})"]
         if info["kind"] == "tisfm":
-            lines.append(f"- motif set: {info['motifs']} motifs from `{info['motif_source']}`")
+            lines.append(f"- motif set: {info['motifs']} motifs from {e(info['motif_source'])}")
             lines.append(f"- layers: attention {info['attention']}, interaction {info['interaction']}, "
                          f"pooling {info['pooling']}, era {info['era']}")
         lines.append(f"- parameters: **{info['parameters_total']:,}** total, "
@@ -79,28 +84,31 @@ def card(row):
         where = training.get("device") or "unknown device"
         finished = training.get("finished") or config.get("created", "")
         split = config.get("split", {})
-        st.markdown(f"- trained on **{where}** in **{fmt_seconds(training.get('seconds'))}**"
-                    f"{f', finished {finished}' if finished else ''}\n"
-                    f"- epochs: {training.get('epochs', '?')} (+ {training.get('finetune_epochs', 0)} "
-                    f"fine-tuning), penalty {training.get('penalty', 'none')}\n"
-                    + (f"- split: fold {split.get('fold')} of {split.get('n_folds')} "
-                       f"({split.get('n_train')} train / {split.get('n_val')} val / {split.get('n_test')} test)"
-                       if split else "- no split recorded"))
+        st.markdown(f"- trained on **{e(where)}** in **{fmt_seconds(training.get('seconds'))}**"
+                    f"{f', finished {e(finished)}' if finished else ''}\n"
+                    f"- epochs: {e(training.get('epochs', '?'))} (+ {e(training.get('finetune_epochs', 0))} "
+                    f"fine-tuning), penalty {e(training.get('penalty', 'none'))}\n"
+                    + (f"- split: fold {e(split.get('fold'))} of {e(split.get('n_folds'))} "
+                       f"({e(split.get('n_train'))} train / {e(split.get('n_val'))} val / "
+                       f"{e(split.get('n_test'))} test)" if split else "- no split recorded"))
         if config.get("group"):
-            st.markdown(f"- part of the cross-validation set **{config['group']}**")
-        st.markdown(f"**Outputs** ({len(info['outputs'])}): " + ", ".join(info["outputs"][:30])
+            st.markdown(f"- part of the cross-validation set **{e(config['group'])}**")
+        st.markdown(f"**Outputs** ({len(info['outputs'])}): " + e(", ".join(info["outputs"][:30]))
                     + (" ..." if len(info["outputs"]) > 30 else ""))
     test = info["metrics"].get("test")
     if test and test.get("r2"):
-        table = pd.DataFrame({"output": test["outputs"], "test_r2": test["r2"],
+        table = pd.DataFrame({"output": test.get("outputs") or info["outputs"], "test_r2": test["r2"],
                               "test_pearson": test.get("pearson"), "test_mse": test.get("mse")})
-        st.markdown(f"**Test accuracy** (n = {test.get('n')} regions, mean R² {test.get('mean_r2', float('nan')):.3f})")
+        st.markdown(f"**Test accuracy** (n = {e(test.get('n'))} regions, mean R² "
+                    f"{format_metric(test.get('mean_r2'))})")
         c1, c2 = st.columns([2, 3])
         with c1:
-            st.dataframe(table, hide_index=True, width="stretch")
+            shown = table.assign(**{c: table[c].map(format_metric) for c in table.columns[1:]})
+            st.dataframe(shown, hide_index=True, width="stretch")
         with c2:
             ui.show_plotly(r2_bar(table["output"], table["test_r2"]), key="home_r2", name="test_r2",
-                           data=table, caption="Test R² of each output on the run's held-out test regions.")
+                           data=table, caption="Test R² of each output on the run's held-out test regions "
+                                               "(n/a: undefined, the output is constant).")
     else:
         st.info("This run has no test metrics (imported or evaluated elsewhere).")
 

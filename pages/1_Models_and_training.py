@@ -11,7 +11,7 @@ from tisfm_app import forms, jobs_panel, ui
 from tisfm_core import jobs
 from tisfm_core.errors import TisfmError
 from tisfm_core.runs import list_runs
-from tisfm_core.server import data_dir, jobs_dir, user_runs_dir
+from tisfm_core.server import contents_hidden, data_dir, jobs_dir, user_runs_dir
 from tisfm_core.specs import MODEL_VARIANTS, VARIANTS, ModelSpec, TrainTask
 from tisfm_core.training import TrainSettings
 from tisfm_core.uploads import UploadBatch, extract_run_zip
@@ -23,7 +23,7 @@ def runs_table():
     rows = list_runs(ui.runs_folders())
     st.subheader("Runs")
     if not rows:
-        st.info("No runs yet in " + ", ".join(str(f) for f in ui.runs_folders()) + ".")
+        st.info("No runs yet in " + ui.md_escape(", ".join(str(f) for f in ui.runs_folders())) + ".")
         return
     table = pd.DataFrame([{
         "run": r["display"], "variant": r.get("variant", ""), "outputs": r.get("outputs"),
@@ -32,7 +32,7 @@ def runs_table():
         "created": r.get("created", ""), "problem": r.get("error", ""), "folder": r["path"],
     } for r in rows])
     st.dataframe(table, hide_index=True, width="stretch")
-    st.caption(f"{len(table)} run(s) in {', '.join(str(f) for f in ui.runs_folders())}; broken runs are "
+    st.caption(f"{len(table)} run(s) in {ui.md_escape(', '.join(str(f) for f in ui.runs_folders()))}; broken runs are "
                "listed with the problem.")
 
 
@@ -114,7 +114,8 @@ def training_form():
                              training=TrainSettings(epochs=int(epochs), finetune_epochs=int(finetune),
                                                     batch_size=int(batch), penalty=penalty, lam=float(lam),
                                                     device=None if device == "auto" else device))
-            with st.spinner("Checking the inputs (reading and matching every file) ..."):
+            with st.spinner("Checking the inputs (reading and matching every file) ..."), \
+                    contents_hidden(forms.reads_server_files(data, motifs, transform)):
                 summary = check_training_inputs(task)
         kind = "cv" if mode.startswith("Cross") else "train"
         label = (f"{out.name}: {variant} on {data_label} with {motif_label}"
@@ -132,7 +133,7 @@ def training_form():
 def _notice():
     notice = st.session_state.pop("_page_notice", None)
     if notice:
-        st.success(notice)
+        st.success(ui.md_escape(notice))
 
 
 def main():

@@ -105,7 +105,7 @@ def inclusion_section(path):
     ratio = inclusion(tuple(str(p) for p in siblings), tuple(ui.run_stamp(p) for p in siblings), k)
     kept = inclusion_filter(ratio, threshold)
     _, names = weights(str(path), ui.run_stamp(path))
-    st.markdown(f"CV set **{config['group']}**: {len(siblings)} fold run(s); {len(kept)} of {len(ratio)} "
+    st.markdown(f"CV set **{ui.md_escape(config['group'])}**: {len(siblings)} fold run(s); {len(kept)} of {len(ratio)} "
                 f"TFs pass the threshold.")
     if kept.empty:
         st.info("No TF passes this threshold; lower it.")

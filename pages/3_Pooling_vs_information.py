@@ -43,7 +43,7 @@ def pooling_section(path, truth):
     try:
         df = pooling_table(str(path), ui.run_stamp(path), output)
     except TisfmError as exc:
-        st.info(str(exc))
+        st.info(ui.md_escape(exc))
         return
     top = np.argsort(-np.abs(df["coef"].to_numpy()), kind="stable")[:5]
     far = outliers(df, 5)
@@ -75,7 +75,7 @@ def interaction_section(path, truth):
     try:
         df = influence_table(str(path), ui.run_stamp(path))
     except TisfmError as exc:
-        st.info(f"{exc}. The interaction view needs the full, interaction or maxpool variant.")
+        st.info(f"{ui.md_escape(exc)}. The interaction view needs the full, interaction or maxpool variant.")
         return
     top = set(np.argsort(-df["influence"].to_numpy(), kind="stable")[:5].tolist())
     top |= set(np.argsort(-df["importance"].to_numpy(), kind="stable")[:5].tolist())

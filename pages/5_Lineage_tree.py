@@ -55,7 +55,8 @@ def main():
     path = ui.require_run(row)
     transform = read_run_config(path).get("transform") or {}
     if transform.get("kind") != "tree-diff":
-        st.info(NEEDS.format(name=row["display"], kind=transform.get("kind") or transform.get("spec") or "none"))
+        st.info(NEEDS.format(name=ui.md_escape(row["display"]),
+                             kind=ui.md_escape(transform.get("kind") or transform.get("spec") or "none")))
         return
     truth = ui.synthetic_note(path)
     stamp = ui.run_stamp(path)
@@ -115,8 +116,9 @@ def edge_detail(path, stamp, table, kept, clicked, truth):
     labels = {r.edge: edge_label(r) for r in table.itertuples(index=False)}
     edge = st.selectbox("Edge", edges, key="tree_edge", format_func=lambda e: labels[e])
     info = table.set_index("edge").loc[edge]
-    st.markdown(f"**{info['parent']} → {info['child']}** ({info['parent_lineage'] or '?'} → "
-                f"{info['child_lineage'] or '?'}): test R² {info['test_r2']:.3f}, Pearson {info['test_pearson']:.3f}")
+    e = ui.md_escape
+    st.markdown(f"**{e(info['parent'])} → {e(info['child'])}** ({e(info['parent_lineage'] or '?')} → "
+                f"{e(info['child_lineage'] or '?')}): test R² {info['test_r2']:.3f}, Pearson {info['test_pearson']:.3f}")
     tfs = top_motifs(str(path), stamp, (edge,), 10).drop(columns="edge")
     planted = {m: s for m, o, s, _ in planted_marks(truth, [edge])}
     if planted:

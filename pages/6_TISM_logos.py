@@ -24,7 +24,7 @@ from tisfm_core.errors import TisfmError
 from tisfm_core.plots import agreement_scatter, attribution_logo, base_heatmap
 from tisfm_core.runs import resolve_run_data
 from tisfm_core.sequences import decode, parse_sequence_text, region_window
-from tisfm_core.server import server_path
+from tisfm_core.server import contents_hidden, server_path
 from tisfm_core.textfiles import decode_text
 
 INTRO = ("TISM (Taylor in-silico mutagenesis) estimates, from one gradient, how much each output would "
@@ -32,6 +32,8 @@ INTRO = ("TISM (Taylor in-silico mutagenesis) estimates, from one gradient, how 
          "height = minus the mean change over its three substitutions: tall letters above zero are bases "
          "the output depends on, letters below zero are bases that hold it down.")
 MAX_SEQUENCES = 50
+#: Largest pasted or uploaded (decompressed) text: about 50,000 records of 300 bp.
+MAX_TEXT = 16 * 2**20
 CHUNK = 8
 BASES = "ACGT"
 EXAMPLE = ">my_region\nACGT... (one sequence of the run's length per FASTA record, or raw DNA)"
@@ -40,11 +42,13 @@ EXAMPLE = ">my_region\nACGT... (one sequence of the run's length per FASTA recor
 @st.cache_data(max_entries=8, show_spinner="Reading the run's sequences ...")
 def run_sequences(path, stamp):
     run = ui.get_run(path)
-    data = resolve_run_data(run)   # run-relative paths when the run was moved
-    if not (data.get("sequences") or data.get("bed")):
-        raise TisfmError(f"run {Path(path).name} records no training sequences")
-    seqs = load_sequences(data.get("sequences"), bed=data.get("bed"), genome=data.get("genome"),
-                          length=int(run.config["model"]["config"]["length"]))
+    # the paths come from the run's config (maybe an upload): only allowed folders, no contents shown
+    with contents_hidden():
+        data = resolve_run_data(run)   # run-relative paths when the run was moved
+        if not (data.get("sequences") or data.get("bed")):
+            raise TisfmError(f"run {Path(path).name} records no training sequences")
+        seqs = load_sequences(data.get("sequences"), bed=data.get("bed"), genome=data.get("genome"),
+                              length=int(run.config["model"]["config"]["length"]))
     return list(seqs.ids), seqs.indices
 
 
@@ -64,7 +68,7 @@ def sequence_input(path, length):
                     horizontal=True, key="tism_mode")
     if mode == "Paste":
         text = st.text_area(f"DNA sequences, FASTA or raw ({length} bp each; A, C, G, T, N or IUPAC codes)",
-                            key="tism_text", height=140, placeholder=EXAMPLE)
+                            key="tism_text", height=140, placeholder=EXAMPLE, max_chars=MAX_TEXT)
         if not text.strip():
             st.info(f"Paste one or more sequences of {length} bp, or choose another source.")
             return None
@@ -74,7 +78,7 @@ def sequence_input(path, length):
                                   key="tism_fasta")
         if upload is None:
             return None
-        text = decode_text(upload.getvalue(), upload.name)
+        text = decode_text(upload.getvalue(), upload.name, max_bytes=MAX_TEXT)
         return _pair(parse_sequence_text(text, length=length, what=upload.name))
     if mode == "Region of the run's data":
         ids, indices = run_sequences(str(path), ui.run_stamp(path))
@@ -90,7 +94,8 @@ def sequence_input(path, length):
     if not fasta.strip() or not region.strip():
         st.info(f"Give the genome FASTA and a region; the {length}-bp window centred on the region is used.")
         return None
-    return genome_window(str(server_path(fasta, "genome FASTA")), region.strip(), length)
+    with contents_hidden():
+        return genome_window(str(server_path(fasta, "genome FASTA")), region.strip(), length)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -167,7 +172,7 @@ def main():
                                "change over the three substitutions); bars below: motif matches "
                                "(relative score ≥ threshold).")
     if run.motifs is not None:
-        with st.expander(f"Motif hits in {name} ({len(hits)})"):
+        with st.expander(f"Motif hits in {ui.md_escape(name)} ({len(hits)})"):
             st.dataframe(hits.drop(columns="sequence").rename(columns={"start": "start (1-based)",
                                                                        "end": "end (inclusive)"}),
                          hide_index=True, width="stretch")
@@ -198,7 +203,7 @@ def ism_check(run, indices, n, name, out, output, tism_values):
         return
     exact = store[key]
     r = float(agreement(tism_values, exact, indices=indices[n:n + 1])[0, 0])
-    st.metric(f"Pearson r, TISM vs exact ISM ({name}, {output})", f"{r:.3f}")
+    st.metric(f"Pearson r, TISM vs exact ISM ({ui.md_escape(name)}, {ui.md_escape(output)})", f"{r:.3f}")
     fig = agreement_scatter(tism_values[0, 0], exact[0, 0])
     data = pd.DataFrame({"position": np.repeat(np.arange(1, exact.shape[-1] + 1), 4),
                          "base": list(BASES) * exact.shape[-1],
@@ -218,7 +223,7 @@ def variant_table(run, indices, n, name, out_index, seq):
     table = pd.concat(parts, ignore_index=True).drop(columns="sequence")
     table["position"] = table["position"] + 1
     st.dataframe(table, hide_index=True, width="stretch")
-    st.caption(f"Predicted outputs of {name} with the reference base {ref} at position {position} and with "
+    st.caption(f"Predicted outputs of {ui.md_escape(name)} with the reference base {ref} at position {position} and with "
                "each alternative base: the exact change and the TISM estimate.")
     st.download_button("CSV", table.to_csv(index=False), file_name=f"variants_{name}_{position}.csv",
                        mime="text/csv", key="variant_csv", on_click="ignore")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def arr(value):
 
 
 def texts(elements):
-    return [e.value for e in elements]
+    """The texts of elements as shown: Markdown backslash escapes (ui.md_escape) removed."""
+    return [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", e.value) if isinstance(e.value, str) else e.value
+            for e in elements]
 
 
 def weights(run_dir):

@@ -31,12 +31,13 @@ def job_details(row):
     state = row["state"]
     icon = {"done": ":material/check_circle:", "failed": ":material/error:", "died": ":material/error:",
             "cancelled": ":material/cancel:"}.get(state, ":material/hourglass_top:")
-    title = f"{row['label'] or row['id']} · {state}"
+    title = f"{ui.md_escape(row['label'] or row['id'])} · {state}"
     with st.expander(title, expanded=state in ACTIVE_STATES, icon=icon):
         st.progress(min(max(row["fraction"], 0.0), 1.0),
-                    text=f"{row['fraction'] * 100:.0f}% · {row['message'] or state}")
+                    text=f"{row['fraction'] * 100:.0f}% · {ui.md_escape(row['message'] or state)}")
         if state in ("died", "failed"):
-            st.error(f"Job {row['id']} {'died' if state == 'died' else 'failed'}: {row['message']}")
+            st.error(f"Job {ui.md_escape(row['id'])} {'died' if state == 'died' else 'failed'}: "
+                     f"{ui.md_escape(row['message'])}")
         history = row.get("history") or []
         if history:
             ui.show_plotly(loss_curve(history, title="Loss per epoch"), key=f"loss_{row['id']}",
@@ -47,14 +48,14 @@ def job_details(row):
             if state in ACTIVE_STATES:
                 st.button("Cancel job", key=f"cancel_{row['id']}", on_click=_cancel, args=(str(job.path),))
         if row.get("out"):
-            st.caption(f"Output: {row['out']}")
+            st.caption(f"Output: {ui.md_escape(row['out'])}")
 
 
 def jobs_panel():
     rows = jobs.list_jobs(jobs_dir())
     notice = st.session_state.pop("_job_notice", None)
     if notice:
-        getattr(st, notice[0])(notice[1])
+        getattr(st, notice[0])(ui.md_escape(notice[1]))
     if not rows:
         st.info("No jobs yet.")
         return

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import traceback
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from tisfm_core.atomic import sweep_stale_temps
 from tisfm_core.demo import run_truth
 from tisfm_core.errors import TisfmError
 from tisfm_core.plots import figure_image
 from tisfm_core.runs import CONFIG, WEIGHTS, list_runs, load_run, read_run_config
-from tisfm_core.server import readable_here, split_folders, user_runs_dir
+from tisfm_core.server import home_dir, readable_here, split_folders, user_runs_dir
 
 #: The checkout: the shipped demo runs are in its trained_models/.
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +39,18 @@ PAGES = (
 SYNTHETIC = "synthetic demo"
 ACTIVE_RUN = "active_run"     # session key of the chosen run (a path string), kept across pages
 _FOLDERS = "runs_folders"     # session key of the runs folders text
+
+# Markdown (and Streamlit's extensions: :icon:, :color[...], $math$) special characters; every
+# one of them may be backslash-escaped (CommonMark escapes any ASCII punctuation).
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:@&=])")
+
+
+def md_escape(text):
+    """``text`` escaped for every place Streamlit renders Markdown (markdown, captions, titles,
+    error boxes, expander and progress labels): user text such as file, run and output names, or
+    a message quoting an upload, then shows as typed, never as a link, an image, formatting,
+    LaTeX or an icon."""
+    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", "  \n")
 
 
 def default_folders_text():
@@ -129,15 +143,23 @@ def sidebar():
                      format_func=lambda p: run_label(by_path[p]))
         row = by_path[st.session_state[ACTIVE_RUN]]
         if "error" in row:
-            st.error(f"This run cannot be used: {row['error']}")
+            st.error(f"This run cannot be used: {md_escape(row['error'])}")
         elif row.get("synthetic"):
             st.caption(f":material/science: Trained on **{SYNTHETIC}** data (not a measurement).")
         return row
 
 
+@st.cache_resource(show_spinner=False)
+def _swept(home):
+    """Once per server process and home folder: remove temporary files that writes interrupted
+    by a crash left behind (tisfm_core.atomic.sweep_stale_temps)."""
+    return len(sweep_stale_temps(home))
+
+
 def setup(title, intro=None):
     """Page config, sidebar and title; returns the active run's row (or None)."""
     st.set_page_config(page_title=f"{title} · tiSFM Explorer", layout="wide")
+    _swept(str(home_dir()))
     row = sidebar()
     st.title(title)
     if intro:
@@ -151,10 +173,11 @@ def require_run(row, *, tisfm=True):
         st.info("Choose a run in the sidebar first (or make one on *Models and training*).")
         st.stop()
     if "error" in row:
-        st.error(f"The active run {row['display']} is broken: {row['error']}. Pick another run in the sidebar.")
+        st.error(f"The active run {md_escape(row['display'])} is broken: {md_escape(row['error'])}. "
+                 "Pick another run in the sidebar.")
         st.stop()
     if tisfm and row.get("kind") != "tisfm":
-        st.info(f"{row['display']} is an AI-TAC baseline: it has no motif layer, so this page has "
+        st.info(f"{md_escape(row['display'])} is an AI-TAC baseline: it has no motif layer, so this page has "
                 "nothing to show. Pick a tiSFM run in the sidebar.")
         st.stop()
     return Path(row["path"])
@@ -175,13 +198,13 @@ def guarded(body, *args, **kwargs):
     try:
         return body(*args, **kwargs)
     except TisfmError as exc:
-        st.error(str(exc))
+        st.error(md_escape(exc))
     except MemoryError:
         st.error("Out of memory: try fewer sequences or outputs.")
     except Exception as exc:  # an internal bug: one line here, the traceback in the server log
         LOG.error("page error: %s", traceback.format_exc())
-        st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the "
-                 "server log.")
+        st.error(f"Something went wrong ({type(exc).__name__}: {md_escape(exc)}). The details are "
+                 "in the server log.")
     return None
 
 
@@ -208,7 +231,7 @@ def show_plotly(fig, *, caption, data, name, key, select=False):
     """A Plotly chart with its one-line caption and downloads; returns the selection event."""
     event = st.plotly_chart(fig, key=key, on_select="rerun" if select else "ignore",
                             selection_mode="points", config={"displaylogo": False})
-    st.caption(caption)
+    st.caption(md_escape(caption))   # captions name outputs and sequences: user text
     downloads(fig, data, name, key)
     return event
 
@@ -216,7 +239,7 @@ def show_plotly(fig, *, caption, data, name, key, select=False):
 def show_matplotlib(fig, *, caption, data, name, key):
     """A matplotlib figure (logos) with its caption and downloads."""
     st.pyplot(fig, clear_figure=False)
-    st.caption(caption)
+    st.caption(md_escape(caption))
     downloads(fig, data, name, key)
 
 

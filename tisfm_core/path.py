@@ -42,7 +42,7 @@ from .specs import MAX_LAMBDAS, PathSpec, store_path, stored_path
 from .training import MIN_LR, Batches, TrainSettings, make_optimizer
 
 __all__ = ["PathResult", "regularization_path", "path_from_arrays", "parse_lambdas", "load_path",
-           "coefficients_at", "top_coefficients", "load_run_data", "find_paths"]
+           "coefficients_at", "top_coefficients", "load_run_data", "check_path_inputs", "find_paths"]
 
 PATH_NPZ = "path.npz"
 PATH_JSON = "path.json"
@@ -695,6 +695,25 @@ def load_run_data(run):
         raise TisfmError(f"run {run.path} was trained on {n_regions} regions but its data files now "
                          f"give {len(data)} (the data files changed after training)")
     return parts
+
+
+def check_path_inputs(run):
+    """Read what a regularization path of ``run`` uses (the run, its training data and split)
+    without fitting anything: the app calls this before it starts a path job, so that a run
+    whose data are gone, changed or outside the allowed folders is refused at once.
+
+    Returns
+    -------
+    dict
+        ``n_train``, ``n_val``, ``n_test``: regions of each part.
+    """
+    from .runs import load_run
+
+    run = run if hasattr(run, "model") else load_run(run)
+    if run.kind != "tisfm":
+        raise TisfmError(f"{run.path} is an AI-TAC baseline: it has no motif final layer for a "
+                         "regularization path")
+    return {f"n_{key}": len(part[0]) for key, part in load_run_data(run).items()}
 
 
 def regularization_path(run, spec, *, verbose=False, callback=None):

@@ -34,7 +34,7 @@ from .atomic import atomic_write, check_format, read_json, write_json
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig
 from .motifs import MotifSet, read_meme, write_meme
-from .server import server_path
+from .server import redact, server_path
 from .specs import store_path, stored_path
 from .splits import save_split
 
@@ -165,6 +165,12 @@ def read_run_config(path):
         if not isinstance(motifs, dict) or not isinstance(motifs.get("ids"), list):
             raise TisfmError(f"{path / CONFIG}: a tiSFM run needs 'motifs' with a list of 'ids'")
     _check_field_types(config, path / CONFIG)
+    for part in ("val", "test"):
+        metrics = config.get("metrics", {}).get(part) or {}
+        for key in ("outputs", "r2", "pearson", "mse"):
+            if key in metrics and (not isinstance(metrics[key], list) or len(metrics[key]) != len(outputs)):
+                raise TisfmError(f"{path / CONFIG}: field 'metrics.{part}.{key}' must list one value per "
+                                 f"output ({len(outputs)})")
     return config
 
 
@@ -180,6 +186,10 @@ _FIELD_TYPES = {
     "history[]": dict, "metrics": dict, "metrics.val": dict, "metrics.test": dict,
     "metrics.val.r2[]": _NUMBER, "metrics.test.r2[]": _NUMBER, "metrics.val.pearson[]": _NUMBER,
     "metrics.test.pearson[]": _NUMBER, "metrics.val.mean_r2": _NUMBER, "metrics.test.mean_r2": _NUMBER,
+    "metrics.val.mse[]": _NUMBER, "metrics.test.mse[]": _NUMBER, "metrics.test.outputs[]": str,
+    "metrics.val.outputs[]": str, "metrics.test.n": int, "metrics.test.mean_pearson": _NUMBER,
+    "training.device": (str, type(None)), "training.seconds": _NUMBER, "training.penalty": str,
+    "imported": dict, "split.fold": int, "split.n_folds": int,
 }
 
 
@@ -454,7 +464,8 @@ def run_summary(path):
 def list_runs(folders):
     """One row per run directory found in ``folders`` (:func:`run_summary` plus ``display``, the
     path relative to its folder, ``folder`` and ``synthetic``); usable runs first, broken ones
-    (with an ``error``) last, each run once however many folders hold it."""
+    (with an ``error``, without the file contents it may quote: :func:`server.redact`) last,
+    each run once however many folders hold it."""
     from .demo import run_truth
 
     rows, seen = [], set()
@@ -465,6 +476,8 @@ def list_runs(folders):
                 continue
             seen.add(key)
             row = run_summary(path)
+            if "error" in row:
+                row["error"] = redact(row["error"])
             try:
                 row["display"] = str(path.relative_to(folder))
             except ValueError:

@@ -18,6 +18,7 @@ from .atomic import check_output_folder, read_json, write_json, write_text
 from .dataset import load_dataset, load_sequences
 from .devices import resolve_device
 from .errors import TisfmError
+from .metrics import format_metric
 from .motifs import MotifSet, kernel_slots, load_motifs
 from .runs import (
     CONFIG,
@@ -186,8 +187,8 @@ def _train(out, task, *, resume, force, verbose, callback, distributed, motif_se
                                   data.outputs)
                for name, part in (("val", va), ("test", te))}
     if verbose:
-        print("test R2: " + ", ".join(f"{o} {_fmt(r)}" for o, r in zip(data.outputs, metrics["test"]["r2"]))
-              + f"  (mean {_fmt(metrics['test']['mean_r2'])})", flush=True)
+        print("test R2: " + ", ".join(f"{o} {format_metric(r)}" for o, r in zip(data.outputs, metrics["test"]["r2"]))
+              + f"  (mean {format_metric(metrics['test']['mean_r2'])})", flush=True)
     meta = {
         "data": {**data_record(task.data, out), "n_regions": len(data), "length": data.length,
                  "id_match": data.report},
@@ -207,10 +208,6 @@ def _train(out, task, *, resume, force, verbose, callback, distributed, motif_se
              half=task.half)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return out
-
-
-def _fmt(value):
-    return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
 def cv_runs(out, task, *, verbose=True, callback=None, force=False):
