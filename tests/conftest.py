@@ -158,3 +158,55 @@ def folder_digest(folder):
             h.update(str(p.relative_to(folder)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+# -- decompression bombs, made at test time -------------------------------------------------------
+
+def gzip_bomb(size_mb=1024, *, head=b"", fill=b"A"):
+    """A real gzip file of ``head`` + ``size_mb`` MiB of ``fill`` (about 1000-fold smaller: one
+    compressed MiB repeated as concatenated gzip members, which gzip readers inflate in full)."""
+    import gzip
+
+    member = gzip.compress(fill * 2**20, compresslevel=9)
+    return gzip.compress(head) + member * size_mb
+
+
+def deflate_bomb(size_mb=1024):
+    """(raw deflate stream, CRC-32) of ``size_mb`` MiB of zero bytes, about 1000-fold smaller.
+
+    One MiB compressed with a full flush is a self-contained run of deflate blocks; repeated and
+    closed with an empty final block it is a valid stream of the whole size.
+    """
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(b"\0" * 2**20) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc, chunk = 0, b"\0" * 2**20
+    for _ in range(size_mb):
+        crc = zlib.crc32(chunk, crc)
+    return block * size_mb + compressor.flush(), crc
+
+
+def make_zip(members):
+    """Bytes of a zip archive. ``members``: name -> bytes (deflated here) or (raw deflate
+    stream, crc, size) for a member compressed elsewhere (a bomb)."""
+    import struct
+    import zlib
+
+    local, central = b"", b""
+    for name, value in members.items():
+        if isinstance(value, tuple):
+            data, crc, size = value
+        else:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+            data, crc, size = compressor.compress(value) + compressor.flush(), zlib.crc32(value), len(value)
+        encoded = name.encode()
+        offset = len(local)
+        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(data), size,
+                             len(encoded), 0) + encoded + data
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0x031E, 20, 0, 8, 0, 0x21, crc,
+                               len(data), size, len(encoded), 0, 0, 0, 0, 0o100644 << 16,
+                               offset) + encoded
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central),
+                      len(local), 0)
+    return local + central + end

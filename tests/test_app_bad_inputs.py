@@ -155,7 +155,7 @@ CASES = [
     ("pasted header without sequence", tism(lambda f: ">a\n\n>b\n" + _seq_line(f)), "'a'"),
     ("pasted duplicate ids", tism(lambda f: f">a\n{_seq_line(f)}\n>a\n{_seq_line(f, 3)}"), "appears twice"),
     ("pasted text before the first header", tism(lambda f: "hello\n>a\n" + _seq_line(f)), "before the first"),
-    ("uploaded binary FASTA", tism_upload("image.png"), "is not a text (UTF-8) file"),
+    ("uploaded binary FASTA", tism_upload("image.png"), "is not UTF-8 text"),
     ("uploaded damaged gzip FASTA", tism_upload("damaged.fa.gz"), "damaged or truncated gzip"),
     ("run zip with truncated weights", run_zip("truncated"), "model.safetensors"),
     ("run zip with a wrong-typed config field", run_zip("wrongtype"), "'length'"),
@@ -236,18 +236,18 @@ def test_good_uploads_start_a_job_on_copies_under_app_chosen_names(bad, env, tmp
     from tisfm_core.cli import build_parser
 
     launched = []
-    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="":
-                        launched.append((kind, [str(a) for a in args], label))
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None:
+                        launched.append((kind, [str(a) for a in args], label, spec))
                         or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
     at = page("pages/1_Models_and_training.py")
     _, act = train_upload(run_name="from_uploads")
     act(at, bad)
     assert not texts(at.error), texts(at.error)
-    (kind, args, label), = launched
+    (kind, args, label, task), = launched
     parsed = build_parser().parse_args([kind, *args])
     uploads = tmp_path / "home" / "data" / "uploads"
-    for given, original in ((parsed.sequences, bad["seq"]), (parsed.targets, bad["targets"]),
-                            (parsed.motifs, bad["motifs"])):
+    for given, original in ((task.data.sequences, bad["seq"]), (task.data.targets, bad["targets"]),
+                            (task.model.motifs, bad["motifs"])):
         saved = Path(given)
         assert uploads in saved.parents and saved.name in ("sequences.fa", "targets.tsv", "motifs.meme")
         assert saved.read_bytes() == Path(original).read_bytes()

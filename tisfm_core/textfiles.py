@@ -222,11 +222,11 @@ def check_zip_sizes(archive, what, *, max_bytes):
     whose compressed members expand like a bomb (see :func:`check_expansion`)."""
     total = 0
     for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            check_expansion(info.file_size, info.compress_size, f"{what}: {info.filename!r}",
+                            float("inf"))
         total += info.file_size
         if total > max_bytes:
             raise TisfmError(f"{what} unpacks to more than {_mib(max_bytes)} (the cap on one "
                              "archive); refused")
-        if info.compress_type != zipfile.ZIP_STORED:
-            check_expansion(info.file_size, info.compress_size, f"{what}: {info.filename!r}",
-                            max_bytes)
     return total
