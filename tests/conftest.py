@@ -160,6 +160,16 @@ def folder_digest(folder):
     return h.hexdigest()
 
 
+def reference_state(run):
+    """A run's weights under the reference implementation's parameter names (a state dict as
+    the reference's torch.save writes it)."""
+    from tisfm_core.reference import NAME_MAP
+    from tisfm_core.runs import load_run
+
+    ours = load_run(run).model.state_dict()
+    return {ref: ours[name].clone() for ref, name in NAME_MAP.items() if name in ours}
+
+
 # -- decompression bombs, made at test time -------------------------------------------------------
 
 def gzip_bomb(size_mb=1024, *, head=b"", fill=b"A"):
@@ -210,3 +220,37 @@ def make_zip(members):
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central),
                       len(local), 0)
     return local + central + end
+
+
+def _proc_status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class memory_cap:
+    """Cap this process's address space at what it has mapped now plus ``cap_mb`` for the
+    duration of a ``with`` block (an allocation past it raises MemoryError instead of taking the
+    machine), and measure what the block added to the resident memory (``added_mb``: the peak,
+    reset at the start through /proc/self/clear_refs, minus the resident memory then)."""
+
+    def __init__(self, cap_mb=1536):
+        self.cap = cap_mb * 2**20
+
+    def __enter__(self):
+        import resource
+
+        self.saved = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        self.start = _proc_status("VmRSS")
+        resource.setrlimit(resource.RLIMIT_AS, (_proc_status("VmSize") + self.cap, self.saved[1]))
+        return self
+
+    def __exit__(self, *exc):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, self.saved)
+        self.added_mb = (_proc_status("VmHWM") - self.start) / 2**20
+        return False

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import folder_digest, planted_dataset, write_bad_inputs
+from conftest import folder_digest, planted_dataset, reference_state, write_bad_inputs
 
 from tisfm_core.cli import main
 
@@ -163,15 +163,6 @@ def _deep(n=100_000):
     return "[" * n + "]" * n
 
 
-def _reference_state(run):
-    """The run's weights under the reference implementation's parameter names."""
-    from tisfm_core.reference import NAME_MAP
-    from tisfm_core.runs import load_run
-
-    ours = load_run(run).model.state_dict()
-    return {ref: ours[name].clone() for ref, name in NAME_MAP.items() if name in ours}
-
-
 @pytest.fixture(scope="module")
 def hostile(world):
     """Hostile files next to the matrix's world: bombs, absurd configs, escaping paths."""
@@ -216,12 +207,12 @@ def hostile(world):
         (root / name).write_bytes(gzip_bomb(1024, head=head))
     stream = deflate_bomb(1024)
     legit = root / "legit.pt"
-    torch.save(_reference_state(run), legit)
+    torch.save(reference_state(run), legit)
     with zipfile.ZipFile(legit) as archive:
         members = {i.filename: archive.read(i) for i in archive.infolist()}
     (root / "bomb.pt").write_bytes(make_zip({**members, "legit/data/99": (*stream, 2**30)}))
     (root / "many.pt").write_bytes(make_zip({**members, **{f"legit/x/{i}": b"" for i in range(5000)}}))
-    state = _reference_state(run)
+    state = reference_state(run)
     for name, edit in {
         "nan": lambda s: s["linreg.weight"].__setitem__((0, 0), float("nan")),
         "inf": lambda s: s["interaction_layer.weight"].__setitem__((0, 0), float("inf")),

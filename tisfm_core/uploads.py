@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 
 from .atomic import atomic_write, write_bytes
@@ -121,19 +122,14 @@ def check_run_zip(archive, *, max_bytes=MAX_RUN_BYTES, what="the uploaded zip"):
 
 
 def _extract(archive, info, target):
-    """Copy one member to ``target`` in chunks, never past its declared size (a lying header
-    cannot inflate more than that)."""
-    left = info.file_size
-    with archive.open(info) as source, open(target, "wb") as out:
-        while True:
-            chunk = source.read(min(1 << 20, left + 1))
-            if not chunk:
-                break
-            left -= len(chunk)
-            if left < 0:
-                raise TisfmError(f"{info.filename} in the uploaded zip is larger than its header "
-                                 "says; refused")
-            out.write(chunk)
+    """Copy one member to ``target`` in chunks. zipfile stops at the declared size, so a header
+    that lies about it ends in a CRC error (BadZipFile), never in more bytes."""
+    try:
+        with archive.open(info) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise TisfmError(f"{info.filename} in the uploaded zip is damaged or larger than its header "
+                         f"says ({exc})") from None
 
 
 def extract_run_zip(data, dest_parent, *, max_bytes=MAX_RUN_BYTES):
