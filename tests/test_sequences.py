@@ -290,3 +290,14 @@ def test_one_hot_torch_rejects_bad_input_on_cpu():
         one_hot_torch(torch.tensor([[0, 1, 9]]))
     with pytest.raises(TisfmError, match="integers"):
         one_hot_torch(torch.zeros(2, 3))
+
+
+def test_forty_thousand_pasted_records_parse_to_the_same_sequences():
+    """What the TISM page accepts at once (16 MiB): every record read back in order, ids kept."""
+    rng = np.random.default_rng(3)
+    indices = rng.integers(0, 4, (40_000, 300)).astype(np.uint8)
+    text = "".join(f">s{i} some description\n{s[:150]}\n{s[150:]}\n"
+                   for i, s in enumerate(seqmod.decode(indices)))
+    got = seqmod.parse_sequence_text(text, length=300)
+    assert got.ids[0] == "s0" and got.ids[-1] == "s39999" and len(set(got.ids)) == 40_000
+    assert np.array_equal(got.indices, indices)
