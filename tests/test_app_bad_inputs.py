@@ -604,3 +604,32 @@ def test_home_page_shows_n_a_for_an_undefined_r2(env, tmp_path):
     assert any("mean R² n/a" in m for m in texts(at.markdown)), texts(at.markdown)
     shown = at.dataframe[0].value
     assert shown["test_r2"].iloc[0] == "n/a" and shown["test_r2"].iloc[1] != "n/a"
+
+
+@pytest.mark.parametrize("text", [
+    "[x](http://evil.example)", "![i](http://evil.example/i.png)", "<http://evil.example>",
+    "see http://evil.example/x and www.evil.example", "*bold* _it_ ~~gone~~ `code`", "# heading",
+    "- item\n1. item", "a | b\n--|--\nc | d", "$x^2$ and :red[text] :material/home:", "a\\b &amp; <b>x</b>",
+    "line one\n===", "> quote", "r0's 'value' (uploaded)"])
+def test_md_escape_renders_the_typed_text(text):
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
+    from tisfm_app.ui import md_escape
+
+    rendered = MarkdownIt("gfm-like").render(md_escape(text))
+    assert re.findall(r"</?(\w+)", rendered) == ["p"] + ["br"] * text.count("\n") + ["p"], rendered
+    assert html.unescape(re.sub(r"<[^>]+>", "", rendered)).replace("\n", "") == text.replace("\n", "")
+
+
+def test_redact_hides_quoted_contents_but_keeps_upload_names_and_words():
+    from tisfm_core.server import redact
+
+    assert redact("t.tsv line 5 (row 'SECRET') holds 'x'; the run's data") == \
+        "t.tsv line 5 (row '…') holds '…'; the run's data"
+    assert redact("'my file.fa' (uploaded), line 2: motif 'abc' has") == \
+        "'my file.fa' (uploaded), line 2: motif '…' has"
+    assert redact('found "it\'s" here') == 'found "…" here'
+    assert redact("nothing quoted") == "nothing quoted"

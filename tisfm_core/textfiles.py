@@ -37,7 +37,7 @@ EXPANSION_FLOOR = 16 * 2**20
 
 
 def _mib(n):
-    return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 def check_expansion(produced, consumed, what, max_bytes):
