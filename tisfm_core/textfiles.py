@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import itertools
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -40,10 +41,11 @@ def _mib(n):
     return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
-def check_expansion(produced, consumed, what, max_bytes):
+def check_expansion(produced, consumed, what, max_bytes=None):
     """Refuse decompressed output of ``produced`` bytes from ``consumed`` compressed bytes when it
-    passes ``max_bytes`` or expands more than :data:`MAX_EXPANSION`-fold (past the floor)."""
-    if produced > max_bytes:
+    passes ``max_bytes`` (if given) or expands more than :data:`MAX_EXPANSION`-fold (past the
+    floor)."""
+    if max_bytes is not None and produced > max_bytes:
         raise TisfmError(f"{what} decompresses to more than {_mib(max_bytes)} (the cap on one "
                          "input); refused")
     if produced > EXPANSION_FLOOR and produced > MAX_EXPANSION * max(consumed, 1):
@@ -213,7 +215,8 @@ def open_zip(source, what, *, max_members=1000):
                          f"entries; at most {max_members} are read; refused")
     try:
         return zipfile.ZipFile(handle)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, ValueError,
+            EOFError, struct.error):   # what zipfile raises for damaged or unusual directories
         raise TisfmError(f"{what} is not a readable zip archive") from None
 
 
@@ -223,8 +226,7 @@ def check_zip_sizes(archive, what, *, max_bytes):
     total = 0
     for info in archive.infolist():
         if info.compress_type != zipfile.ZIP_STORED:
-            check_expansion(info.file_size, info.compress_size, f"{what}: {info.filename!r}",
-                            float("inf"))
+            check_expansion(info.file_size, info.compress_size, f"{what}: {info.filename!r}")
         total += info.file_size
         if total > max_bytes:
             raise TisfmError(f"{what} unpacks to more than {_mib(max_bytes)} (the cap on one "

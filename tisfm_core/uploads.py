@@ -127,7 +127,7 @@ def _extract(archive, info, target):
     try:
         with archive.open(info) as source, open(target, "wb") as out:
             shutil.copyfileobj(source, out, 1 << 20)
-    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as exc:
         raise TisfmError(f"{info.filename} in the uploaded zip is damaged or larger than its header "
                          f"says ({exc})") from None
 
