@@ -68,10 +68,12 @@ def sequence_input(path, length):
                     horizontal=True, key="tism_mode")
     if mode == "Paste":
         text = st.text_area(f"DNA sequences, FASTA or raw ({length} bp each; A, C, G, T, N or IUPAC codes)",
-                            key="tism_text", height=140, placeholder=EXAMPLE, max_chars=MAX_TEXT)
+                            key="tism_text", height=140, placeholder=EXAMPLE)
         if not text.strip():
             st.info(f"Paste one or more sequences of {length} bp, or choose another source.")
             return None
+        if len(text) > MAX_TEXT:
+            raise TisfmError(f"the pasted text is longer than {MAX_TEXT // 2**20} Mi characters; refused")
         return _pair(parse_sequence_text(text, length=length, what="the pasted sequences"))
     if mode == "Upload FASTA":
         upload = st.file_uploader("FASTA file (plain or gzip)", type=["fa", "fasta", "fna", "txt", "gz"],

@@ -465,6 +465,8 @@ HOSTILE = [
     #  words no element may show)
     ("TISM upload: gzip bomb", T6, None, tism_upload("bomb.fa.gz")[1], "decompresses to more than 16 MiB", ()),
     ("TISM upload: 17 MiB of text", T6, None, tism_upload("big.fa")[1], "larger than 16 MiB", ()),
+    ("TISM paste: 17 Mi characters", T6, None, tism(lambda f: ">a\n" + "A" * (17 * 2**20))[1],
+     "longer than 16 Mi characters", ()),
     ("training upload: sequences gzip bomb", T1, None, train_upload(seq="bomb.fa.gz")[1],
      "'bomb.fa.gz' (uploaded) expands more than 200-fold", ()),
     ("training upload: targets gzip bomb", T1, None, train_upload(targets="bomb.tsv.gz")[1],
