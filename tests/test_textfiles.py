@@ -114,3 +114,18 @@ def test_zip_directories_are_checked_before_reading(tmp_path):
         open_zip(make_zip({f"m{i}": b"" for i in range(30)}), "z", max_members=10)
     with pytest.raises(TisfmError, match="is not a zip archive"):
         open_zip(b"PK\x03\x04 truncated", "z")
+
+
+def test_npz_members_are_checked_before_numpy_inflates_them(tmp_path):
+    from conftest import deflate_bomb, make_zip
+
+    from tisfm_core.atomic import read_arrays
+
+    stream, crc = deflate_bomb(64)
+    bomb = tmp_path / "path.npz"
+    bomb.write_bytes(make_zip({"coefs.npy": (stream, crc, 64 * 2**20)}))
+    with pytest.raises(TisfmError, match="'coefs.npy' expands more than 200-fold"):
+        read_arrays(bomb, what="path file")
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, a=np.zeros((100, 100)))
+    assert read_arrays(good)["a"].shape == (100, 100)

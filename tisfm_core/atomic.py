@@ -11,12 +11,13 @@ import os
 import re
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import TisfmError
-from .textfiles import check_input_file, read_text
+from .textfiles import MAX_TEXT_BYTES, check_input_file, check_zip_sizes, open_zip, read_text
 
 
 def _fsync_dir(folder):
@@ -213,6 +214,9 @@ def read_arrays(path, *, what="file"):
         # np.load would call anything else "pickled data"; it is just not a NumPy file
         raise TisfmError(f"{what} {path} is not a readable {path.suffix or 'NumPy'} file (truncated "
                          "or corrupt): no NumPy or zip header")
+    if magic.startswith(b"PK") and zipfile.is_zipfile(path):   # np.load inflates an .npz's members
+        with open_zip(path, f"{what} {path}") as archive:
+            check_zip_sizes(archive, f"{what} {path}", max_bytes=MAX_TEXT_BYTES)
     try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
