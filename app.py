@@ -11,10 +11,10 @@ import pandas as pd
 import streamlit as st
 
 from tisfm_app import ui
+from tisfm_core.finetune import describe_outputs, lineage
 from tisfm_core.metrics import format_metric
 from tisfm_core.plots import r2_bar
-from tisfm_core.runs import resolve_run_data
-from tisfm_core.specs import stored_path
+from tisfm_core.runs import data_paths, run_origin
 from tisfm_core.workflows import summary
 
 INTRO = (
@@ -36,44 +36,46 @@ def run_card(path, stamp):
     return info
 
 
-def fmt_seconds(seconds):
-    if seconds is None:
-        return "unknown"
-    seconds = float(seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+@st.cache_data(max_entries=16, show_spinner=False)
+def run_lineage(path, stamp):
+    return lineage(path)
+
+
+def lineage_card(path, config):
+    """The chain parent -> child of a fine-tuned run, with what trained (nothing for other runs)."""
+    if not config.get("lineage"):
+        return
+    rows = run_lineage(str(path), ui.run_stamp(path))
+    e = ui.md_escape   # names and records come from config.json files: maybe uploads
+    st.markdown("**Lineage** (oldest first): " + " → ".join(f"{e(r['name'])} ({e(r['made'])})" for r in rows))
+    record = config.get("finetune") or {}
+    if record:
+        st.markdown(f"- this run trained **{e(record.get('train'))}** ({record.get('n_parameters', 0):,} "
+                    f"parameters) starting from {e(rows[-2]['name'])}\n- "
+                    + e(describe_outputs(record.get("outputs") or {"kept": [], "new": [], "dropped": []})))
+    for r in rows[:-1]:
+        if not r["present"]:
+            st.warning(f"Ancestor {e(r['name'])} is no longer at {e(r['path'])}.")
+        elif r["unchanged"] is False:
+            st.warning(f"Ancestor {e(r['name'])} at {e(r['path'])} has other weights than when it was "
+                       "fine-tuned from (retrained or replaced).")
 
 
 def card(row):
     path = ui.require_run(row, tisfm=False)
     info = run_card(str(path), ui.run_stamp(path))
     config = info["config"]
-    e = ui.md_escape   # everything below comes from the run's config.json: maybe an upload
     ui.synthetic_note(path)
-    st.subheader(f"Active run: {e(row['display'])}")
-    files = resolve_run_data(path, config, allowed_only=False)   # shown, not read
-    transform = config.get("transform", {})
+    st.subheader(f"Active run: {ui.md_escape(row['display'])}")
     training = config.get("training", {})
     left, right = st.columns(2)
     with left:
         st.markdown("**Data**")
-        if config.get("data"):
-            source = files["sequences"] or f"{files['bed']} on {files['genome']}"
-            st.markdown(f"- sequences: {e(source)}\n- targets: {e(files['targets'])}\n"
-                        f"- {e(config['data'].get('n_regions', '?'))} regions of {info['length']} bp, "
-                        f"transform **{e(transform.get('kind') or transform.get('spec') or 'none')}**")
-        elif config.get("imported"):
-            imported = stored_path(config["imported"].get("state_dict"), path)
-            st.markdown(f"- imported from {e(imported)} (no training data recorded)")
-        else:
-            st.markdown("- no training data recorded")
+        st.markdown(data_lines(path, config, info))
         st.markdown("**Model**")
-        lines = [f"- variant **{e(info['variant'])}** ({e(info['kind'])})"]
+        lines = [f"- variant **{info['variant']}** ({info['kind']})"]
         if info["kind"] == "tisfm":
-            lines.append(f"- motif set: {info['motifs']} motifs from {e(info['motif_source'])}")
+            lines.append(f"- motif set: {info['motifs']} motifs from {ui.md_escape(info['motif_source'])}")
             lines.append(f"- layers: attention {info['attention']}, interaction {info['interaction']}, "
                          f"pooling {info['pooling']}, era {info['era']}")
         lines.append(f"- parameters: **{info['parameters_total']:,}** total, "
@@ -81,28 +83,29 @@ def card(row):
         st.markdown("\n".join(lines))
     with right:
         st.markdown("**Training**")
-        where = training.get("device") or "unknown device"
-        finished = training.get("finished") or config.get("created", "")
         split = config.get("split", {})
-        st.markdown(f"- trained on **{e(where)}** in **{fmt_seconds(training.get('seconds'))}**"
-                    f"{f', finished {e(finished)}' if finished else ''}\n"
-                    f"- epochs: {e(training.get('epochs', '?'))} (+ {e(training.get('finetune_epochs', 0))} "
-                    f"fine-tuning), penalty {e(training.get('penalty', 'none'))}\n"
-                    + (f"- split: fold {e(split.get('fold'))} of {e(split.get('n_folds'))} "
-                       f"({e(split.get('n_train'))} train / {e(split.get('n_val'))} val / "
-                       f"{e(split.get('n_test'))} test)" if split else "- no split recorded"))
+        e = ui.md_escape
+        lines = [f"- {e(run_origin(config))}"]
+        if not config.get("imported"):
+            lines.append(f"- epochs: {e(training.get('epochs', '?'))} (+ {e(training.get('finetune_epochs', 0))} "
+                         f"fine-tuning), penalty {e(training.get('penalty', 'none'))}")
+            lines.append(f"- split: fold {e(split.get('fold'))} of {e(split.get('n_folds'))} "
+                         f"({e(split.get('n_train'))} train / {e(split.get('n_val'))} val / "
+                         f"{e(split.get('n_test'))} test)" if split else "- no split recorded")
         if config.get("group"):
-            st.markdown(f"- part of the cross-validation set **{e(config['group'])}**")
-        st.markdown(f"**Outputs** ({len(info['outputs'])}): " + e(", ".join(info["outputs"][:30]))
+            lines.append(f"- part of the cross-validation set **{ui.md_escape(config['group'])}**")
+        st.markdown("\n".join(lines))
+        st.markdown(f"**Outputs** ({len(info['outputs'])}): " + ui.md_escape(", ".join(info["outputs"][:30]))
                     + (" ..." if len(info["outputs"]) > 30 else ""))
+    lineage_card(path, config)
     test = info["metrics"].get("test")
     if test and test.get("r2"):
         table = pd.DataFrame({"output": test.get("outputs") or info["outputs"], "test_r2": test["r2"],
                               "test_pearson": test.get("pearson"), "test_mse": test.get("mse")})
-        st.markdown(f"**Test accuracy** (n = {e(test.get('n'))} regions, mean R² "
+        st.markdown(f"**Test accuracy** (n = {ui.md_escape(test.get('n'))} regions, mean R² "
                     f"{format_metric(test.get('mean_r2'))})")
         c1, c2 = st.columns([2, 3])
-        with c1:
+        with c1:   # shown with 3 decimals, "n/a" where a metric is undefined (a constant output)
             shown = table.assign(**{c: table[c].map(format_metric) for c in table.columns[1:]})
             st.dataframe(shown, hide_index=True, width="stretch")
         with c2:
@@ -113,6 +116,26 @@ def card(row):
         st.info("This run has no test metrics (imported or evaluated elsewhere).")
 
 
+def data_lines(path, config, info):
+    """The Data block of the card: each data file relative to the run folder, in words."""
+    data = config.get("data") or {}
+    transform = config.get("transform") or {}
+    if not data:
+        if config.get("imported"):
+            return "- no training data: the weights were trained elsewhere"
+        return "- no training data recorded"
+    files = data_paths(path, config)
+    lines = []
+    for key, what in (("sequences", "sequences"), ("bed", "regions"), ("genome", "genome"),
+                      ("targets", "targets"), ("transform_table", "transform table")):
+        if key in files:
+            rel, exists = files[key]
+            lines.append(f"- {what}: {ui.md_escape(rel)}" + ("" if exists else " (missing)"))
+    lines.append(f"- {ui.md_escape(data.get('n_regions', '?'))} regions of {info['length']} bp, transform "
+                 f"**{ui.md_escape(transform.get('kind') or 'none')}**")
+    return "\n".join(lines) + "\n\nPaths are relative to the run folder."
+
+
 def home():
     row = ui.setup("tiSFM Explorer", INTRO)
     st.markdown("Pick the **active run** in the sidebar; every page shows that run. "
@@ -120,7 +143,8 @@ def home():
     cols = st.columns(3)
     for i, (script, label, icon) in enumerate(ui.PAGES[1:]):
         with cols[i % 3]:
-            st.page_link(script, label=label, icon=icon)
+            st.page_link(script, label=label, icon=icon,
+                         query_params={ui.RUN_PARAM: ui.run_param(row)} if row else None)
     ui.guarded(card, row)
 
 

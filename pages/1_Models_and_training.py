@@ -1,8 +1,10 @@
-"""Models and training: the runs, uploads and imports, and background training jobs."""
+"""Models and training: the runs, uploads and imports, and background training and fine-tuning
+jobs."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -10,9 +12,16 @@ import streamlit as st
 from tisfm_app import forms, jobs_panel, ui
 from tisfm_core import jobs
 from tisfm_core.errors import TisfmError
+from tisfm_core.finetune import check_finetune_inputs, describe_outputs, recorded_data
 from tisfm_core.runs import list_runs
-from tisfm_core.server import contents_hidden, data_dir, jobs_dir, user_runs_dir
-from tisfm_core.specs import MODEL_VARIANTS, VARIANTS, ModelSpec, TrainTask
+from tisfm_core.server import contents_hidden, data_dir, jobs_dir, server_path, user_runs_dir
+from tisfm_core.specs import (
+    MODEL_VARIANTS,
+    VARIANTS,
+    FinetuneTask,
+    ModelSpec,
+    TrainTask,
+)
 from tisfm_core.training import TrainSettings
 from tisfm_core.uploads import UploadBatch, extract_run_zip
 from tisfm_core.workflows import check_training_inputs
@@ -128,6 +137,80 @@ def training_form():
         st.rerun()  # so that the jobs panel starts polling
 
 
+# -- fine-tuning --------------------------------------------------------------------------------
+
+TRAIN_LABELS = {
+    "final": "final layer only",
+    "calibration": "motif calibration + final layer",
+    "all-but-kernels": "everything but the PWM kernels",
+    "all": "everything, PWM kernels included",
+}
+TRAIN_HELP = ("final: the TF x output weights. calibration: also each motif's sigmoid scale and bias "
+              "(its sensitivity). everything but the PWM kernels: also the positional table, attention, "
+              "pooling and interactions (the paper's first stage). everything: the PWM kernels drift too "
+              "(the paper's second stage; see the kernel drift on *Final layer*). AI-TAC: final layer "
+              "or all its layers.")
+
+
+def finetune_form(row):
+    if row is None or "error" in row:
+        st.info("Pick a usable run in the sidebar to fine-tune it.")
+        return
+    parent = Path(row["path"])
+    st.markdown(f"Fine-tune the active run **{row['display']}**: a new run starts from its weights and "
+                "trains the parameters you choose on the data you give, as a **background job**. The "
+                "active run itself is never changed. Outputs it has keep their final-layer weights; new "
+                "outputs (other target columns) get weights fitted to the run's motif features first; "
+                "its other outputs are dropped.")
+    own = recorded_data(parent)
+    options = (["The run's own training data"] if own else []) + ["Other data"]
+    source = st.radio("Fine-tune on", options, horizontal=True, key="ft_source",
+                      help="The run's own data keeps its split (same folds and seed), so the test "
+                           "regions stay unseen.")
+    data = transform = None
+    if source == "Other data":
+        data = forms.data_inputs("ft_")
+        transform = forms.transform_input(data, "ft_")
+    choices = ("final", "all-but-kernels") if row.get("kind") == "aitac" else tuple(TRAIN_LABELS)
+    train = st.radio("What trains", choices, index=choices.index("all-but-kernels"), horizontal=True,
+                     format_func=TRAIN_LABELS.get, key="ft_train", help=TRAIN_HELP)
+    c1, c2, c3, c4 = st.columns(4)
+    epochs = c1.number_input("Epochs", 1, 1000, 5, key="ft_epochs")
+    lr = c2.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", key="ft_lr",
+                         help="1e-3 is the paper's learning rate for fine-tuning the kernels.")
+    batch = c3.number_input("Sequences per batch", 8, 4096, 128, key="ft_batch")
+    device = c4.selectbox("Train on", ("auto", "cpu", "cuda"), key="ft_device",
+                          help="auto: the GPU when there is one")
+    default = f"{parent.name}_ft_{time.strftime('%Y%m%d-%H%M%S')}"
+    name = st.text_input("Name of the new run (folder in your runs folder)", key="ft_name", placeholder=default)
+    if st.button("Start fine-tuning job", type="primary", key="start_finetune"):
+        out = user_runs_dir() / forms.safe_name(name, default)
+        if out.exists():
+            raise TisfmError(f"a run folder named {out.name} already exists in {out.parent}; choose another name")
+        with UploadBatch() as uploads:
+            if data is None:
+                data_spec, seed, data_label = *own, "its own training data"
+                for what, value in (("sequence file", data_spec.sequences), ("BED file", data_spec.bed),
+                                    ("genome", data_spec.genome), ("targets", data_spec.targets),
+                                    ("transform table", data_spec.transform_table)):
+                    if value:   # a run's config may come from an upload: read only allowed folders
+                        server_path(value, f"the run's {what}")
+            else:
+                data_spec, data_label, _ = forms.resolve_data(data, transform, uploads)
+                seed = 0
+            task = FinetuneTask(data=data_spec, train=train, training=TrainSettings(
+                epochs=int(epochs), lr=float(lr), batch_size=int(batch), random_state=seed,
+                device=None if device == "auto" else device))
+            with st.spinner("Checking the inputs against the run (reading and matching every file) ..."):
+                summary = check_finetune_inputs(task, parent)
+        label = f"{out.name}: fine-tune {parent.name} ({TRAIN_LABELS[train]}) on {data_label}"
+        job = jobs.launch("finetune", [str(parent), "--out", str(out)], jobs_dir(), label=label, spec=task)
+        st.session_state["_page_notice"] = (
+            f"Started job {job.id}: {label} ({summary['n_regions']:,} regions, {summary['length']} bp, "
+            f"{summary['n_parameters']:,} parameters train; {describe_outputs(summary['outputs'])}).")
+        st.rerun()  # so that the jobs panel starts polling
+
+
 # -- job table ----------------------------------------------------------------------------------
 
 def _notice():
@@ -137,15 +220,17 @@ def _notice():
 
 
 def main():
-    ui.setup("Models and training")
+    row = ui.setup("Models and training")
     _notice()
     ui.guarded(runs_table)
-    tabs = st.tabs(["Train", "Upload a run", "Import a reference model"])
+    tabs = st.tabs(["Train", "Fine-tune this model", "Upload a run", "Import a reference model"])
     with tabs[0]:
         ui.guarded(training_form)
     with tabs[1]:
-        ui.guarded(upload_run)
+        ui.guarded(finetune_form, row)
     with tabs[2]:
+        ui.guarded(upload_run)
+    with tabs[3]:
         ui.guarded(import_reference)
     st.subheader("Jobs")
     jobs_panel.show()

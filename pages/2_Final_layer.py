@@ -8,14 +8,24 @@ import pandas as pd
 import streamlit as st
 
 from tisfm_app import ui
+from tisfm_core.analysis.drift import (
+    drift_summary,
+    kernel_drift,
+    kernels_moved,
+    lineage_drift,
+)
 from tisfm_core.analysis.final_layer import (
     cluster_order,
     final_layer,
+    final_layer_difference,
     normalise_rows,
     top_k_union,
 )
 from tisfm_core.analysis.inclusion import cv_siblings, inclusion_filter, inclusion_ratio
 from tisfm_core.demo import planted_marks
+from tisfm_core.errors import TisfmError
+from tisfm_core.finetune import parent_path
+from tisfm_core.motifs import motif_url
 from tisfm_core.plots import SEQUENTIAL, motif_logo, weight_heatmap
 from tisfm_core.runs import read_run_config
 from tisfm_core.workflows import kernel_motifs
@@ -39,15 +49,23 @@ def inclusion(paths, stamps, k):
 def heatmap_section(path, truth):
     W, names = weights(str(path), ui.run_stamp(path))
     outputs = list(W.columns)
+    searched = ui.tf_search(W.index, names, key="final")
     c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
-    k = c1.slider("Top k per output", 1, min(30, len(W)), min(5, len(W)), key="topk")
-    by = c2.radio("Rank by", ("abs", "positive"), horizontal=True, key="rank_by",
+    most = min(30, len(W))
+    k = c1.slider("Top k per output", 1, most, key=ui.url_key("topk", "k", min(5, most), kind=int,
+                                                           valid=lambda v: 1 <= v <= most))
+    by = c2.radio("Rank by", ("abs", "positive"), horizontal=True, key=ui.url_key("rank_by", "by", "abs",
+                                                                               valid=("abs", "positive")),
                   format_func=lambda b: "|weight|" if b == "abs" else "weight > 0")
-    order = c3.radio("Order", ("clustered", "fixed"), horizontal=True, key="order",
+    order = c3.radio("Order", ("clustered", "fixed"), horizontal=True,
+                     key=ui.url_key("order", "order", "clustered", valid=("clustered", "fixed")),
                      help="clustered: rows and columns by average-linkage clustering (correlation); "
                           "fixed: motif-file and output order")
     default = outputs if len(outputs) <= 20 else outputs[:20]
-    shown = c4.multiselect("Outputs", outputs, default=default, key="outputs_shown")
+    shown = c4.multiselect("Outputs", outputs, key=ui.url_key("outputs_shown", "outputs", default, valid=outputs,
+                                                             many=True))
+    for param, key in (("k", "topk"), ("by", "rank_by"), ("order", "order"), ("outputs", "outputs_shown")):
+        ui.to_url(param, st.session_state[key])
     if not shown:
         st.info("Choose at least one output.")
         return None
@@ -57,6 +75,7 @@ def heatmap_section(path, truth):
     if marks and st.checkbox("Also show the planted regulators of the synthetic demo", value=True,
                              key="with_planted"):
         rows += [m for m in dict.fromkeys(m[0] for m in marks) if m not in rows]
+    rows += [m for m in searched if m not in rows]
     if not rows:
         st.info("Every weight of these outputs is zero (or none is positive).")
         return None
@@ -67,24 +86,26 @@ def heatmap_section(path, truth):
     raw = W.loc[values.index, values.columns]
     fig = weight_heatmap(values, raw=raw, names=names, colorbar="normalised weight",
                          title=f"Final layer: top {k} TFs per output ({len(values)} TFs)",
-                         marks=[(m, o) for m, o, _, _ in marks])
+                         marks=[(m, o) for m, o, _, _ in marks], highlight=searched)
     data = values.copy()
     data.insert(0, "tf", [names.get(m, "") for m in data.index])
     event = ui.show_plotly(fig, key="final_heatmap", name=f"{path.name}_final_layer_normalised", data=data,
                            select=True,
                            caption="Final-layer weights divided by each output's max |weight| "
                                    f"(top {k} by {'|w|' if by == 'abs' else 'w > 0'} per output"
-                                   + ("; circles: planted regulators" if marks else "") + "). Click a cell "
+                                   + ("; circles: planted regulators" if marks else "")
+                                   + ("; ▶: the TFs you searched for" if searched else "") + "). Click a cell "
                                    "to see the TF's logo.")
     with st.expander("Table of the shown weights (raw and normalised)"):
-        table = pd.concat({"normalised": values, "raw": raw}, axis=1)
-        table.insert(0, ("", "tf"), [names.get(m, "") for m in table.index])
+        table = pd.DataFrame({"motif": values.index, "tf": [names.get(m, "") for m in values.index]})
         if marks:
             planted = {(m, o) for m, o, _, _ in marks}
-            table.insert(1, ("", "planted in"), [", ".join(o for o in values.columns if (m, o) in planted)
-                                                 for m in table.index])
-        st.dataframe(table, width="stretch")
-    labels = {f"{names.get(m, '')} ({m})" if names.get(m, "") not in ("", m) else m: m for m in values.index}
+            table["planted in"] = [", ".join(o for o in values.columns if (m, o) in planted) for m in values.index]
+        for kind, frame in (("normalised", values), ("raw", raw)):
+            for output in values.columns:
+                table[f"{output} ({kind})"] = frame[output].to_numpy()
+        ui.motif_table(table)
+    labels = {ui.tf_label(m, names): m for m in values.index}
     clicked = [labels.get(p.get("y")) for p in ui.selected_points(event) if p.get("y") in labels]
     return list(values.index), clicked[:1]
 
@@ -128,13 +149,15 @@ def logo_section(path, shown, clicked):
     ids = list(run.motifs.ids)
     first = [m for m in shown if m in ids] + [m for m in ids if m not in shown]
     names = dict(zip(run.motifs.ids, run.motifs.names))
+    ui.from_url("logo_motif", "motif", first[0], valid=ids)
     if clicked and clicked[0] != st.session_state.get("_logo_click"):
         st.session_state["_logo_click"] = clicked[0]
         st.session_state["logo_motif"] = clicked[0]
-    if st.session_state.get("logo_motif") not in first:
-        st.session_state["logo_motif"] = first[0]
-    motif = st.selectbox("Motif", first, key="logo_motif",
-                         format_func=lambda m: f"{names[m]} ({m})" if names[m] != m else m)
+    motif = st.selectbox("Motif", first, key="logo_motif", format_func=lambda m: ui.tf_label(m, names))
+    ui.to_url("motif", motif)
+    url = motif_url(motif)
+    if url:
+        st.markdown(f"[{ui.md_escape(motif)} in {'JASPAR' if 'jaspar' in url else 'CIS-BP'}]({url})")
     k = ids.index(motif)
     pwm = np.asarray(run.motifs.matrices[k])
     cols = st.columns(2)
@@ -154,14 +177,89 @@ def logo_section(path, shown, clicked):
         cols[1].caption("The kernels of this run were not fine-tuned: the model scans with the PWM as is.")
 
 
+def _parent_stamp(path):
+    parent = parent_path(path)
+    return None if parent is None else ui.run_stamp(parent)
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing with the parent run ...")
+def parent_difference(path, stamp, parent_stamp):
+    run = ui.get_run(path)
+    return final_layer_difference(run), dict(zip(run.motif_ids, run.motif_names))
+
+
+def parent_section(path):
+    """The change of the final layer from the parent, for fine-tuned runs (a toggle)."""
+    parent = parent_path(path)
+    if parent is None:
+        return
+    if not st.toggle(f"Show the change from the parent run {parent.name} (this run minus the parent, "
+                     "for the outputs both have)", key="vs_parent"):
+        return
+    diff, names = parent_difference(str(path), ui.run_stamp(path), _parent_stamp(path))
+    k = st.slider("Top k changes per output", 1, min(30, len(diff)), min(5, len(diff)), key="diff_k")
+    rows = top_k_union(diff, k=k)
+    if not rows:
+        st.info("The final layer is the parent's for every shared output (other parameters trained).")
+        return
+    values = diff.loc[rows]
+    scale = float(np.abs(values.to_numpy()).max())
+    fig = weight_heatmap(values, names=names, colorbar="change in weight", zmin=-scale, zmax=scale,
+                         title=f"Final layer: this run minus {parent.name} (top {k} changes per output)")
+    data = values.copy()
+    data.insert(0, "tf", [names.get(m, "") for m in data.index])
+    ui.show_plotly(fig, key="parent_diff_heatmap", name=f"{path.name}_minus_{parent.name}", data=data,
+                   caption=f"Final-layer weight of this run minus that of its parent {parent.name} (raw, "
+                           f"not normalised) for the {diff.shape[1]} shared output(s): the top {k} TFs by "
+                           "|change| per output.")
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing the kernels with the PWMs ...")
+def drift_table(path, stamp, parent_stamp):
+    run = ui.get_run(path)
+    if parent_path(run) is None:
+        return kernel_drift(run), None
+    try:
+        return lineage_drift(run), None
+    except TisfmError as exc:
+        return kernel_drift(run), str(exc)
+
+
+def drift_section(path):
+    """How far fine-tuned kernels moved from the PWMs (and from the parent's kernels)."""
+    run = ui.get_run(str(path))
+    if run.motifs is None or not kernels_moved(run):
+        return
+    st.subheader("Kernel drift")
+    df, problem = drift_table(str(path), ui.run_stamp(path), _parent_stamp(path))
+    s = drift_summary(df)
+    cols = st.columns(4)
+    cols[0].metric("Kernels nearest to their own PWM", f"{s['fraction_self_nearest']:.1%}",
+                   help="Share of kernels whose most similar original PWM is still their own (paper: 92 %).")
+    cols[1].metric("Mean MSE to the PWMs", f"{s['mean_mse']:.4f}", help="Paper: 0.04.")
+    if "parent_mse" in df.columns:
+        cols[2].metric("Nearest to their own parent kernel", f"{s['parent_fraction_self_nearest']:.1%}")
+        cols[3].metric("Mean MSE to the parent's kernels", f"{s['parent_mean_mse']:.4f}")
+    if problem:
+        st.info(f"Not compared with the parent: {problem}")
+    table = df.sort_values("mse", ascending=False).head(20)
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption("The 20 kernels that moved most from their PWM: mean squared difference (mse), the most "
+               "similar original PWM (best-alignment Pearson r, both strands)"
+               + (" and the same against the parent's kernels (parent_ columns)." if "parent_mse" in df.columns
+                  else "."))
+
+
 def main():
     row = ui.setup("Final layer", INTRO)
     path = ui.require_run(row)
     truth = ui.synthetic_note(path)
     result = ui.guarded(heatmap_section, path, truth)
+    ui.guarded(parent_section, path)
     ui.guarded(inclusion_section, path)
     shown, clicked = result if result else ([], [])
     ui.guarded(logo_section, path, shown, clicked)
+    ui.guarded(drift_section, path)
 
 
 ui.guarded(main)

@@ -61,55 +61,83 @@ def path_views(path_dir):
     stamp = (path_dir / PATH_NPZ).stat().st_mtime_ns
     result = cached_path(str(path_dir), stamp)
     outputs = list(result.outputs)
+    names = dict(zip(result.motif_ids, result.motif_names))
     best = result.best_table().drop(columns="index").reset_index().rename(columns={
         "lambda": "best λ", "val_mse": "validation MSE", "test_mse": "test MSE", "n_nonzero": "non-zero TFs"})
     st.markdown(f"**{ui.md_escape(result.penalty.upper())}** path with {len(result.lambdas)} λ values "
-                f"({result.lambdas.min():.3g} to {result.lambdas.max():.3g}), {len(result.motif_ids)} TFs.")
-    shown = st.multiselect("Outputs in the MSE chart", outputs, default=outputs[:8], key="path_outputs")
+                f"({result.lambdas.min():.3g} to {result.lambdas.max():.3g}"
+                f"{', log-spaced' if result.log_grid else ''}), {len(result.motif_ids)} TFs.")
+    c1, c2, c3 = st.columns([3, 2, 2])
+    shown = c1.multiselect("Outputs in the MSE chart", outputs,
+                           key=ui.url_key("path_outputs", "outputs", outputs[:8], valid=outputs, many=True))
+    output = c2.selectbox("Output of the coefficient paths", outputs,
+                          key=ui.url_key("path_output", "output", outputs[0], valid=outputs))
+    log = c3.toggle("Log-scaled λ axis", key=ui.url_key("path_log_axis", "log", result.log_grid, kind=bool),
+                    help="On for log-spaced grids; λ = 0 (no penalty) is drawn one grid step left of "
+                         "the smallest λ.")
+    r = outputs.index(output)
+    labels = [f"{i}: λ = {lam:.3g}" for i, lam in enumerate(result.lambdas)]
+    index = ui.from_url("_path_lambda_index", "lambda", int(result.best_index[r]), kind=int,
+                        valid=range(len(labels)))
+    st.session_state.setdefault("path_lambda", labels[index])
+    if st.session_state["path_lambda"] not in labels:
+        st.session_state["path_lambda"] = labels[index]
+    index = labels.index(st.session_state["path_lambda"])
+    for param, value in (("outputs", shown), ("output", output), ("log", log), ("lambda", index)):
+        ui.to_url(param, value)
+    searched = ui.tf_search(result.motif_ids, names, key="path")
     if shown:
         cols = [outputs.index(o) for o in shown]
-        fig = path_mse(result.lambdas, result.val_mse[:, cols], shown, result.best_index[cols])
+        fig = path_mse(result.lambdas, result.val_mse[:, cols], shown, result.best_index[cols], log=log,
+                       shown=index)
         data = pd.DataFrame(result.val_mse[:, cols], columns=shown)
         data.insert(0, "lambda", result.lambdas)
         ui.show_plotly(fig, key="path_mse", name=f"{path_dir.name}_val_mse", data=data,
-                       caption="Validation MSE of each output against λ; dashed lines: each output's best λ.")
+                       caption="Validation MSE of each output against λ; stars: each output's best λ (lowest "
+                               "validation MSE); dotted: the λ whose final layer is shown below.")
     st.dataframe(best, hide_index=True, width="stretch")
 
     st.subheader("Coefficient paths")
-    output = st.selectbox("Output", outputs, key="path_output")
-    r = outputs.index(output)
     top = top_coefficients(result, output, k=9)
+    highlight = list(top.index) + [m for m in searched if m not in set(top.index)]
     fig = path_coefficients(result.lambdas, result.coefs[:, r, :], result.motif_ids, result.motif_names,
-                            list(top.index), result.best_lambdas[r],
+                            highlight, result.best_lambdas[r], log=log, shown=index,
                             title=f"Coefficient paths of {output}")
-    data = pd.DataFrame(result.coefs[:, r, :], columns=result.motif_ids)
-    data.insert(0, "lambda", result.lambdas)
+    data = pd.DataFrame(result.coefs[:, r, :].T, columns=[f"λ = {lam:.4g}" for lam in result.lambdas])
+    data.insert(0, "motif", result.motif_ids)
+    data.insert(1, "tf", result.motif_names)
     ui.show_plotly(fig, key="path_coefs", name=f"{path_dir.name}_coefs_{output}", data=data,
                    caption=f"Final-layer weight of every TF for {output} against λ; coloured: the 9 largest "
-                           f"|weights| at its best λ ({result.best_lambdas[r]:.3g}, dashed), grey: the others.")
+                           f"|weights| at its best λ ({result.best_lambdas[r]:.3g}, dashed)"
+                           + (" and the TFs you searched for" if searched else "") + ", grey: the others.")
 
     st.subheader("The final layer at one λ")
-    labels = [f"{i}: λ = {lam:.3g}" for i, lam in enumerate(result.lambdas)]
-    choice = st.select_slider("λ", options=labels, value=labels[int(result.best_index[r])], key="path_lambda")
-    index = labels.index(choice)
+    st.select_slider("λ", options=labels, key="path_lambda",
+                     help="The sparse final layer the path found at this penalty strength.")
     coefs = coefficients_at(result, index)
     nonzero = coefs.loc[(coefs != 0).any(axis=1)]
     st.markdown(f"{len(nonzero)} of {len(coefs)} TFs have a non-zero weight for some output at λ = "
                 f"{result.lambdas[index]:.3g}.")
-    if nonzero.empty:
+    if nonzero.empty and not searched:
         st.info("Every weight is zero at this λ.")
         return
-    strongest = nonzero.abs().max(axis=1).sort_values(ascending=False).index[:40]
-    values = nonzero.loc[strongest]
+    strongest = list(nonzero.abs().max(axis=1).sort_values(ascending=False).index[:40])
+    values = coefs.loc[strongest + [m for m in searched if m not in strongest]]
     bound = float(np.abs(values.to_numpy()).max()) or 1.0
-    names = dict(zip(result.motif_ids, result.motif_names))
-    fig = weight_heatmap(values, names=names, colorbar="weight", zmin=-bound, zmax=bound,
+    fig = weight_heatmap(values, names=names, colorbar="weight", zmin=-bound, zmax=bound, highlight=searched,
                          title=f"Final layer at λ = {result.lambdas[index]:.3g}")
     data = values.copy()
     data.insert(0, "tf", [names.get(m, "") for m in data.index])
     ui.show_plotly(fig, key="path_layer", name=f"{path_dir.name}_layer_{index}", data=data,
                    caption="Final-layer weights at the chosen λ (TFs with a non-zero weight, at most the 40 "
-                           "largest); white cells are exact zeros.")
+                           "largest" + (", and the TFs you searched for" if searched else "")
+                           + "); white cells are exact zeros.")
+
+
+def path_name(path_dir):
+    """A path folder as shown and in the URL: its last two folder names."""
+    path_dir = Path(path_dir)
+    return str(path_dir.relative_to(path_dir.parents[1])) if len(path_dir.parents) > 1 else str(path_dir)
 
 
 def main():
@@ -123,8 +151,10 @@ def main():
                 "--out PATH_DIR`, with PATH_DIR inside a runs folder).")
         ui.guarded(launch_form, path, True)
         return
-    chosen = st.selectbox("Path", paths, key="path_dir",
-                          format_func=lambda p: str(p.relative_to(p.parents[1])) if len(p.parents) > 1 else str(p))
+    chosen = st.selectbox("Path", paths, format_func=path_name,
+                          key=ui.url_key("path_dir", "path", paths[0], valid=paths,
+                                         kind=lambda text: next((p for p in paths if path_name(p) == text), None)))
+    ui.to_url("path", path_name(chosen))
     ui.guarded(path_views, chosen)
     ui.guarded(launch_form, path, False)
 

@@ -23,7 +23,8 @@ from tisfm_core.dataset import load_sequences
 from tisfm_core.errors import TisfmError
 from tisfm_core.plots import agreement_scatter, attribution_logo, base_heatmap
 from tisfm_core.runs import resolve_run_data
-from tisfm_core.sequences import decode, parse_sequence_text, region_window
+from tisfm_core.genome import centred_window
+from tisfm_core.sequences import decode, parse_sequence_text
 from tisfm_core.server import contents_hidden, server_path
 from tisfm_core.textfiles import decode_text
 
@@ -64,9 +65,14 @@ def hits_for(path, stamp, indices, threshold):
 
 def sequence_input(path, length):
     """The sequences to explain: (ids, uint8 indices (N, L)) or None while there are none."""
-    mode = st.radio("Sequences", ("Paste", "Upload FASTA", "Region of the run's data", "Genome coordinates"),
-                    horizontal=True, key="tism_mode")
+    modes = ("Paste", "Upload FASTA", "Region of the run's data", "Genome coordinates")
+    mode = st.radio("Sequences", modes, horizontal=True, key=ui.url_key("tism_mode", "mode", modes[0], valid=modes))
+    ui.to_url("mode", mode)
     if mode == "Paste":
+        st.button("Use an example: the first region of the run's data", key="tism_example",
+                  on_click=_fill_example, args=(path,))
+        if st.session_state.get("_tism_example_error"):
+            st.info(ui.md_escape(st.session_state.pop("_tism_example_error")))
         text = st.text_area(f"DNA sequences, FASTA or raw ({length} bp each; A, C, G, T, N or IUPAC codes)",
                             key="tism_text", height=140, placeholder=EXAMPLE)
         if not text.strip():
@@ -100,10 +106,20 @@ def sequence_input(path, length):
         return genome_window(str(server_path(fasta, "genome FASTA")), region.strip(), length)
 
 
+def _fill_example(path):
+    """Button callback: paste the first sequence of the run's data into the text box."""
+    try:
+        ids, indices = run_sequences(str(path), ui.run_stamp(path))
+    except TisfmError as exc:
+        st.session_state["_tism_example_error"] = f"No example: {exc}"
+        return
+    st.session_state["tism_text"] = f">{ids[0]}\n{decode(indices[:1])[0]}"
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def genome_window(fasta, region, length):
     """The window centred on a typed region; cached, so reruns do not read the genome again."""
-    return _pair(region_window(fasta, region, length))
+    return _pair(centred_window(fasta, region, length))
 
 
 def _pair(seqs):

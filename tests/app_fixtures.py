@@ -95,7 +95,8 @@ def build(root):
 def app_runs_folder():
     """The cached fixture folder, built on first use (under a file lock: safe across processes).
 
-    The runs record absolute data paths, so the folder is built in place, never moved.
+    The runs find their data relative to themselves (see test_a_moved_checkout_renders_every_page_and_run
+    for a moved folder); this one is used where it was built.
     """
     base = Path(tempfile.gettempdir()) / f"tisfm-app-fixture-{_key()}"
     if (base / "complete").exists():

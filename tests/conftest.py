@@ -254,3 +254,24 @@ class memory_cap:
         resource.setrlimit(resource.RLIMIT_AS, self.saved)
         self.added_mb = (_proc_status("VmHWM") - self.start) / 2**20
         return False
+
+
+def sensitive_tisfm(variant="full", random_state=0, *, n_outputs=3, length=48, **kwargs):
+    """A tiny random tiSFM whose sigmoids are in their sensitive range (not saturated), so that
+    single bases change its outputs; returns (model in eval mode, motifs). ``kwargs`` go to
+    :func:`tisfm_core.workflows.build_untrained` (era, attention_softmax)."""
+    import torch
+
+    from tisfm_core.workflows import build_untrained
+
+    motifs = random_motifs(4, widths=(5, 6, 7), random_state=random_state)
+    model = build_untrained(variant, motifs=motifs, n_outputs=n_outputs, length=length,
+                            random_state=random_state, **kwargs)
+    g = torch.Generator().manual_seed(random_state)
+    with torch.no_grad():
+        model.scale.copy_(2 + torch.rand(model.scale.shape, generator=g))
+        model.bias.copy_(-3 - torch.rand(model.bias.shape, generator=g))
+        model.pool_weight.copy_(1 + 2 * torch.rand(model.pool_weight.shape, generator=g))
+        if model.position_emb is not None:
+            model.position_emb.weight.mul_(0.2)
+    return model.eval(), motifs

@@ -1,6 +1,8 @@
 """Interpretation analyses, each checked against a small independent computation."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,8 @@ from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import MotifSet
 from tisfm_core.runs import load_run, save_run
 from tisfm_core.workflows import build_untrained
+
+REPO = Path(__file__).resolve().parents[1]
 
 LENGTH = 40
 
@@ -284,27 +288,67 @@ def test_tree_diff_edges_and_top_motifs(tmp_path):
         edge_top_motifs(plain, ["o0"])
 
 
-def test_tree_layout_tidy():
-    edges = pd.DataFrame(EDGES + [["H", "D"], ["I", "D"], ["J", "D"]], columns=["child", "parent"])
-    lay = tree_layout(edges).set_index("node")
-    assert set(lay.index) == set("ABCDEGHIJX")
+def _check_layered(lay, edges, gap):
+    """Parents above children, one depth per level, and in every level boxes in depth-first
+    order at least ``gap`` apart."""
     children = edges.groupby("parent", sort=False)["child"].apply(list)
     for parent, kids in children.items():
         assert (lay.loc[kids, "y"] > lay.loc[parent, "y"]).all()          # parent drawn above
         assert (lay.loc[kids, "depth"] == lay.loc[parent, "depth"] + 1).all()
-        xs = lay.loc[kids, "x"]
-        assert lay.loc[parent, "x"] == pytest.approx((xs.min() + xs.max()) / 2)
         assert (lay.loc[kids, "parent"] == parent).all()
-    for _, level in lay.groupby("depth"):
-        assert level["x"].is_unique
-    leaves = sorted(lay.loc[~lay.index.isin(edges["parent"]), "x"])
-    assert leaves == [float(i) for i in range(len(leaves))]
+    for _, level in lay.groupby("depth", sort=False):
+        left = (level["x"] - level["width"] / 2).to_numpy()
+        right = (level["x"] + level["width"] / 2).to_numpy()
+        assert (left[1:] - right[:-1] >= gap - 1e-6).all()
+    assert (lay["x"] - lay["width"] / 2).min() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_tree_layout_tidy():
+    edges = pd.DataFrame(EDGES + [["H", "D"], ["I", "D"], ["J", "D"]], columns=["child", "parent"])
+    lay = tree_layout(edges).set_index("node")
+    assert set(lay.index) == set("ABCDEGHIJX")
+    _check_layered(lay, edges, 1.0)
+    # depth-first order: every level reads left to right as the edges were given
+    assert list(lay.index) == list("ABDHIJECXG")
+    # as narrow as the widest level allows (three nodes one apart), parents over their children
+    assert (lay["x"] + lay["width"] / 2).max() == pytest.approx(2.0)
+    for parent, kids in edges.groupby("parent")["child"]:
+        assert lay.loc[kids, "x"].min() - 1e-9 <= lay.loc[parent, "x"] <= lay.loc[kids, "x"].max() + 1e-9
     assert lay.loc["A", "depth"] == 0 and lay.loc["X", "depth"] == 0 and lay.loc["A", "parent"] == ""
     assert lay.loc["X", "x"] > lay.loc[["A", "B", "C", "D", "E"], "x"].max()   # roots side by side
+    # wide boxes push their neighbours apart; spread lets the drawing be wider
+    wide = tree_layout(edges, widths={"H": 5.0, "I": 2.0}, gap=0.5).set_index("node")
+    _check_layered(wide, edges, 0.5)
+    assert wide.loc["I", "x"] - wide.loc["H", "x"] == pytest.approx(3.5 + 0.5)
+    assert (tree_layout(edges, spread=2.0)["x"].max()) <= 4.0 + 1e-9
     with pytest.raises(TisfmError, match="two parents"):
         tree_layout([("B", "A"), ("B", "C")])
     with pytest.raises(TisfmError, match="cycle"):
         tree_layout([("B", "A"), ("A", "B")])
+    with pytest.raises(TisfmError, match="spread"):
+        tree_layout(edges, spread=0.5)
+
+
+def test_tree_layout_of_the_81_immgen_cell_types_keeps_labels_apart():
+    """The shipped tree-diff run's tree (81 cell types): with each box as wide as its label the
+    boxes of a level never overlap, and the drawing is only as wide as its widest level."""
+    from tisfm_core.plots import TREE_FONT_SIZE, tree_boxes
+
+    run = REPO / "trained_models" / "treediff_full"
+    edges = pd.DataFrame(json.loads((run / "config.json").read_text())["transform"]["edges"],
+                         columns=["child", "parent"])
+    nodes = set(edges["child"]) | set(edges["parent"])
+    assert len(nodes) == 81
+    boxes = tree_boxes(nodes)
+    for node, (label, w, h) in boxes.items():
+        lines = label.split("<br>")
+        assert "".join(lines) == node
+        assert w >= 0.6 * TREE_FONT_SIZE * max(map(len, lines)) and h >= 1.2 * TREE_FONT_SIZE * len(lines)
+    lay = tree_layout(edges, widths={n: b[1] for n, b in boxes.items()}, gap=8.0).set_index("node")
+    _check_layered(lay, edges, 8.0)
+    widest = max(sum(boxes[n][1] for n in level.index) + 8.0 * (len(level) - 1)
+                 for _, level in lay.groupby("depth"))
+    assert (lay["x"] + lay["width"] / 2).max() == pytest.approx(widest, rel=1e-6)
 
 
 # -- kernel drift -----------------------------------------------------------------------------

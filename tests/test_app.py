@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -24,7 +25,6 @@ from tisfm_core.cli import build_parser
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import read_meme
 from tisfm_core.runs import load_run
-from tisfm_core.demo import run_truth
 from tisfm_core.sequences import encode, one_hot, parse_sequence_text
 from tisfm_core.specs import TrainTask
 from tisfm_core.uploads import extract_run_zip
@@ -100,7 +100,11 @@ def test_home_shows_the_run_card(env):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     body = "\n".join(texts(at.markdown))
     assert f"**{total:,}** total, **{trainable:,}** trainable" in body
-    assert "variant **full**" in body and "trained on **cpu**" in body
+    assert "variant **full**" in body and "trained on cpu in" in body
+    # data files are named relative to the run folder
+    plain = body.replace("\\", "")
+    assert "sequences: ../../data/demo/sequences.fa" in plain
+    assert "targets: ../../data/demo/targets_lineages.tsv" in plain
     assert any("Synthetic demo" in w for w in texts(at.warning))
     assert len(at.get("page_link")) == 6
     assert "Test R² of each output" in texts(at.caption)[0]
@@ -204,7 +208,148 @@ def test_pooling_vs_information_content(env):
     # a variant without the interaction layer says so instead of drawing
     at = page("pages/3_Pooling_vs_information.py", env / "treediff_base")
     assert len(charts(at)) == 1
-    assert any("no TF-TF interaction layer" in i for i in texts(at.info))
+    assert any("no TF-TF interaction layer" in i.replace("\\", "") for i in texts(at.info))
+
+
+def _boxes_overlap(a, b):
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def test_pooling_scatter_reads_at_a_glance(env, fixture_root):
+    """The trend line of the caption, hover text in words, planted regulators ringed, labels that
+    do not collide, and a searched TF (from the URL) ringed and labelled."""
+    from tisfm_core.plots import LABEL_PLOT_WIDTH
+
+    run_dir = env / "lineages_full"
+    run = load_run(run_dir)
+    motifs = read_meme(run_dir / "motifs.meme")
+    truth = json.loads((fixture_root / "data" / "demo" / "truth.json").read_text())
+    planted = {e["motif"] for table in ("per_lineage", "per_edge") for rows in truth[table].values()
+               for e in rows} & set(run.motif_ids)
+    quiet = next(m for m in run.motif_ids if m not in planted)
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages/3_Pooling_vs_information.py"), default_timeout=60)
+    at.session_state["active_run"] = str(run_dir)
+    at.query_params["tf"] = [quiet, "not-a-motif"]
+    at.run()
+    assert not at.exception
+    fig = charts(at)[0]
+    data = fig["data"]
+    x, y = arr(data[0]["x"]), arr(data[0]["y"])
+    slope, intercept = np.polyfit(x, y, 1)
+    trend = next(t for t in data if t.get("name", "").startswith("linear trend"))
+    assert np.allclose(arr(trend["y"]), slope * arr(trend["x"]) + intercept, atol=1e-6)
+    template = data[0]["hovertemplate"]
+    assert "final-layer weight for" in template and "distance from the trend" in template
+    assert "coef" not in template and "residual_z" not in template
+    rings = next(t for t in data if t.get("name") == "planted regulator")
+    assert {c[0] for c in rings["customdata"]} == planted
+    searched = next(t for t in data if t.get("name") == "searched TF")
+    assert [c[0] for c in searched["customdata"]] == [quiet]
+    assert at.multiselect(key="_tf_search_pooling").value == [quiet]
+    notes = fig["layout"]["annotations"]
+    names = dict(zip(motifs.ids, motifs.names))
+    assert names[quiet] in [n["text"] for n in notes]
+    # label boxes (0.6 em per character, 1.2 em high) in the narrowest plot the page is laid out
+    # for: none overlaps another
+    layout = fig["layout"]
+    (x0, x1), (y0, y1) = layout["xaxis"]["range"], layout["yaxis"]["range"]
+    height = layout["height"] - layout["margin"]["t"] - layout["margin"]["b"]
+    boxes = []
+    for n in notes:
+        size = n["font"]["size"]
+        cx = (n["x"] - x0) / (x1 - x0) * LABEL_PLOT_WIDTH + n.get("ax", 0)
+        cy = (y1 - n["y"]) / (y1 - y0) * height + n["ay"]
+        w, h = 0.6 * size * len(n["text"]), 1.2 * size
+        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    assert len(boxes) >= 10
+    assert not any(_boxes_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    # the table of outliers links each motif to its database entry
+    table = at.dataframe[0].value
+    assert list(table.columns[:3]) == ["motif", "database", "name"]
+    assert all(url == f"https://jaspar.elixir.no/matrix/{m}/" for m, url in zip(table["motif"], table["database"]))
+
+
+def test_final_layer_search_hover_and_url(env):
+    """A TF found by the search box is added and highlighted; a ringed cell's hover still shows
+    its weights; the URL sets the run and every choice, and a bad value is ignored."""
+    from streamlit.testing.v1 import AppTest
+
+    run_dir = env / "cv_lineages" / "fold_1"
+    W, run = weights(run_dir)
+    outputs = list(W.columns)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("pages/2_Final_layer.py")
+    at.query_params.update({"run": "cv_lineages/fold_1", "k": "2", "by": "positive", "order": "fixed",
+                            "outputs": outputs[:2], "motif": run.motif_ids[3]})
+    at.run()
+    assert not at.exception
+    assert at.session_state["active_run"] == str(run_dir)
+    assert at.slider(key="topk").value == 2 and at.radio(key="rank_by").value == "positive"
+    assert at.radio(key="order").value == "fixed" and at.multiselect(key="outputs_shown").value == outputs[:2]
+    assert at.selectbox(key="logo_motif").value == run.motif_ids[3]
+    at.checkbox(key="with_planted").uncheck().run()
+    heat = charts(at)[0]["data"][0]
+    assert list(heat["x"]) == outputs[:2]
+    top = []
+    for output in outputs[:2]:
+        col = W[output].to_numpy()
+        top += [W.index[i] for i in np.argsort(-col, kind="stable")[:2] if col[i] > 0 and W.index[i] not in top]
+    assert [c[0][0] for c in heat["customdata"]] == top
+    assert at.query_params["run"] == "cv_lineages/fold_1" and at.query_params["k"] == "2"
+    # search a TF that is not among the top k: it is added as a row and marked in the labels
+    extra = next(m for m in W.index if m not in top)
+    at.multiselect(key="_tf_search_final").set_value([extra]).run()
+    fig = charts(at)[0]
+    heat = fig["data"][0]
+    assert [c[0][0] for c in heat["customdata"]][-1] == extra
+    marked = [t for t in fig["layout"]["yaxis"]["ticktext"] if t.startswith("<b>▶")]
+    assert len(marked) == 1 and extra in marked[0]
+    assert at.query_params["tf"] == extra
+    # the searched TF follows to the other pages that show TFs
+    at.switch_page("pages/3_Pooling_vs_information.py").run()
+    assert at.multiselect(key="_tf_search_pooling").value == [extra]
+    assert at.query_params["tf"] == extra and at.query_params["run"] == "cv_lineages/fold_1"
+    # values a URL may not set are ignored
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("pages/2_Final_layer.py")
+    at.query_params.update({"run": "../../etc", "k": "999", "by": "sideways", "outputs": "nope"})
+    at.run()
+    assert not at.exception
+    assert at.session_state["active_run"] != "../../etc" and at.slider(key="topk").value == 5
+    assert at.radio(key="rank_by").value == "abs"
+
+
+def test_final_layer_ring_hover_shows_the_weight(env):
+    run_dir = env / "lineages_full"
+    at = page("pages/2_Final_layer.py", run_dir)
+    heat, rings = charts(at)[0]["data"][:2]
+    W, _ = weights(run_dir)
+    assert "raw weight" in rings["hovertemplate"] and "normalised weight" in rings["hovertemplate"]
+    labels = list(heat["y"])
+    z = arr(heat["z"])
+    for (motif, name, raw, norm), x, y in zip(rings["customdata"], rings["x"], rings["y"]):
+        assert abs(raw - W.loc[motif, x]) < 1e-6
+        assert abs(norm - z[labels.index(y), list(heat["x"]).index(x)]) < 1e-9
+
+
+def test_path_page_reads_a_path_once(env, monkeypatch):
+    """The path page keeps the loaded path between reruns (st.cache_resource on cached_path):
+    without the cache every rerun would read path.npz again."""
+    import streamlit as st
+
+    import tisfm_core.path as path_module
+
+    calls = []
+    real = path_module.load_path
+    monkeypatch.setattr(path_module, "load_path", lambda folder: calls.append(folder) or real(folder))
+    st.cache_resource.clear()
+    at = page("pages/4_Regularization_path.py", env / "lineages_full")
+    at.multiselect(key="path_outputs").set_value(at.multiselect(key="path_outputs").value[:1]).run()
+    at.selectbox(key="path_output").set_value(at.selectbox(key="path_output").options[1]).run()
+    assert not at.exception
+    assert len(calls) == 1 and Path(calls[0]) == env / "paths" / "lineages_mcp"
 
 
 # -- regularization path ------------------------------------------------------------------------
@@ -216,9 +361,18 @@ def test_regularization_path_views(env):
         ids = npz["motif_ids"].tolist()
     at = page("pages/4_Regularization_path.py", env / "lineages_full")
     mse, coef_fig, layer = charts(at)
-    for r, trace in enumerate(mse["data"]):
-        assert np.allclose(arr(trace["x"]), lambdas) and np.allclose(arr(trace["y"]), val_mse[:, r])
-    assert sorted(s["x0"] for s in mse["layout"]["shapes"]) == sorted(lambdas[best].tolist())
+    # a log-spaced grid (0, 1e-3, 1e-2, 1e-1) is drawn on a log axis; lambda 0 two grid steps left
+    assert lambdas[0] == 0 and mse["layout"]["xaxis"]["type"] == "log"
+    where = np.r_[lambdas[1] * (lambdas[1] / lambdas[2]) ** 2, lambdas[1:]]
+    lines = [t for t in mse["data"] if t["mode"] == "lines+markers"]
+    for r, trace in enumerate(lines):
+        assert np.allclose(arr(trace["x"]), where) and np.allclose(arr(trace["y"]), val_mse[:, r])
+        assert np.allclose(arr(trace["customdata"]), lambdas)   # the hover shows the true lambda
+    assert mse["layout"]["xaxis"]["ticktext"][0] == "0"
+    stars = next(t for t in mse["data"] if t["name"] == "best λ of each output")
+    rows = np.arange(len(lines))
+    assert np.allclose(arr(stars["x"]), where[best[rows]]) and np.allclose(arr(stars["y"]), val_mse[best[rows], rows])
+    assert coef_fig["layout"]["xaxis"]["type"] == "log"
     # coefficient paths of the first output: every non-zero motif drawn, the top 9 in colour
     drawn = {t["name"]: arr(t["y"]) for t in coef_fig["data"]}
     assert len(drawn) == int((np.abs(coefs[:, 0, :]) > 0).any(axis=0).sum())
@@ -231,6 +385,41 @@ def test_regularization_path_views(env):
     layer = charts(at)[2]["data"][0]
     shown = [c[0][0] for c in layer["customdata"]]
     assert np.allclose(arr(layer["z"]), coefs[-1].T[[ids.index(m) for m in shown]], atol=1e-6)
+    assert at.query_params["lambda"] == str(len(lambdas) - 1)
+    # the toggle switches to a linear axis with the lambdas as they are
+    at.toggle(key="path_log_axis").set_value(False).run()
+    mse = charts(at)[0]
+    assert mse["layout"]["xaxis"]["type"] == "linear"
+    assert np.allclose(arr(mse["data"][0]["x"]), lambdas)
+    assert at.query_params["log"] == "0"
+
+
+def test_regularization_path_linear_grid_and_url(env, fixture_root, tmp_path, monkeypatch):
+    """A linear lambda grid starts on a linear axis; the URL picks the path, the output, the
+    lambda and the axis, and a URL value that is not on offer is ignored."""
+    from tisfm_core.path import load_path
+
+    result = load_path(env / "paths" / "lineages_mcp")
+    result.lambdas = np.array([0.0, 0.05, 0.1, 0.15])
+    result.run = str(env / "lineages_full")
+    result.save(tmp_path / "extra" / "linear")
+    monkeypatch.setenv("TISFM_RUNS", f"{env}{os.pathsep}{tmp_path / 'extra'}")
+    at = page("pages/4_Regularization_path.py", env / "lineages_full")
+    assert len(at.selectbox(key="path_dir").options) == 2
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages/4_Regularization_path.py"), default_timeout=60)
+    at.session_state["active_run"] = str(env / "lineages_full")
+    outputs = result.outputs
+    at.query_params.update({"path": "extra/linear", "output": outputs[1], "lambda": "2", "log": "maybe"})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="path_dir").value == tmp_path / "extra" / "linear"
+    assert at.selectbox(key="path_output").value == outputs[1]
+    assert at.select_slider(key="path_lambda").value.startswith("2: ")
+    mse = charts(at)[0]
+    assert mse["layout"]["xaxis"]["type"] == "linear"   # "maybe" is no boolean: the grid decides
+    assert np.allclose(arr(mse["data"][0]["x"]), result.lambdas)
 
 
 def test_regularization_path_missing_offers_a_job(env, monkeypatch):
@@ -248,6 +437,18 @@ def test_regularization_path_missing_offers_a_job(env, monkeypatch):
 
 # -- lineage tree -------------------------------------------------------------------------------
 
+def _label_boxes(trace):
+    """Boxes (x0, y0, x1, y1) in pixels of the node labels of the tree figure, estimated here from
+    each label's longest line and line count (0.6 em per character, 1.2 em per line)."""
+    size = trace["textfont"]["size"]
+    boxes = []
+    for x, y, text in zip(arr(trace["x"]), arr(trace["y"]), trace["text"]):
+        lines = text.split("<br>")
+        w, h = 0.6 * size * max(map(len, lines)), 1.2 * size * len(lines)
+        boxes.append((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
+    return boxes
+
+
 def test_lineage_tree(env):
     run_dir = env / "treediff_base"
     config = json.loads((run_dir / "config.json").read_text())
@@ -260,23 +461,77 @@ def test_lineage_tree(env):
     assert all(abs(c[2] - r2[c[0]]) < 1e-9 for c in mids["customdata"])
     # root at the top: the root node has the smallest y and the axis is reversed
     nodes = next(t for t in tree["data"] if t.get("name") == "cell types")
-    assert tree["layout"]["yaxis"]["autorange"] == "reversed"
-    assert arr(nodes["y"])[0] == 0 and (arr(nodes["y"]) >= 0).all()
-    kept = [e for e in config["outputs"] if r2[e] is not None and r2[e] > -0.5]
-    assert len(heat["data"][0]["x"]) == len(kept)
+    low, high = tree["layout"]["yaxis"]["range"]
+    assert low > high
+    ys = arr(nodes["y"])
+    assert ys[0] == ys.min()
+    # every cell type once, and no two labels overlap at the figure's own size (pixels: the axes
+    # span exactly the plot area)
+    parents = {c: p for c, p in config["transform"]["edges"]}
+    assert sorted(c[0] for c in nodes["customdata"]) == sorted(set(parents) | set(parents.values()))
+    assert len(nodes["customdata"]) == 81
+    layout = tree["layout"]
+    margin = layout["margin"]
+    x0, x1 = layout["xaxis"]["range"]
+    assert abs((layout["width"] - margin["l"] - margin["r"]) - (x1 - x0)) < 1.5
+    assert abs((layout["height"] - margin["t"] - margin["b"]) - (low - high)) < 1.5
+    boxes = _label_boxes(nodes)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+    assert layout["width"] <= 820   # fits the main column of a 1280 px window with the sidebar open
+    # edges: width in proportion to R² and one colour per transition
+    lines = [t for t in tree["data"] if t.get("mode") == "lines" and t["x"][0] is not None
+             and t.get("name") not in ("selected edge",)]
+    kept = [t for t in lines if t["line"].get("dash") is None]
+    top = max(v for v in r2.values() if v is not None)
+    for trace in kept:
+        assert trace["line"]["width"] <= 10.0 + 1e-9
+    by_name = {}
+    for trace in kept:
+        by_name.setdefault(trace["name"], set()).add(trace["line"]["color"])
+    assert all(len(c) == 1 for c in by_name.values()) and len({c.pop() for c in by_name.values()}) == len(by_name)
+    best = max((e for e in r2 if r2[e] is not None), key=lambda e: r2[e])
+    widest = max(kept, key=lambda t: t["line"]["width"])
+    assert abs(widest["line"]["width"] - 10.0) < 1e-9 and top == r2[best]
+    kept_edges = [e for e in config["outputs"] if r2[e] is not None and r2[e] > -0.5]
+    assert len(heat["data"][0]["x"]) == len(kept_edges)
     W, _ = weights(run_dir)
     top = set()
-    for edge in kept:
+    for edge in kept_edges:
         col = np.abs(W[edge].to_numpy())
         top |= {W.index[i] for i in np.argsort(-col, kind="stable")[:5] if col[i] > 0}
     assert {c[0][0] for c in heat["data"][0]["customdata"]} == top
+    # the heatmap's bottom margin holds its slanted edge labels
+    longest = max(len(x) for x in heat["data"][0]["x"])
+    assert heat["layout"]["xaxis"]["tickangle"] == -45
+    assert heat["layout"]["margin"]["b"] >= 0.7 * 0.6 * 12 * longest
+    assert heat["layout"]["margin"]["l"] >= 0.7 * 0.6 * 12 * longest   # slanted labels reach left too
     edge_table = at.dataframe[-1].value
     first = at.selectbox(key="tree_edge").value
     col = W[first].to_numpy()
     assert list(edge_table["motif"]) == [W.index[i] for i in np.argsort(-np.abs(col), kind="stable")[:10]]
-    # any other run explains what the page needs
+    assert edge_table["database"].str.startswith("https://jaspar.elixir.no/matrix/").all()
+    # another edge chosen: its TFs are listed, the tree outlines it and the URL names it
+    other = config["outputs"][3]
+    at.selectbox(key="tree_edge").set_value(other).run()
+    col = W[other].to_numpy()
+    assert list(at.dataframe[-1].value["motif"]) == [W.index[i] for i in np.argsort(-np.abs(col), kind="stable")[:10]]
+    assert at.query_params["edge"] == other
+    outline = next(t for t in charts(at)[0]["data"] if t.get("name") == "selected edge")
+    child, parent = next((c, p) for c, p in config["transform"]["edges"] if f"{c}-{p}" == other)
+    centres = dict(zip([c[0] for c in nodes["customdata"]], zip(arr(nodes["x"]), arr(nodes["y"]))))
+    assert abs(outline["x"][0] - centres[parent][0]) < 1e-6 and abs(outline["x"][1] - centres[child][0]) < 1e-6
+
+
+def test_lineage_tree_offers_the_tree_diff_run(env):
     at = page("pages/5_Lineage_tree.py", env / "lineages_full")
-    assert any("tree-diff targets" in i for i in texts(at.info)) and not charts(at)
+    assert any("not trained on tree-diff targets" in i for i in texts(at.info))
+    assert len(charts(at)) == 2   # the listed tree-diff run is drawn right away
+    at.button(key="use_tree_run").click().run()
+    assert at.session_state["active_run"] == str(env / "treediff_base")
+    assert not any("not trained on tree-diff" in i for i in texts(at.info))
+    assert at.query_params["run"] == "treediff_base"
 
 
 # -- TISM logos ---------------------------------------------------------------------------------
@@ -337,6 +592,21 @@ def test_tism_page_names_bad_letters_and_lengths(env, fixture_root):
     at.text_area(key="tism_text").input(seq[:60]).run()
     assert "60 bp long; expected 100 bp" in texts(at.error)[0]
     assert not charts(at)
+
+
+def test_tism_page_example_and_url(env, fixture_root):
+    from streamlit.testing.v1 import AppTest
+
+    at = page("pages/6_TISM_logos.py", env / "lineages_full")
+    at.button(key="tism_example").click().run()
+    assert at.text_area(key="tism_text").value == ">syn_00000\n" + _seq(fixture_root)
+    assert any("Mean TISM effect" in c for c in texts(at.caption))
+    at = AppTest.from_file(str(REPO / "pages/6_TISM_logos.py"), default_timeout=60)
+    at.session_state["active_run"] = str(env / "lineages_full")
+    at.query_params["mode"] = "Region of the run's data"
+    at.run()
+    assert at.radio(key="tism_mode").value == "Region of the run's data"
+    assert at.multiselect(key="tism_regions").value == ["syn_00000"]
 
 
 def test_tism_page_region_of_the_run_data(env):
@@ -552,28 +822,86 @@ def test_import_reference_state_dict(env, tmp_path):
         got = model(torch.from_numpy(np.load(root / "inputs.npy"))).numpy()
     assert np.abs(got - np.load(root / "outputs.npy")).max() < 1e-4
     assert at.session_state["active_run"] == str(imported)
+    # the Home card says in words where the weights come from
+    body = "\n".join(texts(page("app.py", imported).markdown)).replace("\\", "")
+    n_out = len(json.loads((imported / "config.json").read_text())["outputs"])
+    assert f"imported reference checkpoint (state_dict.pt), {n_out} outputs, trained elsewhere" in body
+    assert "no training data: the weights were trained elsewhere" in body
 
 
-def test_moved_runs_find_their_data_through_run_relative_paths(fixture_root, tmp_path, monkeypatch):
-    """A runs folder copied elsewhere (absolute data paths gone) still gives the TISM page its
-    regions and the planted-regulator marks their truth.json."""
+SCRIPTS = ("app.py",) + tuple(f"pages/{p.name}" for p in sorted((REPO / "pages").glob("*.py")))
+
+
+def _gone(value, old):
+    """A JSON value with every path under ``old`` moved under a folder that does not exist."""
+    if isinstance(value, dict):
+        return {k: _gone(v, old) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_gone(v, old) for v in value]
+    if isinstance(value, str) and old in value:
+        return value.replace(old, "/gone/old-checkout")
+    return value
+
+
+def _run_script(folder, script, run, runs):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(folder / script), default_timeout=120)
+    at.session_state["active_run"] = str(run)
+    at.run()
+    assert not at.exception, (script, run, at.exception)
+    assert not texts(at.error), (script, run, texts(at.error))
+    return at
+
+
+def test_a_moved_checkout_renders_every_page_and_run(tmp_path, monkeypatch):
+    """app.py, pages/ and trained_models/ copied to another folder, every absolute path they store
+    pointing into a folder that is gone (the old checkout removed): every page renders every
+    shipped run as the checkout does, the path page finds the shipped path, the TISM page its
+    example sequence and the Home page its data files."""
     import shutil
 
-    moved = tmp_path / "moved"
-    shutil.copytree(fixture_root / "data", moved / "data")
-    shutil.copytree(fixture_root / "runs" / "lineages_full", moved / "runs" / "lineages_full")
-    config_path = moved / "runs" / "lineages_full" / "config.json"
-    config = json.loads(config_path.read_text())
-    for key in ("sequences", "targets"):
-        config["data"][key]["path"] = "/nonexistent" + config["data"][key]["path"]
-    config_path.write_text(json.dumps(config))
-    monkeypatch.setenv("TISFM_RUNS", str(moved / "runs"))
-    monkeypatch.setenv("TISFM_HOME", str(tmp_path / "home"))
-    run = moved / "runs" / "lineages_full"
-    synthetic, truth = run_truth(str(run), config)
-    assert synthetic and truth is not None and truth["synthetic"] is True
-    at = page("pages/6_TISM_logos.py", run)
-    at.radio(key="tism_mode").set_value("Region of the run's data").run()
-    assert not texts(at.error), texts(at.error)
-    assert at.multiselect(key="tism_regions").value == ["syn_00000"]
+    from tisfm_core.runs import list_runs
 
+    moved = tmp_path / "elsewhere" / "checkout"
+    shutil.copytree(REPO / "pages", moved / "pages")
+    shutil.copy(REPO / "app.py", moved / "app.py")
+    shutil.copytree(REPO / "trained_models", moved / "trained_models")
+    old = set()
+    for file in (moved / "trained_models").rglob("*.json"):
+        content = json.loads(file.read_text())
+        text = json.dumps(content)
+        for prefix in ("/work/main/", str(REPO) + "/"):
+            if prefix in text:
+                old.add(prefix)
+                content = _gone(content, prefix.rstrip("/"))
+        file.write_text(json.dumps(content))
+    assert old, "the shipped artifacts record the folder they were made in"
+    assert not any(p in f.read_text() for f in (moved / "trained_models").rglob("*.json") for p in old)
+    monkeypatch.setenv("TISFM_RUNS", str(moved / "trained_models"))
+    monkeypatch.setenv("TISFM_HOME", str(tmp_path / "home"))
+    runs = [r for r in list_runs([moved / "trained_models"])]
+    assert len(runs) == 16 and not any("error" in r for r in runs)
+    for row in runs:
+        for script in SCRIPTS:
+            at = _run_script(moved, script, row["path"], runs)
+            if row["kind"] == "tisfm" and script.startswith(("pages/2", "pages/3", "pages/5")):
+                assert charts(at), (script, row["display"])
+    default = moved / "trained_models" / "cv_full" / "fold_0"
+    # the same figures as the checkout itself draws
+    monkeypatch.setenv("TISFM_RUNS", str(REPO / "trained_models"))
+    here = {s: charts(_run_script(REPO, s, REPO / "trained_models" / "cv_full" / "fold_0", None)) for s in SCRIPTS}
+    monkeypatch.setenv("TISFM_RUNS", str(moved / "trained_models"))
+    for script in SCRIPTS:
+        assert charts(_run_script(moved, script, default, None)) == here[script], script
+    at = _run_script(moved, "pages/4_Regularization_path.py", default, None)
+    assert at.selectbox(key="path_dir").value == moved / "trained_models" / "path_mcp_fold0"
+    assert len(charts(at)) == 3
+    at = _run_script(moved, "app.py", default, None)
+    body = "\n".join(texts(at.markdown)).replace("\\", "")
+    assert "sequences: ../../demo_atlas/sequences.fa" in body and "(missing)" not in body
+    assert any("Synthetic demo" in w for w in texts(at.warning))   # truth.json found next to the data
+    at = _run_script(moved, "pages/6_TISM_logos.py", default, None)
+    at.button(key="tism_example").click().run()
+    assert not texts(at.error) and at.text_area(key="tism_text").value.startswith(">syn_")
+    assert any("Mean TISM effect" in c for c in texts(at.caption))

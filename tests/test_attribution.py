@@ -5,7 +5,7 @@ linear model, agreement, variant effects, motif hits against brute force, files 
 import numpy as np
 import pytest
 import torch
-from conftest import random_motifs
+from conftest import random_motifs, sensitive_tisfm
 from torch import nn
 
 from tisfm_core.aitac import AITAC
@@ -24,23 +24,9 @@ from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import MotifSet
 from tisfm_core.runs import save_run
 from tisfm_core.sequences import decode, encode, one_hot
-from tisfm_core.workflows import build_untrained
 
 L = 48
-
-
-def _tisfm(variant="full", random_state=0, **kw):
-    """A tiny tiSFM whose sigmoids are in their sensitive range (not saturated)."""
-    motifs = random_motifs(4, widths=(5, 6, 7), random_state=random_state)
-    model = build_untrained(variant, motifs=motifs, n_outputs=3, length=L, random_state=random_state, **kw)
-    g = torch.Generator().manual_seed(random_state)
-    with torch.no_grad():
-        model.scale.copy_(2 + torch.rand(model.scale.shape, generator=g))
-        model.bias.copy_(-3 - torch.rand(model.bias.shape, generator=g))
-        model.pool_weight.copy_(1 + 2 * torch.rand(model.pool_weight.shape, generator=g))
-        if model.position_emb is not None:
-            model.position_emb.weight.mul_(0.2)
-    return model.eval(), motifs
+_tisfm = sensitive_tisfm
 
 
 def _sequences(n=3, random_state=1):

@@ -110,7 +110,7 @@ def test_summary_lists_parameters_and_metrics(trained, capsys):
     (["predict", "{run}", "--sequences", "{tmp}/missing.fa", "--out", "{tmp}/p.tsv"], "missing.fa"),
     (["summary", "{tmp}/not_a_run"], "does not exist"),
     (["train", "--sequences", "{fasta}", "--targets", "{tsv}", "--motifs", "{meme}", "--out", "{tmp}/x",
-      "--outputs", "out0,nope"], "output 'nope' is not in the targets"),
+      "--outputs", "out0,nope"], "'nope' is not an output of the targets"),
     (["train", "--sequences", "{fasta}", "--targets", "{tsv}", "--motifs", "{meme}", "--out", "{tmp}/y",
       "--device", "cuda"], "no usable CUDA"),
     (["train", "--sequences", "{fasta}", "--targets", "{tsv}", "--motifs", "jaspar:1999", "--out", "{tmp}/z"],

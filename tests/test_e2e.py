@@ -7,6 +7,7 @@ model as a background job and sees it listed, and cancels a second job. Skipped 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,12 +37,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    fixture = app_runs_folder()
-    home = tmp_path_factory.mktemp("e2e_home")
+@contextlib.contextmanager
+def _serve(runs, home):
+    """``streamlit run app.py`` on a free port with these runs and home folders; yields its URL."""
     port = _free_port()
-    env = {**os.environ, "TISFM_RUNS": str(fixture / "runs"), "TISFM_HOME": str(home)}
+    env = {**os.environ, "TISFM_RUNS": str(runs), "TISFM_HOME": str(home)}
     log = open(home / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
@@ -49,25 +49,34 @@ def server(tmp_path_factory):
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield {"url": url, "fixture": fixture, "home": home}
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    fixture = app_runs_folder()
+    home = tmp_path_factory.mktemp("e2e_home")
+    with _serve(fixture / "runs", home) as url:
+        yield {"url": url, "fixture": fixture, "home": home}
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +120,27 @@ def pick_run(page, name):
     settle(page)
 
 
+def centre(locator):
+    """The centre (x, y) of an element, scrolled into view."""
+    locator.scroll_into_view_if_needed()
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def click_until_it_changes(page, widget, places):
+    """Click each place (a function giving x, y) until the widget's value moves: the first
+    place may hold the value already shown."""
+    before = widget.input_value()
+    for place in places:
+        page.mouse.click(*place())
+        try:
+            sync_api.expect(widget).not_to_have_value(before, timeout=8_000)
+            return
+        except AssertionError:
+            continue
+    sync_api.expect(widget).not_to_have_value(before)
+
+
 def field(page, label):
     return page.get_by_label(label, exact=True)
 
@@ -135,20 +165,13 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     page.locator(".js-plotly-plot").first.wait_for()
     expect(page.get_by_text("Synthetic demo", exact=False).first).to_be_visible()  # the run is kept
     # clicking a heatmap cell selects that motif for the logo
-    motif = page.get_by_role("combobox", name="Motif")
-    before = motif.input_value()
+    motif = page.get_by_role("combobox", name="Motif", exact=True)
     cells = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first
     cells.scroll_into_view_if_needed()
     area = cells.bounding_box()
     # the clicked row may be the motif already shown: try rows until the selection moves
-    for frac in (0.6, 0.15, 0.85, 0.35):
-        page.mouse.click(area["x"] + area["width"] * 0.5, area["y"] + area["height"] * frac)
-        try:
-            expect(motif).not_to_have_value(before, timeout=8_000)
-            break
-        except AssertionError:
-            continue
-    expect(motif).not_to_have_value(before)
+    click_until_it_changes(page, motif, [lambda f=f: (area["x"] + area["width"] * 0.5, area["y"] + area["height"] * f)
+                                         for f in (0.6, 0.15, 0.85, 0.35)])
     settle(page)
     shot(page, "2_final_layer")
 
@@ -166,7 +189,7 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     area = page.get_by_test_id("stTextArea").locator("textarea")
     area.fill(f">pasted\n{sequence}")
     area.press("Control+Enter")
-    expect(page.get_by_text("Mean TISM effect at the reference base").first).to_be_visible()
+    expect(page.get_by_text("Mean TISM effect at the reference base").first).to_be_visible(timeout=60_000)
     expect(page.get_by_test_id("stImage").first).to_be_visible()
     settle(page)
     shot(page, "6_tism_logos")
@@ -174,6 +197,12 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     goto(page, "Lineage tree")
     pick_run(page, "treediff_base")
     expect(page.locator(".js-plotly-plot")).to_have_count(2)
+    # clicking an edge's diamond lists that edge's TFs
+    edge = page.get_by_role("combobox", name="Edge (or click its diamond in the tree)")
+    diamonds = page.locator(".js-plotly-plot").first.locator(".scatterlayer path.point")
+    click_until_it_changes(page, edge, [lambda k=k: centre(diamonds.nth(k)) for k in (7, 20, 33)])
+    settle(page)
+    assert "edge=" in page.url
     shot(page, "5_lineage_tree")
 
     goto(page, "Models and training")
@@ -212,3 +241,45 @@ def test_every_page_and_a_training_job(server, chromium_browser):
     job_files = list((server["home"] / "jobs").glob("*/job.json"))
     assert len(job_files) == 2
     page.close()
+
+
+#: (URL path, screenshot name, how to tell the page's main figure is drawn) of every page.
+PAGES = (("", "0_home", ".js-plotly-plot"), ("Models_and_training", "1_models_and_training", None),
+         ("Final_layer", "2_final_layer", ".js-plotly-plot"),
+         ("Pooling_vs_information", "3_pooling_vs_information", ".js-plotly-plot"),
+         ("Regularization_path", "4_regularization_path", ".js-plotly-plot"),
+         ("Lineage_tree", "5_lineage_tree", ".js-plotly-plot"), ("TISM_logos", "6_tism_logos", None))
+
+
+def test_every_page_of_the_shipped_runs_at_two_screen_sizes(chromium_browser, tmp_path):
+    """Screenshots (tests/artifacts/shipped_WxH_*.png) of every page on the shipped runs, opened
+    from its URL as a new visitor would: every page draws its main figure without a click (the
+    TISM page one click away), and the URL keeps the run and the page's choices."""
+    expect = sync_api.expect
+    home = tmp_path / "home"
+    home.mkdir()
+    with _serve(REPO / "trained_models", home) as url:
+        for width, height in ((1280, 800), (1920, 1080)):
+            page = chromium_browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(90_000)
+            for path, name, figure in PAGES:
+                page.goto(f"{url}/{path}")
+                page.get_by_test_id("stSidebar").wait_for()
+                settle(page)
+                if figure:
+                    page.locator(figure).first.wait_for()
+                if path == "TISM_logos":
+                    page.get_by_role("button", name="Use an example").click()
+                    settle(page)
+                    expect(page.get_by_test_id("stImage").first).to_be_visible(timeout=90_000)
+                settle(page)
+                assert "run=cv_full" in page.url, page.url
+                expect(page.get_by_test_id("stException")).to_have_count(0)
+                shot(page, f"shipped_{width}x{height}_{name}")
+            # a link with a run and a page's choices opens that view
+            page.goto(f"{url}/Regularization_path?run=cv_full%2Ffold_0&output=myeloid&log=0")
+            settle(page)
+            page.locator(".js-plotly-plot").first.wait_for()
+            expect(page.get_by_text("Output of the coefficient paths")).to_be_visible()
+            assert "output=myeloid" in page.url and "log=0" in page.url
+            page.close()

@@ -15,13 +15,13 @@ import pytest
 import torch
 from conftest import planted_dataset, random_motifs
 
-from tisfm_core.specs import DataSpec, ModelSpec, PathSpec, TrainTask
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import load_motifs, write_meme
 from tisfm_core.path import load_path, regularization_path
 from tisfm_core.reference import read_state_dict
 from tisfm_core.runs import load_run, run_summary
 from tisfm_core.sequences import read_bed_windows, read_sequences
+from tisfm_core.specs import DataSpec, ModelSpec, PathSpec, TrainTask
 from tisfm_core.targets import read_parent_table, read_targets
 from tisfm_core.training import TrainSettings
 from tisfm_core.workflows import train_run

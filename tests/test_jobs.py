@@ -56,12 +56,15 @@ def test_training_job_finishes_and_its_run_appears(tmp_path, data):
     runs = tmp_path / "runs"
     job = jobs.launch("train", _train_args(data, runs / "tiny", 2), tmp_path / "jobs", label="tiny")
     saved = json.loads((job.path / "job.json").read_text())
-    assert saved["pid"] == job.pid == job.pgid and saved["kind"] == "train" and saved["out"] == str(runs / "tiny")
+    assert saved["pid"] == job.pid == job.pgid and saved["kind"] == "train"
+    # the output folder is recorded relative to the job folder too (a moved home finds it)
+    assert saved["out"] == {"path": str((runs / "tiny").resolve()), "rel": "../../runs/tiny"}
     assert saved["command"][-2:] == ["--status-file", str(job.path / "status.json")]
     assert os.getpgid(job.pid) == job.pid  # its own process group, not the test's
     state = _wait(job, ("done", "failed", "died"))
     assert state["state"] == "done", jobs.log_tail(job)
     assert state["fraction"] == 1.0
+    assert jobs.load_job(job.path).out == str((runs / "tiny").resolve())
     # the status file's loss curve has one row per epoch, as the run's own history
     run = load_run(runs / "tiny")
     assert [r["epoch"] for r in state["history"]] == [r["epoch"] for r in run.config["history"]] == [1, 2]

@@ -604,3 +604,16 @@ def test_load_motifs_errors(tmp_path):
         load_motifs(unknown)
     with pytest.raises(TisfmError, match="species and tax_group only apply"):
         load_motifs(FIXTURES / "crlf.meme", species=10090)
+
+
+def test_motif_url_names_the_database_entry():
+    from tisfm_core.motifs import motif_url
+
+    assert motif_url("MA0014.4") == "https://jaspar.elixir.no/matrix/MA0014.4/"
+    assert motif_url("PB0001.1") == "https://jaspar.elixir.no/matrix/PB0001.1/"
+    assert motif_url("MA0014") == "https://jaspar.elixir.no/matrix/MA0014/"
+    # CIS-BP ids, bare or inside the TF+id+evidence names of the cisBP_mouse.meme file
+    assert motif_url("M1848_1.02") == "https://cisbp.ccbr.utoronto.ca/matchlist.php?searchField=M1848_1.02"
+    assert motif_url("Pax5+M1848_1.02+I") == motif_url("M1848_1.02")
+    for other in ("Pax5", "MA00141.1", "XM1848_1.02", "", "M1848"):
+        assert motif_url(other) is None

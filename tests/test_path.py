@@ -14,7 +14,6 @@ from conftest import planted_dataset, random_motifs
 from scipy.linalg import hadamard
 from torch import nn
 
-from tisfm_core.specs import DataSpec, ModelSpec, PathSpec, TrainTask
 from tisfm_core.aitac import AITAC
 from tisfm_core.cli import build_parser
 from tisfm_core.dataset import load_dataset
@@ -27,6 +26,7 @@ from tisfm_core.path import (
     regularization_path,
     top_coefficients,
 )
+from tisfm_core.specs import DataSpec, ModelSpec, PathSpec, TrainTask
 from tisfm_core.training import TrainSettings, initialize_from_data, predict_batches
 from tisfm_core.workflows import build_untrained, train_run
 

@@ -1,13 +1,23 @@
 """Run directories: round trips, half precision, and clear refusals of broken or foreign folders."""
 
 import json
+import os
 
 import pytest
 import torch
 from conftest import random_motifs
 
 from tisfm_core.errors import TisfmError
-from tisfm_core.runs import find_runs, load_run, read_run_config, run_summary, save_run
+from tisfm_core.runs import (
+    data_paths,
+    find_runs,
+    format_seconds,
+    load_run,
+    read_run_config,
+    run_origin,
+    run_summary,
+    save_run,
+)
 from tisfm_core.sequences import one_hot_torch
 from tisfm_core.workflows import build_untrained
 
@@ -151,3 +161,19 @@ def test_moved_run_finds_its_data_through_relative_paths(tmp_path):
     parts = load_run_data(loaded)
     split = json.loads((moved / "runs" / "r" / "split.json").read_text())
     assert parts["test"][0].shape == (len(split["test"]), 40)
+    # shown to users relative to the run folder
+    assert data_paths(loaded) == {"sequences": ("../../data/seqs.fa", True),
+                                  "targets": ("../../data/targets.tsv", True)}
+    (moved / "data" / "targets.tsv").unlink()
+    assert data_paths(moved / "runs" / "r")["targets"] == (
+        os.path.relpath(project / "data" / "targets.tsv", (moved / "runs" / "r").resolve()), False)
+
+
+def test_run_origin_in_words():
+    imported = {"outputs": ["o"] * 8, "imported": {"state_dict": {"path": "/x/state_dict.pt", "rel": "../sd.pt"},
+                                                  "variant": "base"}, "training": {"device": "imported"}}
+    assert run_origin(imported) == "imported reference checkpoint (state_dict.pt), 8 outputs, trained elsewhere"
+    trained = {"outputs": ["a", "b"], "training": {"device": "cpu", "seconds": 204.0, "finished": "2026-01-01"}}
+    assert run_origin(trained) == "trained on cpu in 3.4 min, finished 2026-01-01"
+    assert run_origin({"outputs": ["a"]}) == "trained on an unrecorded device"
+    assert [format_seconds(s) for s in (42, 204, 7200)] == ["42 s", "3.4 min", "2.0 h"]

@@ -45,46 +45,47 @@ def safe_name(text, default):
     return name or default
 
 
-def data_inputs():
-    """Widgets for the training data; returns the choice as a dict for :func:`resolve_data`."""
+def data_inputs(prefix=""):
+    """Widgets for the training data (keys start with ``prefix``, so that two forms can share a
+    page); returns the choice as a dict for :func:`resolve_data`."""
     source = st.radio("Data", ("Synthetic demo atlas", "Files on this server", "Upload files"),
-                      horizontal=True, key="data_source")
+                      horizontal=True, key=prefix + "data_source")
     if source == "Synthetic demo atlas":
         c1, c2, c3 = st.columns(3)
-        n = c1.number_input("Regions", 200, 20000, 2000, step=200, key="demo_regions",
+        n = c1.number_input("Regions", 200, 20000, 2000, step=200, key=prefix + "demo_regions",
                             help="Generated once (a few seconds per 1000 regions) and reused.")
-        seed = c2.number_input("Seed", 0, 10_000, 0, key="demo_seed")
-        target = c3.selectbox("Targets", list(DEMO_TARGETS), key="demo_targets")
+        seed = c2.number_input("Seed", 0, 10_000, 0, key=prefix + "demo_seed")
+        target = c3.selectbox("Targets", list(DEMO_TARGETS), key=prefix + "demo_targets")
         return {"kind": "demo", "n": int(n), "seed": int(seed), "target": target}
     if source == "Files on this server":
         kind = st.radio("Sequences from", ("FASTA / TSV", "BED + genome FASTA"), horizontal=True,
-                        key="seq_kind")
+                        key=prefix + "seq_kind")
         spec = {"kind": "server"}
         if kind == "FASTA / TSV":
-            spec["sequences"] = st.text_input("Sequence file (FASTA or id<TAB>sequence)", key="srv_seq")
+            spec["sequences"] = st.text_input("Sequence file (FASTA or id<TAB>sequence)", key=prefix + "srv_seq")
         else:
             c1, c2 = st.columns(2)
-            spec["bed"] = c1.text_input("BED / narrowPeak file", key="srv_bed")
-            spec["genome"] = c2.text_input("Genome FASTA", key="srv_genome")
-        spec["targets"] = st.text_input("Targets TSV (header; first column = region ids)", key="srv_targets")
+            spec["bed"] = c1.text_input("BED / narrowPeak file", key=prefix + "srv_bed")
+            spec["genome"] = c2.text_input("Genome FASTA", key=prefix + "srv_genome")
+        spec["targets"] = st.text_input("Targets TSV (header; first column = region ids)", key=prefix + "srv_targets")
         return spec
     c1, c2 = st.columns(2)
-    seq = c1.file_uploader("Sequences (FASTA or id<TAB>sequence)", key="up_seq")
-    targets = c2.file_uploader("Targets TSV", key="up_targets")
+    seq = c1.file_uploader("Sequences (FASTA or id<TAB>sequence)", key=prefix + "up_seq")
+    targets = c2.file_uploader("Targets TSV", key=prefix + "up_targets")
     return {"kind": "upload", "sequences": seq, "targets": targets}
 
 
-def transform_input(spec):
+def transform_input(spec, prefix=""):
     if spec["kind"] == "demo":
         return None
     c1, c2 = st.columns([1, 2])
-    kind = c1.selectbox("Target transform", ("none", "zscore", "lineage", "tree-diff"), key="transform",
+    kind = c1.selectbox("Target transform", ("none", "zscore", "lineage", "tree-diff"), key=prefix + "transform",
                         help="zscore: per region across outputs; lineage: mean per lineage (needs a "
                              "cell type -> lineage TSV); tree-diff: child minus parent per tree edge "
                              "(needs a child/parent TSV)")
     if kind in ("lineage", "tree-diff"):
         table = c2.text_input("Lineage map TSV" if kind == "lineage" else "Parent table TSV (child, parent)",
-                              key="transform_table")
+                              key=prefix + "transform_table")
         return f"{kind}:{table.strip()}"
     return kind
 

@@ -18,6 +18,7 @@ import streamlit as st
 from tisfm_core.atomic import sweep_stale_temps
 from tisfm_core.demo import run_truth
 from tisfm_core.errors import TisfmError
+from tisfm_core.motifs import motif_url
 from tisfm_core.plots import figure_image
 from tisfm_core.runs import CONFIG, WEIGHTS, list_runs, load_run, read_run_config
 from tisfm_core.server import home_dir, readable_here, split_folders, user_runs_dir
@@ -39,19 +40,87 @@ PAGES = (
 SYNTHETIC = "synthetic demo"
 ACTIVE_RUN = "active_run"     # session key of the chosen run (a path string), kept across pages
 _FOLDERS = "runs_folders"     # session key of the runs folders text
-
+_ROWS = "_listed_runs"        # session key of this script run's run list (the sidebar's)
+TFS = "searched_tfs"          # session key of the TFs typed into the search box, kept across pages
+_URL_READ = "_url_read"       # session key: the URL parameters already read in this session
+RUN_PARAM = "run"
+TF_PARAM = "tf"
 # Markdown (and Streamlit's extensions: :icon:, :color[...], $math$) special characters; every
 # one of them may be backslash-escaped (CommonMark escapes any ASCII punctuation).
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:@&=])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=@&])")
 
 
 def md_escape(text):
-    """``text`` escaped for every place Streamlit renders Markdown (markdown, captions, titles,
-    error boxes, expander and progress labels): user text such as file, run and output names, or
-    a message quoting an upload, then shows as typed, never as a link, an image, formatting,
-    LaTeX or an icon."""
-    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", "  \n")
+    """``text`` on one line with every Markdown (and Streamlit shortcode, LaTeX) character
+    escaped: for user text (file, run, output and job names, messages quoting an upload)
+    wherever Streamlit renders Markdown (markdown, captions, titles, error boxes, expander and
+    progress labels), so that it shows as typed, never as a link, an image, formatting or LaTeX."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
+
+# -- shareable views: the URL's query parameters ------------------------------------------------
+
+def url_key(key, param, default, **kwargs):
+    """``key``, after :func:`from_url` has set its state: ``st.slider(..., key=url_key(...))``."""
+    from_url(key, param, default, **kwargs)
+    return key
+
+
+def _encode(value):
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value] or [""]
+    if isinstance(value, bool):
+        return ["1" if value else "0"]
+    return [str(value)]
+
+
+def to_url(param, value):
+    """Write a page choice into the URL (``?param=value``; lists as repeated parameters), so a
+    reload, a new tab or a shared link opens the same view."""
+    encoded = _encode(value)
+    if st.query_params.get_all(param) != encoded:
+        st.query_params[param] = encoded if len(encoded) > 1 else encoded[0]
+
+
+def _parse(text, kind):
+    if kind is bool:
+        if text not in ("0", "1", "true", "false"):
+            raise ValueError(text)
+        return text in ("1", "true")
+    return kind(text)
+
+
+def from_url(key, param, default, *, valid=None, many=False, kind=str):
+    """Set the state of widget ``key`` before it is drawn (draw it without a default).
+
+    The first time this session meets ``param`` in the URL, its value is used when it parses
+    as ``kind`` and passes ``valid`` (a container of allowed values or a predicate); a URL is
+    never trusted beyond that. Otherwise the widget keeps its state, or gets ``default`` when
+    it has none or its state is no longer valid (e.g. an output of another run).
+    """
+    def ok(v):
+        return valid is None or (valid(v) if callable(valid) else v in valid)
+
+    read = st.session_state.setdefault(_URL_READ, set())
+    if param not in read:
+        read.add(param)
+        if param in st.query_params:
+            values = []
+            for text in st.query_params.get_all(param):
+                try:
+                    value = _parse(text, kind)
+                except (TypeError, ValueError):
+                    continue
+                if text != "" and ok(value) and value not in values:
+                    values.append(value)
+            if many:
+                st.session_state[key] = values
+            elif values:
+                st.session_state[key] = values[0]
+    current = st.session_state.get(key)
+    if current is None or (many and not all(ok(v) for v in current)) or (not many and not ok(current)):
+        st.session_state[key] = [v for v in current if ok(v)] if many and current else default
+    return st.session_state[key]
 
 def default_folders_text():
     """``TISFM_RUNS`` (folders separated by ``os.pathsep``) or the shipped ``trained_models/``."""
@@ -132,8 +201,17 @@ def sidebar():
             st.info("No runs found in these folders. Train or upload one on *Models and training*.")
             st.session_state[ACTIVE_RUN] = None
             return None
+        st.session_state[_ROWS] = rows
         paths = [r["path"] for r in rows]
         by_path = {r["path"]: r for r in rows}
+        read = st.session_state.setdefault(_URL_READ, set())
+        if RUN_PARAM not in read:
+            # a run named in the URL must be one of the listed runs (by name or path)
+            read.add(RUN_PARAM)
+            wanted = st.query_params.get(RUN_PARAM)
+            match = [r["path"] for r in rows if wanted in (r["display"], r["path"])]
+            if match:
+                st.session_state[ACTIVE_RUN] = match[0]
         current = st.session_state.get(ACTIVE_RUN)
         if current not in by_path:
             current = default_run(rows)
@@ -142,6 +220,7 @@ def sidebar():
         st.selectbox("Active run", paths, key="_run_picker", on_change=_remember_run,
                      format_func=lambda p: run_label(by_path[p]))
         row = by_path[st.session_state[ACTIVE_RUN]]
+        to_url(RUN_PARAM, run_param(row))
         if "error" in row:
             st.error(f"This run cannot be used: {md_escape(row['error'])}")
         elif row.get("synthetic"):
@@ -154,6 +233,21 @@ def _swept(home):
     """Once per server process and home folder: remove temporary files that writes interrupted
     by a crash left behind (tisfm_core.atomic.sweep_stale_temps)."""
     return len(sweep_stale_temps(home))
+
+
+def run_param(row):
+    """The URL value naming a run: its name in its runs folder."""
+    return row["display"]
+
+
+def listed_runs():
+    """The rows of the runs the sidebar lists (this script run's)."""
+    return list(st.session_state.get(_ROWS) or [])
+
+
+def set_active_run(path):
+    """Make the run at ``path`` (one of the listed runs) the active run."""
+    st.session_state[ACTIVE_RUN] = str(path)
 
 
 def setup(title, intro=None):
@@ -173,8 +267,8 @@ def require_run(row, *, tisfm=True):
         st.info("Choose a run in the sidebar first (or make one on *Models and training*).")
         st.stop()
     if "error" in row:
-        st.error(f"The active run {md_escape(row['display'])} is broken: {md_escape(row['error'])}. "
-                 "Pick another run in the sidebar.")
+        st.error(f"The active run {md_escape(row['display'])} is broken: {md_escape(row['error'])}. Pick "
+                 "another run in the sidebar.")
         st.stop()
     if tisfm and row.get("kind") != "tisfm":
         st.info(f"{md_escape(row['display'])} is an AI-TAC baseline: it has no motif layer, so this page has "
@@ -208,6 +302,50 @@ def guarded(body, *args, **kwargs):
     return None
 
 
+# -- TFs ----------------------------------------------------------------------------------------
+
+def tf_label(motif, names):
+    name = names.get(motif, "")
+    return f"{name} ({motif})" if name and name != motif else str(motif)
+
+
+def _remember_tfs(widget):
+    st.session_state[TFS] = list(st.session_state.get(widget) or [])
+
+
+def tf_search(motif_ids, names, *, key):
+    """The TF search box of a page: type a TF name or a motif id to add or highlight TFs.
+
+    The choice is kept across pages and in the URL (``?tf=``); only motifs of this run are
+    offered. Returns the chosen motif ids.
+    """
+    ids = [str(m) for m in motif_ids]
+    widget = f"_tf_search_{key}"
+    chosen = from_url(TFS, TF_PARAM, [], many=True)
+    st.session_state[widget] = [m for m in chosen if m in set(ids)]
+    st.multiselect("Find TFs (type a TF name or a motif id)", ids, key=widget, on_change=_remember_tfs,
+                   args=(widget,), format_func=lambda m: tf_label(m, names),
+                   placeholder="e.g. Pax5 or MA0014", help="The chosen TFs are added to the figures of "
+                   "every page and highlighted there (▶ in heatmaps, black rings in scatter plots).")
+    if st.session_state[TFS]:
+        to_url(TF_PARAM, st.session_state[TFS])
+    elif TF_PARAM in st.query_params:
+        del st.query_params[TF_PARAM]
+    return list(st.session_state[widget])
+
+
+def motif_table(table, *, motif="motif", key=None):
+    """``st.dataframe`` of a table with a motif id column, with a link to each motif's database
+    entry (JASPAR or CIS-BP, see :func:`tisfm_core.motifs.motif_url`) next to it."""
+    table = table.copy()
+    at = list(table.columns).index(motif) + 1
+    table.insert(at, "database", [motif_url(m) for m in table[motif]])
+    st.dataframe(table, hide_index=True, width="stretch", key=key,
+                 column_config={"database": st.column_config.LinkColumn(
+                     "database", help="The motif's entry in JASPAR or CIS-BP",
+                     display_text=r"(?:matrix/|searchField=)([^/&]+)")})
+
+
 # -- figures ------------------------------------------------------------------------------------
 
 def _slug(text):
@@ -216,21 +354,22 @@ def _slug(text):
 
 def downloads(fig, data, name, key):
     """CSV of the figure's data and SVG/PNG of the image (made only when clicked)."""
-    cols = st.columns([1, 1, 1, 5])
     csv = data.to_csv(index=not isinstance(data.index, pd.RangeIndex)) if data is not None else ""
-    cols[0].download_button("CSV", csv, file_name=f"{_slug(name)}.csv", mime="text/csv",
-                            key=f"{key}_csv", on_click="ignore", disabled=data is None,
-                            help="The numbers plotted")
-    cols[1].download_button("SVG", lambda: figure_image(fig, "svg"), file_name=f"{_slug(name)}.svg",
-                            mime="image/svg+xml", key=f"{key}_svg", on_click="ignore")
-    cols[2].download_button("PNG", lambda: figure_image(fig, "png"), file_name=f"{_slug(name)}.png",
-                            mime="image/png", key=f"{key}_png", on_click="ignore")
+    with st.container(horizontal=True):
+        st.download_button("CSV", csv, file_name=f"{_slug(name)}.csv", mime="text/csv",
+                           key=f"{key}_csv", on_click="ignore", disabled=data is None,
+                           help="The numbers plotted")
+        st.download_button("SVG", lambda: figure_image(fig, "svg"), file_name=f"{_slug(name)}.svg",
+                           mime="image/svg+xml", key=f"{key}_svg", on_click="ignore")
+        st.download_button("PNG", lambda: figure_image(fig, "png"), file_name=f"{_slug(name)}.png",
+                           mime="image/png", key=f"{key}_png", on_click="ignore")
 
 
-def show_plotly(fig, *, caption, data, name, key, select=False):
-    """A Plotly chart with its one-line caption and downloads; returns the selection event."""
+def show_plotly(fig, *, caption, data, name, key, select=False, width="stretch"):
+    """A Plotly chart with its one-line caption and downloads; returns the selection event.
+    ``width="content"`` draws a figure at its own width (one laid out in pixels)."""
     event = st.plotly_chart(fig, key=key, on_select="rerun" if select else "ignore",
-                            selection_mode="points", config={"displaylogo": False})
+                            selection_mode="points", config={"displaylogo": False}, width=width)
     st.caption(md_escape(caption))   # captions name outputs and sequences: user text
     downloads(fig, data, name, key)
     return event

@@ -138,6 +138,16 @@ class AITAC(nn.Module):
             trace.append(n)
         return trace
 
+    def features(self, x):
+        """The hidden activations fed to the output layer ``fc3``: (N, 4, L) -> (N, 1000)."""
+        if x.ndim != 3 or x.shape[1] != 4 or x.shape[2] != self.length:
+            raise TisfmError(f"AITAC input must have shape (N, 4, {self.length}), got {tuple(x.shape)}.")
+        x = x.to(self.fc1.weight.dtype).unsqueeze(1)
+        x = self.layer3(self.layer2(self.layer1(x)))
+        x = torch.flatten(x, start_dim=1)
+        x = self.dropout(self.activation(self.fc1(x)))
+        return self.dropout(self.activation(self.fc2(x)))
+
     def forward(self, x):
         """Predict outputs for one-hot sequences.
 
@@ -152,11 +162,4 @@ class AITAC(nn.Module):
         torch.Tensor
             Predictions, shape (N, n_outputs).
         """
-        if x.ndim != 3 or x.shape[1] != 4 or x.shape[2] != self.length:
-            raise TisfmError(f"AITAC input must have shape (N, 4, {self.length}), got {tuple(x.shape)}.")
-        x = x.to(self.fc1.weight.dtype).unsqueeze(1)
-        x = self.layer3(self.layer2(self.layer1(x)))
-        x = torch.flatten(x, start_dim=1)
-        x = self.dropout(self.activation(self.fc1(x)))
-        x = self.dropout(self.activation(self.fc2(x)))
-        return self.fc3(x)
+        return self.fc3(self.features(x))

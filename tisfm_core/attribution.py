@@ -31,10 +31,10 @@ from .atomic import read_arrays, write_npz
 from .errors import TisfmError, check_indices, check_integer, check_outputs
 from .model import TISFM
 from .motifs import kernel_slots
-from .training import evaluation
 from .sequences import one_hot, one_hot_torch
+from .training import evaluation
 
-__all__ = ["tism", "ism", "logo_values", "agreement", "variant_effects", "motif_hits",
+__all__ = ["as_indices", "count_outputs", "tism", "ism", "logo_values", "agreement", "variant_effects", "motif_hits",
            "save_attribution", "load_attribution", "Attribution", "attribution_table"]
 
 BASES = "ACGT"
@@ -44,7 +44,7 @@ _ALTERNATIVES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], dtype=np.
 
 # -- input checks -------------------------------------------------------------------------------
 
-def _as_indices(data, what="sequences"):
+def as_indices(data, what="sequences"):
     """uint8 indices (N, L) from indices (N, L) / (L,) or a one-hot array (N, 4, L) / (4, L)."""
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
@@ -76,7 +76,7 @@ def _as_indices(data, what="sequences"):
     raise TisfmError(f"{what}: expected uint8 base indices or a float one-hot array, got dtype {data.dtype}")
 
 
-def _n_outputs(model, idx, device):
+def count_outputs(model, idx, device):
     if isinstance(model, TISFM):
         return model.config.n_outputs
     if isinstance(getattr(model, "n_outputs", None), int):
@@ -307,10 +307,10 @@ def tism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_siz
     np.ndarray, float32, shape (N, R, 4, L)
         R = ``len(outputs)``.
     """
-    idx = _as_indices(indices_or_onehot)
+    idx = as_indices(indices_or_onehot)
     batch_size = check_integer(batch_size, "batch_size")
     with evaluation(model, device) as dev:
-        outs = check_outputs(outputs, _n_outputs(model, idx, dev), output_names)
+        outs = check_outputs(outputs, count_outputs(model, idx, dev), output_names)
         values = np.zeros((len(idx), len(outs), 4, idx.shape[1]), dtype=np.float32)
         for seq, out, g in _gradient_chunks(model, idx, outs, batch_size, dev, verbose, "tism"):
             ref = torch.from_numpy(idx[seq]).to(dev).long()
@@ -350,11 +350,11 @@ def ism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_size
     -------
     np.ndarray, float32, shape (N, R, 4, L)
     """
-    idx = _as_indices(indices_or_onehot)
+    idx = as_indices(indices_or_onehot)
     batch_size = check_integer(batch_size, "batch_size")
     length = idx.shape[1]
     with evaluation(model, device) as dev, torch.inference_mode():
-        outs = torch.from_numpy(check_outputs(outputs, _n_outputs(model, idx, dev), output_names)).to(dev)
+        outs = torch.from_numpy(check_outputs(outputs, count_outputs(model, idx, dev), output_names)).to(dev)
         values = np.zeros((len(idx), len(outs), 4, length), dtype=np.float32)
         reference = _predict(model, idx, outs, batch_size, dev)
         seqs = torch.from_numpy(idx).to(dev).long()
@@ -406,7 +406,7 @@ def logo_values(values, indices):
     -------
     np.ndarray, float32, shape (N, R, 4, L)
     """
-    idx = _as_indices(indices)
+    idx = as_indices(indices)
     values = _check_values(values, idx)
     ref = idx.astype(np.int64)
     at_ref = np.take_along_axis(values, np.minimum(ref, 3)[:, None, None, :], axis=2)
@@ -439,7 +439,7 @@ def agreement(a, b, *, indices=None):
     if indices is None:
         mask = ~((a == 0) & (b == 0))
     else:
-        idx = _as_indices(indices)
+        idx = as_indices(indices)
         _check_values(a, idx, "a")
         mask = np.broadcast_to(((one_hot(idx) == 0) & (idx < 4)[:, None, :])[:, None], a.shape)
     count = mask.sum(axis=(2, 3))
@@ -477,7 +477,7 @@ def variant_effects(model, indices, position, alt, *, outputs=None, output_names
         ``exact_delta`` (alt_pred - ref_pred) and ``tism_delta`` (the first-order estimate:
         gradient at alt minus gradient at ref, or the gradient at alt where ref is N).
     """
-    idx = _as_indices(indices)
+    idx = as_indices(indices)
     length = idx.shape[1]
     if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position < length:
         raise TisfmError(f"variant position must be an integer in 0..{length - 1} (0-based), got {position!r}")
@@ -490,7 +490,7 @@ def variant_effects(model, indices, position, alt, *, outputs=None, output_names
     mutated = idx.copy()
     mutated[:, position] = alt_i
     with evaluation(model, device) as dev:
-        n_all = _n_outputs(model, idx, dev)
+        n_all = count_outputs(model, idx, dev)
         outs = check_outputs(outputs, n_all, output_names)
         with torch.inference_mode():
             ref_pred = _predict(model, idx, torch.from_numpy(outs).to(dev), 256, dev).float().cpu().numpy()
@@ -558,7 +558,7 @@ def motif_hits(motifs, indices, *, threshold=0.8, era="head", batch_size=64):
         ``end`` (exclusive), ``strand`` ("+" or "-"), ``score``, ``relative``; sorted by
         sequence and start (then motif and strand).
     """
-    idx = _as_indices(indices)
+    idx = as_indices(indices)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
             or not 0 <= threshold <= 1:
         raise TisfmError(f"threshold must be a relative score in [0, 1], got {threshold!r}")
@@ -627,7 +627,7 @@ def save_attribution(path, values, ids, outputs, *, indices=None):
     n, r, _, length = values.shape
     arrays = {"values": values, "ids": _names(ids, n, "ids"), "outputs": _names(outputs, r, "outputs")}
     if indices is not None:
-        idx = _as_indices(indices, "indices")
+        idx = as_indices(indices, "indices")
         _check_values(values, idx)
         arrays["indices"] = idx
     write_npz(path, **arrays)

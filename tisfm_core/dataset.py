@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TisfmError
+from .errors import TisfmError, check_outputs
 from .sequences import SequenceSet, read_sequences
 from .targets import apply_transform, match_ids, read_aitac_targets, read_targets
 
@@ -69,7 +69,7 @@ def load_sequences(sequences=None, *, bed=None, genome=None, length=None):
     return read_sequences(sequences, bed=bed, genome=genome, length=length)
 
 
-def load_dataset(sequences=None, targets=None, *, bed=None, genome=None, length=None,
+def load_dataset(sequences=None, targets=None, *, bed=None, genome=None, length: int | None = None,
                  transform="none", outputs=None, verbose=False):
     """Read, match and transform a dataset.
 
@@ -85,8 +85,9 @@ def load_dataset(sequences=None, targets=None, *, bed=None, genome=None, length=
         Required sequence length (default: whatever the sequences have, all equal).
     transform : str, default "none"
         "none" | "zscore" | "lineage:MAP.tsv" | "tree-diff:PARENTS.tsv".
-    outputs : list of str, optional
-        Keep only these outputs, in this order (after the transform). Unknown names are an error.
+    outputs : list of str or int, optional
+        Keep only these outputs (names or positions of the transformed target columns), in this
+        order. Unknown names are an error.
     verbose : bool, default False
 
     Returns
@@ -99,12 +100,8 @@ def load_dataset(sequences=None, targets=None, *, bed=None, genome=None, length=
     table = load_target_table(targets)
     table, transform_info = apply_transform(table, transform)
     if outputs is not None:
-        unknown = [o for o in outputs if o not in table.columns]
-        if unknown:
-            raise TisfmError(f"output {unknown[0]!r} is not in the targets; available: "
-                             f"{', '.join(map(str, table.columns[:8]))}"
-                             f"{' ...' if len(table.columns) > 8 else ''}")
-        table = table[list(outputs)]
+        names = [str(c) for c in table.columns]
+        table = table.iloc[:, check_outputs(outputs, len(names), names, owner="the targets")]
     match = match_ids(seqs.ids, table.index.to_numpy())
     report = {"n_sequences": len(seqs), "n_targets": len(table), "n_matched": match.n_matched,
               "missing_in_targets": match.missing_in_targets[:20],

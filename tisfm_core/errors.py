@@ -73,7 +73,7 @@ def check_indices(indices, what="base indices", *, ndim=2, length=None):
     return arr.astype(np.uint8, copy=False)
 
 
-def check_outputs(outputs, n_outputs, names=None, what="outputs"):
+def check_outputs(outputs, n_outputs, names=None, what="outputs", owner="this model"):
     """Positions of the selected outputs, as int64 (R,), in the order given; None selects all.
 
     ``outputs`` may hold positions or, when ``names`` (all the model's output names) is given,
@@ -92,13 +92,13 @@ def check_outputs(outputs, n_outputs, names=None, what="outputs"):
     for item in outputs:
         if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             if not 0 <= item < n_outputs:
-                raise TisfmError(f"output position {item} does not exist: the model has {n_outputs} "
+                raise TisfmError(f"output position {item} does not exist: {owner} has {n_outputs} "
                                  f"outputs (0..{n_outputs - 1})")
             positions.append(int(item))
         elif isinstance(item, str) and names is not None:
             if item not in names:
                 shown = ", ".join(map(str, list(names)[:8])) + (" ..." if len(names) > 8 else "")
-                raise TisfmError(f"{item!r} is not an output of this model; valid outputs: {shown}")
+                raise TisfmError(f"{item!r} is not an output of {owner}; valid outputs: {shown}")
             positions.append(list(names).index(item))
         else:
             kind = "output names or positions" if names is not None else "output positions (integers)"

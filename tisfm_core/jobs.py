@@ -1,10 +1,12 @@
-"""Background jobs: long work (training, cross-validation, penalty paths) in separate processes.
+"""Background jobs: long work (training, cross-validation, fine-tunes, penalty paths) in separate
+processes.
 
 A job is a folder::
 
     JOBS/<id>/
       job.json      id, kind, args, command, pid, pgid, process start time, created, label, out
-                    (and ``cancelled`` once cancelled); written atomically
+                    (the folder it writes, relative to the job folder and absolute) and
+                    ``cancelled`` once cancelled; written atomically
       status.json   progress kept up to date by the command (``--status-file``)
       log.txt       the command's stdout and stderr
       exit.json     return code, written when the launching process saw the command end
@@ -29,13 +31,14 @@ from pathlib import Path
 
 from .atomic import read_json, write_json
 from .errors import TisfmError
+from .specs import store_path, stored_path
 
 JOB = "job.json"
 STATUS = "status.json"
 LOG = "log.txt"
 EXIT = "exit.json"
 SPEC = "spec.json"
-KINDS = ("train", "cv", "path")
+KINDS = ("train", "cv", "path", "finetune")
 #: States a job can be in; "died" means the process vanished without a final status.
 STATES = ("starting", "running", "done", "failed", "cancelled", "died")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -69,9 +72,10 @@ class Job:
         return self.path / LOG
 
     def to_dict(self):
+        # the folder the job writes, relative to the job folder first: a moved home still finds it
         return {"id": self.id, "kind": self.kind, "args": list(self.args), "pid": self.pid,
                 "pgid": self.pgid, "start_ticks": self.start_ticks, "created": self.created,
-                "label": self.label, "out": self.out, "cancelled": self.cancelled,
+                "label": self.label, "out": store_path(self.out, self.path), "cancelled": self.cancelled,
                 "command": [sys.executable, "-m", "tisfm_core", self.kind, *self.args,
                             "--status-file", str(self.status_path)]}
 
@@ -183,7 +187,7 @@ def launch(kind, args, jobs_dir, *, label="", spec=None):
 
     Parameters
     ----------
-    kind : {"train", "cv", "path"}
+    kind : {"train", "cv", "path", "finetune"}
         The CLI subcommand.
     args : list of str
         Its arguments (without ``--status-file``, which every job command accepts and is added).
@@ -191,7 +195,7 @@ def launch(kind, args, jobs_dir, *, label="", spec=None):
         Folder holding the job folders (created if needed).
     label : str, default ""
         A short description shown in job tables.
-    spec : TrainTask or PathSpec, optional
+    spec : TrainTask, FinetuneTask or PathSpec, optional
         The task, written to ``JOB/spec.json`` (paths relative to the job folder) and passed as
         ``--spec``: the app's forms and typed commands run the same code.
 
@@ -248,7 +252,7 @@ def load_job(path):
         return Job(path=path, id=str(data["id"]), kind=str(data["kind"]), args=list(data.get("args", [])),
                    pid=int(data.get("pid") or 0), pgid=int(data.get("pgid") or 0),
                    start_ticks=data.get("start_ticks"), created=float(data.get("created") or 0.0),
-                   label=str(data.get("label") or ""), out=data.get("out"),
+                   label=str(data.get("label") or ""), out=stored_path(data.get("out"), path),
                    cancelled=data.get("cancelled"))
     except (KeyError, TypeError, ValueError) as exc:
         raise TisfmError(f"job file {path / JOB} is missing or has a bad field ({exc})") from None

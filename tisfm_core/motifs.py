@@ -46,6 +46,7 @@ __all__ = [
     "read_transfac",
     "read_homer",
     "load_motifs",
+    "motif_url",
 ]
 
 BASES = "ACGT"
@@ -57,6 +58,12 @@ _COUNT_ROW_SUM = 1.5
 # CIS-BP style ids "Pax5+M1848_1.02+I": TF symbol + CIS-BP motif id + D(irect)/I(nferred) evidence.
 _CISBP_ID = re.compile(r"([^+\s]+)\+M\d+_\d+\.\d+\+[DI]")
 _JASPAR_LETTER_ROW = re.compile(r"([ACGTacgt])\s*:?\s*\[(.*)\]")
+# JASPAR matrix ids: a collection prefix (MA core, PB PBM, PF phylofacts, PH PBM-homeo, PL plants,
+# CN CNE, POL polII, UN unvalidated), four digits and an optional version.
+_JASPAR_ID = re.compile(r"(?:MA|PB|PF|PH|PL|CN|POL|UN)\d{4}(?:\.\d+)?")
+_CISBP_MOTIF = re.compile(r"(?<![A-Za-z0-9])M\d+_\d+\.\d+(?![0-9])")
+JASPAR_URL = "https://jaspar.elixir.no/matrix/{id}/"
+CISBP_URL = "https://cisbp.ccbr.utoronto.ca/matchlist.php?searchField={id}"
 
 
 def _display_name(motif_id, alt_name=None):
@@ -65,6 +72,20 @@ def _display_name(motif_id, alt_name=None):
         return alt_name
     match = _CISBP_ID.fullmatch(motif_id)
     return match.group(1) if match else motif_id
+
+
+def motif_url(motif_id):
+    """The database page of a motif id, or None when the id names no known database.
+
+    JASPAR matrix ids (``MA0004.1``, also without the version) link to their JASPAR entry; ids
+    that hold a CIS-BP motif id (``M1848_1.02``, also inside ``Pax5+M1848_1.02+I``) link to the
+    CIS-BP search for that motif, which lists its TF.
+    """
+    text = str(motif_id).strip()
+    if _JASPAR_ID.fullmatch(text):
+        return JASPAR_URL.format(id=text)
+    match = _CISBP_MOTIF.search(text)
+    return CISBP_URL.format(id=match.group(0)) if match else None
 
 
 def kernel_slots(widths, width, era):

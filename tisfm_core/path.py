@@ -35,10 +35,10 @@ from torch import nn
 
 from .atomic import check_format, read_arrays, read_json, write_json, write_npz
 from .devices import resolve_device
-from .errors import TisfmError, check_indices
+from .errors import TisfmError, check_indices, check_outputs
 from .prox import PATH_PENALTIES
 from .sequences import one_hot_torch
-from .specs import MAX_LAMBDAS, PathSpec, store_path, stored_path
+from .specs import MAX_LAMBDAS, PathSpec, is_log_grid, store_path, stored_path
 from .training import MIN_LR, Batches, TrainSettings, make_optimizer
 
 __all__ = ["PathResult", "regularization_path", "path_from_arrays", "parse_lambdas", "load_path",
@@ -52,7 +52,7 @@ FORMAT_VERSION = 1
 
 # -- lambda grids ---------------------------------------------------------------------------------
 
-def parse_lambdas(text, log=False):
+def parse_lambdas(text: str, log: bool = False) -> np.ndarray:
     """Parse a ``START:STOP:NUM`` lambda grid as the reference's ``--penalty-param-range``.
 
     Parameters
@@ -163,6 +163,11 @@ class PathResult:
     run: str | None = None
 
     @property
+    def log_grid(self):
+        """Whether the positive lambdas are log-spaced (:func:`tisfm_core.specs.is_log_grid`)."""
+        return is_log_grid(self.lambdas)
+
+    @property
     def best_lambdas(self):
         """Per output, the lambda with the lowest validation MSE: (R,)."""
         return self.lambdas[self.best_index]
@@ -221,18 +226,6 @@ def _lambda_index(result, index):
     return int(index) % n
 
 
-def _output_index(result, output):
-    if isinstance(output, (int, np.integer)) and not isinstance(output, bool):
-        if not 0 <= output < len(result.outputs):
-            raise TisfmError(f"output index {output} is out of range: the path has "
-                             f"{len(result.outputs)} outputs")
-        return int(output)
-    if output not in result.outputs:
-        raise TisfmError(f"output {output!r} is not in the path; available: "
-                         f"{', '.join(result.outputs[:8])}{' ...' if len(result.outputs) > 8 else ''}")
-    return result.outputs.index(output)
-
-
 def coefficients_at(result, index):
     """Motif weights at one lambda.
 
@@ -269,7 +262,7 @@ def top_coefficients(result, output, k=9):
         At most ``k`` rows (motifs whose weight is exactly zero are left out), ordered by
         decreasing ``|coef|``; index = motif ids, columns "name" and "coef" (signed).
     """
-    r = _output_index(result, output)
+    r = int(check_outputs(output, len(result.outputs), result.outputs, owner="the path")[0])
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise TisfmError(f"k must be a whole number >= 1, got {k!r}")
     coef = result.coefs[result.best_index[r], r].astype(np.float64)
@@ -305,7 +298,7 @@ def find_paths(run_path, folders):
     return list(dict.fromkeys(found))
 
 
-def load_path(path_dir):
+def load_path(path_dir: str | Path) -> PathResult:
     """Read a path folder written by :meth:`PathResult.save`.
 
     Raises
@@ -538,7 +531,8 @@ def _fit_lambda(backend, settings, generator, *, patience, index, callback):
     return best[0], best[1], best[2], epoch
 
 
-def path_from_arrays(model, train, val, test, spec, *, verbose=False, callback=None, motif_ids=None,
+def path_from_arrays(model: nn.Module, train: tuple, val: tuple, test: tuple, spec: PathSpec, *,
+                     verbose: bool = False, callback=None, motif_ids=None,
                      motif_names=None, outputs=None):
     """Regularization path of a model's final layer on explicit data arrays.
 
@@ -697,7 +691,7 @@ def load_run_data(run):
     return parts
 
 
-def check_path_inputs(run):
+def check_path_inputs(run) -> dict:
     """Read what a regularization path of ``run`` uses (the run, its training data and split)
     without fitting anything: the app calls this before it starts a path job, so that a run
     whose data are gone, changed or outside the allowed folders is refused at once.
@@ -716,7 +710,7 @@ def check_path_inputs(run):
     return {f"n_{key}": len(part[0]) for key, part in load_run_data(run).items()}
 
 
-def regularization_path(run, spec, *, verbose=False, callback=None):
+def regularization_path(run, spec: PathSpec, *, verbose: bool = False, callback=None) -> PathResult:
     """Regularization path of a run's final layer on the run's own train/val/test split.
 
     Park & Hastie-style warm starts (reference section 4.5): lambdas in ascending order, each

@@ -21,8 +21,9 @@ import plotly.graph_objects as go
 from matplotlib import colormaps
 from matplotlib.colors import LinearSegmentedColormap, Normalize, TwoSlopeNorm, to_rgba
 from matplotlib.figure import Figure
+from plotly.colors import qualitative
 
-from .analysis.tree_diff import kept_mask
+from .analysis.tree_diff import kept_mask, tree_layout
 from .errors import TisfmError
 
 BASES = "ACGT"
@@ -42,6 +43,35 @@ def _label(motif, name):
 
 def _colour(i):
     return PALETTE[i % len(PALETTE)]
+
+
+#: Font of figures whose layout is computed from label sizes (widths estimated per character).
+LABEL_FONT = "Arial, Helvetica, 'Liberation Sans', sans-serif"
+#: Estimated width of one character in ``LABEL_FONT``, as a fraction of the font size (an upper
+#: bound for most characters of cell-type and TF names; Arial's average is about 0.5).
+CHAR_EM = 0.62
+LINE_EM = 1.25
+#: The narrowest plot area (px) a figure is laid out for: the main column at 1280 px with the
+#: sidebar open, less axes and colour bar. Wider screens only spread labels further apart.
+LABEL_PLOT_WIDTH = 600
+
+
+def text_size(text, size):
+    """Estimated (width, height) in pixels of a label drawn at font ``size`` (``<br>`` = new line)."""
+    lines = str(text).split("<br>")
+    return CHAR_EM * size * max(len(line) for line in lines), LINE_EM * size * len(lines)
+
+
+def wrap_label(text, width=10):
+    """A label broken into lines of at most ``width`` characters (``<br>`` between lines) after
+    '.', '-', '+' or '_' where it can; a longer unbreakable part keeps its own line."""
+    parts = re.findall(r"[^.+_-]*[.+_-]?", str(text))
+    lines = [""]
+    for part in filter(None, parts):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "<br>".join(lines)
 
 
 # -- home and training -------------------------------------------------------------------------
@@ -95,7 +125,8 @@ def history_table(history):
 # -- final layer -------------------------------------------------------------------------------
 
 def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight", zmin=-1.0,
-                   zmax=1.0, colorscale=DIVERGING, marks=None, mark_label="planted"):
+                   zmax=1.0, colorscale=DIVERGING, marks=None, mark_label="planted",
+                   highlight=(), xaxis="output"):
     """Motif x output heatmap (rows top to bottom in the given order).
 
     Parameters
@@ -110,34 +141,63 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
     zmin, zmax : float
         Colour range; a diverging scale is centred on 0.
     marks : iterable of (motif, output), optional
-        Cells to mark with a ring (the planted regulators of synthetic demo data).
+        Cells to mark with a ring (the planted regulators of synthetic demo data); their hover
+        still shows the cell's weights.
+    highlight : iterable of motif ids, optional
+        Rows whose label is drawn bold with a marker (the TFs the user searched for).
+    xaxis : str, default "output"
+        Title of the column axis.
+
+    The margins are sized from the longest row and column labels (columns are slanted when
+    they would not fit side by side), so no label is cut off.
     """
     names = dict(names or {})
     motifs = [str(m) for m in values.index]
     outputs = [str(o) for o in values.columns]
     labels = [_label(m, names.get(m, "")) for m in motifs]
+    hot = {str(m) for m in highlight}
     raw_values = (raw.loc[values.index, values.columns] if raw is not None else values).to_numpy(
         dtype=np.float64)
+    z = values.to_numpy(dtype=np.float64)
     custom = np.empty(values.shape + (3,), dtype=object)
     custom[..., 0] = np.array(motifs, dtype=object)[:, None]
     custom[..., 1] = np.array([names.get(m, "") for m in motifs], dtype=object)[:, None]
     custom[..., 2] = raw_values
+    template = ("motif %{customdata[0]}<br>TF %{customdata[1]}<br>" + xaxis + " %{x}<br>"
+                f"raw weight %{{customdata[2]:.4g}}<br>{colorbar} %{{z:.3f}}")
     fig = go.Figure(go.Heatmap(
-        z=values.to_numpy(dtype=np.float64), x=outputs, y=labels, zmin=zmin, zmax=zmax,
+        z=z, x=outputs, y=labels, zmin=zmin, zmax=zmax,
         colorscale=colorscale, colorbar=dict(title=colorbar), customdata=custom,
-        hovertemplate=("motif %{customdata[0]}<br>TF %{customdata[1]}<br>output %{x}<br>"
-                       f"raw weight %{{customdata[2]:.4g}}<br>{colorbar} %{{z:.3f}}<extra></extra>"),
-        xgap=1, ygap=1))
+        hovertemplate=template + "<extra></extra>", xgap=1, ygap=1))
     marks = [(str(m), str(o)) for m, o in (marks or []) if str(m) in motifs and str(o) in outputs]
     if marks:
+        rows = [motifs.index(m) for m, _ in marks]
+        cols = [outputs.index(o) for _, o in marks]
         fig.add_trace(go.Scatter(
-            x=[o for _, o in marks], y=[labels[motifs.index(m)] for m, _ in marks], mode="markers",
+            x=[outputs[c] for c in cols], y=[labels[r] for r in rows], mode="markers",
             marker=dict(symbol="circle-open", size=14, color="black", line=dict(width=2)),
-            name=mark_label, hovertemplate=f"{mark_label}: %{{y}} in %{{x}}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="output", yaxis_title="motif",
-                      yaxis=dict(autorange="reversed", type="category"),
-                      xaxis=dict(type="category"), height=max(320, 22 * len(motifs) + 140),
-                      margin=dict(t=50, b=60), legend=dict(orientation="h", y=-0.15))
+            name=mark_label, customdata=[[motifs[r], names.get(motifs[r], ""), raw_values[r, c], z[r, c]]
+                                         for r, c in zip(rows, cols)],
+            hovertemplate=(f"{mark_label}<br>motif %{{customdata[0]}}<br>TF %{{customdata[1]}}<br>{xaxis} "
+                           f"%{{x}}<br>raw weight %{{customdata[2]:.4g}}<br>{colorbar} "
+                           "%{customdata[3]:.3f}<extra></extra>")))
+    ticks = [f"<b>▶ {label}</b>" if m in hot else label for m, label in zip(motifs, labels)]
+    tick = 12
+    left = CHAR_EM * tick * max((len(t) for t in labels), default=1) + (24 if hot else 12)
+    longest = CHAR_EM * tick * max((len(o) for o in outputs), default=1)
+    # slant the column labels when they do not fit side by side in a nominal plot width; a
+    # slanted label reaches left of its column as far as it reaches down
+    slant = longest + 4 > LABEL_PLOT_WIDTH / max(len(outputs), 1)
+    bottom = (longest * 0.71 + tick + 30 if slant else tick + 30) + 24
+    left = max(left, longest * 0.71 + 10 if slant else 0)
+    top = 50 + (24 if marks else 0)
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title="motif",
+                      yaxis=dict(autorange="reversed", type="category", tickmode="array",
+                                 tickvals=labels, ticktext=ticks, automargin=True),
+                      xaxis=dict(type="category", tickangle=-45 if slant else 0, automargin=True),
+                      height=int(22 * len(motifs) + top + bottom + 20),
+                      margin=dict(t=top, b=int(bottom), l=int(left)),
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom"))
     return fig
 
 
@@ -192,7 +252,8 @@ def motif_logo(matrix, *, title="", ylabel="bits", height=2.2):
 # -- pooling vs information content, interaction --------------------------------------------------
 
 def labelled_scatter(df, *, x, y, color=None, labels=(), title="", xaxis="", yaxis="",
-                     colorbar="", hover=()):
+                     colorbar="", hover=None, trend=None, marks=(), mark_label="planted regulator",
+                     highlight=(), height=480):
     """Scatter of one point per motif, optionally coloured by a signed value, some labelled.
 
     Parameters
@@ -200,16 +261,26 @@ def labelled_scatter(df, *, x, y, color=None, labels=(), title="", xaxis="", yax
     df : pandas.DataFrame
         Needs ``motif``, ``name`` and the ``x`` / ``y`` (and ``color``) columns.
     labels : iterable of int
-        Row positions whose TF name is written next to the point.
-    hover : iterable of str
-        Extra columns shown in the hover.
+        Row positions whose TF name is written next to the point. Labels are placed straight
+        above or below their point, as close as they can be without covering another label in
+        a plot :data:`LABEL_PLOT_WIDTH` pixels wide (wider plots only move them apart), with a
+        thin leader line; the axis ranges are fixed so that this holds.
+    hover : mapping column -> words, optional
+        Extra columns shown in the hover, each with the words that say what it is.
+    trend : (slope, intercept), optional
+        A straight line y = slope * x + intercept drawn across the plot (the least-squares trend).
+    marks : iterable of motif ids
+        Points ringed as the planted regulators of a synthetic demo (in the legend as
+        ``mark_label``).
+    highlight : iterable of motif ids
+        Points ringed in black and labelled (the TFs the user searched for).
     """
-    hover = [h for h in hover if h in df.columns]
+    hover = {h: words for h, words in (hover or {}).items() if h in df.columns}
     cols = ["motif", "name", *hover]
     custom = df[cols].to_numpy(dtype=object)
     template = "%{customdata[1]} (%{customdata[0]})<br>" + f"{xaxis or x} %{{x:.3f}}<br>{yaxis or y} %{{y:.3f}}"
-    for i, h in enumerate(hover, start=2):
-        template += f"<br>{h} %{{customdata[{i}]:.4g}}"
+    for i, words in enumerate(hover.values(), start=2):
+        template += f"<br>{words} %{{customdata[{i}]:.4g}}"
     marker = dict(size=8, line=dict(width=0.5, color="#333"))
     if color is not None:
         c = df[color].to_numpy(dtype=np.float64)
@@ -218,44 +289,183 @@ def labelled_scatter(df, *, x, y, color=None, labels=(), title="", xaxis="", yax
                       colorbar=dict(title=colorbar or color), showscale=True)
     else:
         marker.update(color=PALETTE[0])
-    fig = go.Figure(go.Scatter(x=df[x], y=df[y], mode="markers", marker=marker, customdata=custom,
+    xs, ys = df[x].to_numpy(dtype=np.float64), df[y].to_numpy(dtype=np.float64)
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="markers", marker=marker, customdata=custom,
                                hovertemplate=template + "<extra></extra>", name="motifs",
                                showlegend=False))
-    labels = sorted(set(int(i) for i in labels))
-    if labels:
-        sub = df.iloc[labels]
-        fig.add_trace(go.Scatter(x=sub[x], y=sub[y], mode="text", text=sub["name"].astype(str),
-                                 textposition="top center", hoverinfo="skip", showlegend=False,
-                                 textfont=dict(size=11)))
-    fig.update_layout(title=title, xaxis_title=xaxis or x, yaxis_title=yaxis or y, height=460,
-                      margin=dict(t=50, b=50))
+    xr, yr = _padded_range(xs), _padded_range(ys, top=0.12)
+    if trend is not None:
+        slope, intercept = map(float, trend)
+        fig.add_trace(go.Scatter(x=list(xr), y=[slope * v + intercept for v in xr], mode="lines",
+                                 line=dict(color="#444", dash="dash", width=1.5), hoverinfo="skip",
+                                 name=f"linear trend (y = {slope:.3g} x + {intercept:.3g})"))
+    motifs = df["motif"].astype(str).tolist()
+    for ids, name, style in ((marks, mark_label, dict(color="#2ca02c", width=2.5)),
+                             (highlight, "searched TF", dict(color="black", width=2))):
+        rows = [k for k, m in enumerate(motifs) if m in {str(v) for v in ids}]
+        if rows:
+            fig.add_trace(go.Scatter(x=xs[rows], y=ys[rows], mode="markers", name=name,
+                                     marker=dict(symbol="circle-open", size=16, line=style, color=style["color"]),
+                                     customdata=custom[rows],
+                                     hovertemplate=name + "<br>" + template + "<extra></extra>"))
+    hot = {str(v) for v in highlight}
+    labels = sorted(set(int(i) for i in labels) | {k for k, m in enumerate(motifs) if m in hot})
+    margin = dict(t=50, b=50, l=60, r=20)
+    plot_h = height - margin["t"] - margin["b"]
+    names = df["name"].astype(str).tolist()
+    def to_px(rows):
+        return ((xs[rows] - xr[0]) / (xr[1] - xr[0]) * LABEL_PLOT_WIDTH,
+                (yr[1] - ys[rows]) / (yr[1] - yr[0]) * plot_h)
+
+    ringed = sorted(set(labels) | {k for k, m in enumerate(motifs) if m in {str(v) for v in marks}})
+    rx, ry = to_px(ringed)
+    offsets = place_labels(*to_px(labels), [names[k] for k in labels], size=11, height=plot_h,
+                           avoid=[(a - 9, b - 9, a + 9, b + 9) for a, b in zip(rx, ry)])
+    fig.update_layout(annotations=[dict(x=xs[k], y=ys[k], xref="x", yref="y", text=names[k], ax=0, ay=dy,
+                                        showarrow=True, arrowhead=0, arrowwidth=0.8, arrowcolor="#666",
+                                        standoff=4, font=dict(size=11, family=LABEL_FONT),
+                                        bgcolor="rgba(255,255,255,0.75)", borderpad=0)
+                                   for k, dy in zip(labels, offsets)])
+    fig.update_layout(title=title, xaxis_title=xaxis or x, yaxis_title=yaxis or y, height=height,
+                      margin=margin, xaxis=dict(range=list(xr)), yaxis=dict(range=list(yr)),
+                      legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"))
     return fig
+
+
+def _padded_range(values, pad=0.06, top=None):
+    """An axis range around finite ``values`` with a margin (``top`` for the upper end)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
+    span = hi - lo or max(abs(hi), 1.0)
+    return lo - pad * span, hi + (pad if top is None else top) * span
+
+
+def place_labels(px, py, texts, *, size=11, height=None, step=None, tries=8, avoid=()):
+    """Vertical offsets (px, negative = up) that keep labels centred over their points apart.
+
+    Greedy, in the order given: each label takes the first of 'just above', 'just below', then
+    ever farther above or below, whose box (:func:`text_size`) overlaps no label placed before
+    (nor, if it can, a box of ``avoid``) and stays inside ``0 <= y <= height``; when none is
+    free, the one with the least overlap.
+
+    Parameters
+    ----------
+    px, py : array-like, shape (n,)
+        Points in pixels (y down).
+    texts : sequence of str, length n
+    avoid : sequence of (x0, y0, x1, y1)
+        Boxes (px) better left uncovered, such as the marked points; a label never takes a
+        place that overlaps another label to spare them.
+    """
+    step = LINE_EM * size + 2 if step is None else step
+    placed, offsets = [], []
+    spare = 1e-3 / max(1, len(avoid))   # any label overlap costs more than every obstacle together
+    for x0, y0, text in zip(np.asarray(px, float), np.asarray(py, float), texts):
+        w, h = text_size(text, size)
+        best, best_cost = None, np.inf
+        for k in range(1, tries + 1):
+            for sign in (-1, 1):
+                dy = sign * (k * step)
+                cy = y0 + dy
+                box = (x0 - w / 2, cy - h / 2, x0 + w / 2, cy + h / 2)
+                if height is not None and (box[1] < 0 or box[3] > height):
+                    continue
+                clash = sum(_overlap(box, other) for other in placed)
+                covered = sum(min(1.0, _overlap(box, other)) for other in avoid)
+                cost = (1.0 + clash if clash > 0 else 0.0) + spare * covered
+                if cost < best_cost:
+                    best, best_cost = (dy, box), cost
+                if cost == 0:
+                    break
+            if best_cost == 0:
+                break
+        if best is None:   # no room inside the plot: just above the point
+            best = (-step, (x0 - w / 2, y0 - step - h / 2, x0 + w / 2, y0 - step + h / 2))
+        offsets.append(float(best[0]))
+        placed.append(best[1])
+    return offsets
+
+
+def _overlap(a, b):
+    """Area shared by two boxes (x0, y0, x1, y1)."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 # -- regularization path -------------------------------------------------------------------------
 
-def _log_axis(lambdas):
-    """Plot lambdas on a log axis when all are positive, else on a symlog-like linear axis."""
+def lambda_positions(lambdas, log):
+    """Where each lambda sits on the x axis, and the axis settings.
+
+    On a log axis lambda 0 (the unpenalised fit, always first) cannot be drawn: it is put one
+    grid step left of the smallest positive lambda and labelled "0".
+
+    Returns
+    -------
+    positions : numpy.ndarray, shape (L,)
+    axis : dict
+        Plotly axis settings (type, and for a log axis the tick values and texts).
+    """
     lam = np.asarray(lambdas, dtype=np.float64)
-    return "log" if (lam > 0).all() else "linear"
+    positive = lam[lam > 0]
+    if not log or len(positive) < 2:
+        return lam, dict(type="linear")
+    ratio = float(np.exp(np.mean(np.diff(np.log(positive)))))
+    zero = float(positive[0] / ratio ** 2)
+    pos = np.where(lam > 0, lam, zero)
+    decades = np.arange(np.floor(np.log10(positive[0])), np.ceil(np.log10(positive[-1])) + 1)
+    ticks = [int(d) for d in decades if positive[0] / 1.001 <= 10.0 ** d <= positive[-1] * 1.001]
+    has_zero = bool((lam == 0).any())
+    vals = ([zero] if has_zero else []) + [10.0 ** d for d in ticks]
+    text = (["0"] if has_zero else []) + [f"10<sup>{d}</sup>" if d not in (0, 1) else str(10 ** d)
+                                          for d in ticks]
+    return pos, dict(type="log", tickmode="array", tickvals=vals, ticktext=text)
 
 
-def path_mse(lambdas, mse, outputs, best_index, *, title="Validation MSE along the path"):
-    """Validation MSE against lambda, one line per output, dashed lines at each best lambda."""
+def _vline(fig, x, text, *, log, dash, colour, side="right"):
+    """A vertical line at ``x`` with a label at its top (on a log axis Plotly places
+    annotations by log10 of the value, shapes by the value itself)."""
+    fig.add_vline(x=x, line=dict(color=colour, dash=dash, width=1.5 if dash == "dot" else 1))
+    fig.add_annotation(x=float(np.log10(x)) if log else x, xref="x", y=1.0, yref="paper", text=text,
+                       showarrow=False, yanchor="bottom", xanchor="left" if side == "right" else "right",
+                       font=dict(size=11, color="#444"))
+
+
+def path_mse(lambdas, mse, outputs, best_index, *, log=False, shown=None,
+             title="Validation MSE along the path"):
+    """Validation MSE against lambda, one line per output, a star at each output's best lambda.
+
+    Parameters
+    ----------
+    log : bool, default False
+        Log-scaled lambda axis (see :func:`lambda_positions`).
+    shown : int, optional
+        Index of the lambda whose final layer the page shows (a grey dotted line).
+    """
     lam = np.asarray(lambdas, dtype=np.float64)
+    x, axis = lambda_positions(lam, log)
     fig = go.Figure()
     for r, output in enumerate(outputs):
-        fig.add_trace(go.Scatter(x=lam, y=mse[:, r], mode="lines+markers", name=str(output),
-                                 line=dict(color=_colour(r)),
-                                 hovertemplate=f"{output}<br>λ %{{x:.3g}}<br>MSE %{{y:.4f}}<extra></extra>"))
-        fig.add_vline(x=float(lam[best_index[r]]), line=dict(color=_colour(r), dash="dash", width=1))
+        fig.add_trace(go.Scatter(x=x, y=mse[:, r], mode="lines+markers", name=str(output),
+                                 line=dict(color=_colour(r)), customdata=lam, legendgroup=str(output),
+                                 hovertemplate=f"{output}<br>λ %{{customdata:.3g}}<br>"
+                                               "validation MSE %{y:.4f}<extra></extra>"))
+    best = np.asarray(best_index, dtype=np.int64)
+    rows = np.arange(len(outputs))
+    fig.add_trace(go.Scatter(
+        x=x[best], y=mse[best, rows], mode="markers", name="best λ of each output",
+        marker=dict(symbol="star", size=15, color=[_colour(r) for r in rows], line=dict(width=1, color="#222")),
+        customdata=np.c_[lam[best], rows].tolist(), text=[str(o) for o in outputs],
+        hovertemplate="best λ for %{text}: %{customdata[0]:.3g}<br>validation MSE %{y:.4f}<extra></extra>"))
+    if shown is not None:
+        _vline(fig, float(x[shown]), "shown below", log=axis["type"] == "log", dash="dot", colour="#888")
     fig.update_layout(title=title, xaxis_title="λ (penalty strength)", yaxis_title="validation MSE",
-                      xaxis_type=_log_axis(lam), height=420, margin=dict(t=50, b=50))
+                      xaxis=axis, height=440, margin=dict(t=70, b=50))
     return fig
 
 
-def path_coefficients(lambdas, coefs, motif_ids, motif_names, highlight, best_lambda, *,
-                      title="Coefficient paths"):
+def path_coefficients(lambdas, coefs, motif_ids, motif_names, highlight, best_lambda, *, log=False,
+                      shown=None, title="Coefficient paths"):
     """Coefficient of every motif against lambda for one output.
 
     Parameters
@@ -263,9 +473,15 @@ def path_coefficients(lambdas, coefs, motif_ids, motif_names, highlight, best_la
     coefs : array-like, shape (L, n_motifs)
         One output's coefficients along the path.
     highlight : list of motif ids
-        Drawn in colour and named in the legend (the top 9 at the best lambda); others grey.
+        Drawn in colour and named in the legend (the top 9 at the best lambda, and searched
+        TFs); others grey.
+    log : bool, default False
+        Log-scaled lambda axis (see :func:`lambda_positions`).
+    shown : int, optional
+        Index of the lambda whose final layer the page shows (a grey dotted line).
     """
     lam = np.asarray(lambdas, dtype=np.float64)
+    x, axis = lambda_positions(lam, log)
     coefs = np.asarray(coefs, dtype=np.float64)
     index = {m: i for i, m in enumerate(motif_ids)}
     fig = go.Figure()
@@ -273,81 +489,165 @@ def path_coefficients(lambdas, coefs, motif_ids, motif_names, highlight, best_la
     for i, m in enumerate(motif_ids):
         if m in hot or not coefs[:, i].any():
             continue
-        fig.add_trace(go.Scatter(x=lam, y=coefs[:, i], mode="lines", line=dict(color="#c8c8c8", width=1),
-                                 name=_label(m, motif_names[i]), showlegend=False,
-                                 hovertemplate=f"{_label(m, motif_names[i])}<br>λ %{{x:.3g}}<br>"
-                                               "w %{y:.4f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=x, y=coefs[:, i], mode="lines", line=dict(color="#c8c8c8", width=1),
+                                 name=_label(m, motif_names[i]), showlegend=False, customdata=lam,
+                                 hovertemplate=f"{_label(m, motif_names[i])}<br>λ %{{customdata:.3g}}<br>"
+                                               "weight %{y:.4f}<extra></extra>"))
     for j, m in enumerate(highlight):
         i = index[m]
-        fig.add_trace(go.Scatter(x=lam, y=coefs[:, i], mode="lines", line=dict(color=_colour(j), width=2.5),
-                                 name=_label(m, motif_names[i]),
-                                 hovertemplate=f"{_label(m, motif_names[i])}<br>λ %{{x:.3g}}<br>"
-                                               "w %{y:.4f}<extra></extra>"))
-    fig.add_vline(x=float(best_lambda), line=dict(color="black", dash="dash", width=1))
+        fig.add_trace(go.Scatter(x=x, y=coefs[:, i], mode="lines", line=dict(color=_colour(j), width=2.5),
+                                 name=_label(m, motif_names[i]), customdata=lam,
+                                 hovertemplate=f"{_label(m, motif_names[i])}<br>λ %{{customdata:.3g}}<br>"
+                                               "weight %{y:.4f}<extra></extra>"))
+    best = int(np.argmin(np.abs(lam - float(best_lambda))))
+    log = axis["type"] == "log"
+    same = shown is not None and int(shown) == best
+    _vline(fig, float(x[best]), f"best λ {float(best_lambda):.3g}" + (", shown below" if same else ""),
+           log=log, dash="dash", colour="black", side="left" if shown is not None and shown > best else "right")
+    if shown is not None and not same:
+        _vline(fig, float(x[shown]), "shown below", log=log, dash="dot", colour="#888",
+               side="right" if shown > best else "left")
     fig.update_layout(title=title, xaxis_title="λ (penalty strength)", yaxis_title="final-layer weight",
-                      xaxis_type=_log_axis(lam), height=460, margin=dict(t=50, b=50))
+                      xaxis=axis, height=480, margin=dict(t=70, b=50))
     return fig
 
 
 # -- lineage tree --------------------------------------------------------------------------------
 
-def tree_figure(layout, edges, *, threshold=0.05, title="Lineage tree"):
-    """The tree drawn top-down: edges as lines with width proportional to test R².
+#: Colours of lineage transitions and of lineages in the tree (no greys: grey is a dropped edge).
+TREE_COLORS = tuple(dict.fromkeys(c for c in qualitative.D3 + qualitative.Dark2 + qualitative.Set1
+                                  if c.upper() not in ("#7F7F7F", "#666666", "#999999")))
+#: Fill colours of the cell-type boxes, one per lineage.
+LINEAGE_FILLS = tuple(qualitative.Pastel1 + qualitative.Pastel2)
+TREE_FONT_SIZE = 9
+TREE_WRAP = 9
+_BOX_PAD = (4.0, 3.0)          # horizontal, vertical padding of a node's label in its box (px)
+_BOX_GAP = 8.0                 # smallest distance between two boxes of a level (px)
+_LEVEL_GAP = 34.0              # vertical room for the edges between two levels (px)
+_TREE_MARGIN = dict(l=4, r=4, t=60)
+
+
+def tree_boxes(nodes, *, size=TREE_FONT_SIZE, wrap=TREE_WRAP):
+    """The label and box size (px) of each node of the lineage tree: {node: (label, w, h)}."""
+    out = {}
+    for node in nodes:
+        label = wrap_label(node, wrap)
+        w, h = text_size(label, size)
+        out[node] = (label, w + 2 * _BOX_PAD[0], h + 2 * _BOX_PAD[1])
+    return out
+
+
+def tree_figure(edges, *, threshold=0.05, title="Lineage tree", selected=None):
+    """The cell-type tree drawn top-down as labelled boxes, edges scaled by test R².
+
+    The layout is :func:`tisfm_core.analysis.tree_diff.tree_layout` on the boxes of
+    :func:`tree_boxes`, in pixels: the figure is exactly as wide and tall as the drawing (draw
+    it at its own width), so no two labels overlap.
 
     Parameters
     ----------
-    layout : pandas.DataFrame
-        From :func:`tisfm_core.analysis.tree_diff.tree_layout` (node, x, y, parent).
     edges : pandas.DataFrame
         From :func:`~tisfm_core.analysis.tree_diff.edge_metrics` (edge, child, parent,
         child_lineage, parent_lineage, test_r2).
     threshold : float
         Edges with R² at or below it are drawn thin, dotted and grey.
+    selected : str, optional
+        An edge drawn with a dark outline (the one whose TFs are listed).
 
-    Every edge is one line trace named by its transition (parent lineage -> child lineage, one
-    colour per transition); a marker at each edge's midpoint carries the hover and the click
-    selection (``customdata[0]`` = edge name).
+    Every edge is a line coloured by its transition (parent lineage -> child lineage, listed
+    in the legend) with width from 1 px to 10 px in proportion to its test R²; a diamond at its
+    midpoint carries the hover and the click selection (``customdata[0]`` = edge name). Boxes
+    are filled with their cell type's lineage colour; the trace "cell types" holds their
+    centres (x, y) and labels.
     """
-    pos = {n: (float(x), float(y)) for n, x, y in zip(layout["node"], layout["x"], layout["y"])}
+    lineage = dict(zip(edges["parent"].astype(str), edges["parent_lineage"].fillna("").astype(str)))
+    lineage.update(zip(edges["child"].astype(str), edges["child_lineage"].fillna("").astype(str)))
+    boxes = tree_boxes(lineage)
+    layout = tree_layout(edges, widths={n: b[1] for n, b in boxes.items()}, gap=_BOX_GAP)
+    tall = max((b[2] for b in boxes.values()), default=0.0)
+    pitch = tall + _LEVEL_GAP
+    pos = {n: (float(x), float(d) * pitch + tall / 2) for n, x, d in
+           zip(layout["node"], layout["x"], layout["depth"])}
+    span = float((layout["x"] + layout["width"] / 2).max()) if len(layout) else 0.0
+    depth = int(layout["depth"].max()) if len(layout) else 0
+    bottom = depth * pitch + tall
+    lineages = sorted(set(lineage.values()))
+    fill = {name: LINEAGE_FILLS[i % len(LINEAGE_FILLS)] for i, name in enumerate(lineages)}
     r2 = edges["test_r2"].to_numpy(dtype=np.float64)
     top = float(np.nanmax(r2)) if np.isfinite(r2).any() and np.nanmax(r2) > 0 else 1.0
     transitions = []
     fig = go.Figure()
     mid = {"x": [], "y": [], "custom": [], "color": []}
     for row in edges.itertuples(index=False):
-        if row.child not in pos or row.parent not in pos:
-            continue
-        (x0, y0), (x1, y1) = pos[row.parent], pos[row.child]
+        child, parent = str(row.child), str(row.parent)
+        (x0, y0), (x1, y1) = pos[parent], pos[child]
+        y0, y1 = y0 + boxes[parent][2] / 2, y1 - boxes[child][2] / 2
         transition = f"{row.parent_lineage or '?'} → {row.child_lineage or '?'}"
         kept = bool(kept_mask(row.test_r2, threshold))
         if kept and transition not in transitions:
             transitions.append(transition)
-        colour = _colour(transitions.index(transition)) if kept else "#bdbdbd"
+        colour = TREE_COLORS[transitions.index(transition) % len(TREE_COLORS)] if kept else "#bdbdbd"
         width = 1.0 + 9.0 * max(float(row.test_r2), 0.0) / top if kept else 1.0
+        if row.edge == selected:
+            fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip",
+                                     line=dict(color="#111", width=width + 5), showlegend=False,
+                                     name="selected edge"))
         fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip",
                                  line=dict(color=colour, width=width, dash=None if kept else "dot"),
-                                 name=transition if kept else "R² ≤ threshold",
-                                 legendgroup=transition if kept else "dropped", showlegend=False))
+                                 name=transition if kept else "R² ≤ threshold", showlegend=False))
         mid["x"].append((x0 + x1) / 2)
         mid["y"].append((y0 + y1) / 2)
-        mid["custom"].append([row.edge, transition, float(row.test_r2), row.parent, row.child])
+        mid["custom"].append([row.edge, transition, float(row.test_r2), parent, child])
         mid["color"].append(colour)
     for i, transition in enumerate(transitions):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=transition,
-                                 line=dict(color=_colour(i), width=4), showlegend=True))
+                                 line=dict(color=TREE_COLORS[i % len(TREE_COLORS)], width=4),
+                                 showlegend=True))
+    if not kept_mask(edges["test_r2"], threshold).all():
+        transitions.append("R² ≤ threshold")
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="R² ≤ threshold",
+                                 line=dict(color="#bdbdbd", width=1.5, dash="dot"), showlegend=True))
     fig.add_trace(go.Scatter(x=mid["x"], y=mid["y"], mode="markers", name="edges",
-                             marker=dict(size=10, color=mid["color"], symbol="diamond"),
+                             marker=dict(size=12, color=mid["color"], symbol="diamond",
+                                         line=dict(width=1, color="#fff")),
                              customdata=mid["custom"], showlegend=False,
                              hovertemplate="%{customdata[3]} → %{customdata[4]}<br>%{customdata[1]}"
-                                           "<br>test R² %{customdata[2]:.3f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=layout["x"], y=layout["y"], mode="markers+text", name="cell types",
-                             text=layout["node"], textposition="bottom center", showlegend=False,
-                             textfont=dict(size=9), marker=dict(size=7, color="#333"),
-                             hovertemplate="%{text}<extra></extra>"))
-    depth = int(layout["y"].max()) if len(layout) else 0
-    fig.update_layout(title=title, height=max(420, 110 * (depth + 1)), margin=dict(t=50, b=30),
-                      xaxis=dict(visible=False), yaxis=dict(visible=False, autorange="reversed"),
-                      legend=dict(title="transition (width ∝ test R²)"))
+                                           "<br>test R² %{customdata[2]:.3f}<br>click to list its TFs"
+                                           "<extra></extra>"))
+    nodes = list(layout["node"])
+    fig.add_trace(go.Scatter(
+        x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="text", name="cell types",
+        text=[boxes[n][0] for n in nodes], textposition="middle center", showlegend=False,
+        textfont=dict(size=TREE_FONT_SIZE, family=LABEL_FONT, color="#111"),
+        customdata=[[n, lineage[n] or "?"] for n in nodes],
+        hovertemplate="%{customdata[0]}<br>lineage %{customdata[1]}<extra></extra>"))
+    fig.update_layout(shapes=[dict(type="rect", layer="below", x0=pos[n][0] - boxes[n][1] / 2,
+                                   x1=pos[n][0] + boxes[n][1] / 2, y0=pos[n][1] - boxes[n][2] / 2,
+                                   y1=pos[n][1] + boxes[n][2] / 2, line=dict(color="#777", width=0.5),
+                                   fillcolor=fill[lineage[n]]) for n in nodes])
+    for name in lineages:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"lineage {name or '?'}",
+                                 marker=dict(symbol="square", size=12, color=fill[name],
+                                             line=dict(color="#777", width=0.5)), showlegend=True))
+    # the legend sits under the drawing, in a bottom margin sized for its rows
+    plot_width = span + 2 * _BOX_GAP
+    entry = [CHAR_EM * 11 * len(t) + 50 for t in transitions] + \
+        [CHAR_EM * 11 * (len(n) + 8) + 40 for n in lineages]
+    rows, used = 1, 0.0
+    for w in entry:
+        if used and used + w > plot_width:
+            rows, used = rows + 1, 0.0
+        used += w
+    margin = dict(_TREE_MARGIN, b=40 + 24 * rows, autoexpand=False)
+    fig.update_layout(
+        title=title, width=int(round(plot_width + margin["l"] + margin["r"])),
+        height=int(round(bottom + 2 * _BOX_GAP + margin["t"] + margin["b"])), margin=margin,
+        xaxis=dict(visible=False, range=[-_BOX_GAP, span + _BOX_GAP]),
+        yaxis=dict(visible=False, range=[bottom + _BOX_GAP, -_BOX_GAP]),
+        legend=dict(title=dict(text="edges: transition (width ∝ test R²); boxes: lineage", side="top"),
+                    orientation="h", traceorder="normal",
+                    x=0, xanchor="left", y=-0.01, yanchor="top", font=dict(size=11)),
+        hoverlabel=dict(font=dict(family=LABEL_FONT)))
     return fig
 
 

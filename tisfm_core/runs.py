@@ -6,9 +6,11 @@
       model.safetensors   weights (our parameter names; fp32, or fp16 for shipped demo runs)
       config.json         format version, model config, motif ids/source/fingerprint, output
                           names, data and transform, split summary, training settings, per-epoch
-                          history, metrics, package versions, device and time
+                          history, metrics, package versions, device and time; a fine-tune's
+                          parent and lineage (:mod:`tisfm_core.finetune`)
       motifs.meme         the original PWMs (logos, kernel drift), absent for the AI-TAC baseline
       split.json          train/val/test indices into the dataset the run was trained on
+      request.json        the task that made the run (training or fine-tune), for --resume
       checkpoint/         the last completed epoch (for --resume), removed when training ends
 
 No pickles anywhere: weights are safetensors, everything else JSON or MEME text. Every file is
@@ -34,7 +36,7 @@ from .atomic import atomic_write, check_format, read_json, write_json
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig
 from .motifs import MotifSet, read_meme, write_meme
-from .server import redact, server_path
+from .server import readable_here, redact, server_path
 from .specs import store_path, stored_path
 from .splits import save_split
 
@@ -100,7 +102,8 @@ def save_weights(path, model, *, half=False):
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
-def save_run(path, model, *, outputs, motifs=None, meta=None, split=None, half=False):
+def save_run(path: str | Path, model: torch.nn.Module, *, outputs: list, motifs: MotifSet | None = None,
+             meta: dict | None = None, split: dict | None = None, half: bool = False) -> Path:
     """Write a complete run directory.
 
     Parameters
@@ -144,7 +147,7 @@ def save_run(path, model, *, outputs, motifs=None, meta=None, split=None, half=F
     return path
 
 
-def read_run_config(path):
+def read_run_config(path: str | Path) -> dict:
     """Read and validate a run's config.json (without loading weights)."""
     path = Path(path)
     if not path.is_dir():
@@ -190,6 +193,8 @@ _FIELD_TYPES = {
     "metrics.val.outputs[]": str, "metrics.test.n": int, "metrics.test.mean_pearson": _NUMBER,
     "training.device": (str, type(None)), "training.seconds": _NUMBER, "training.penalty": str,
     "imported": dict, "split.fold": int, "split.n_folds": int,
+    "finetune": dict, "finetune.parent": dict, "finetune.train": str, "lineage": list,
+    "lineage[]": dict,
 }
 
 
@@ -310,15 +315,15 @@ def load_weights(path, model):
     return model
 
 
-def load_run(path, *, device="cpu"):
+def load_run(path: str | Path, *, device: str | None = None) -> Run:
     """Load a run directory.
 
     Parameters
     ----------
     path : str or Path
-    device : str, default "cpu"
-        Where to put the model ("auto" picks CUDA when present). Runs trained on CUDA load on
-        CPU-only machines.
+    device : str, optional
+        Where to put the model: None (or "auto") picks CUDA when present. Runs trained on CUDA
+        load on CPU-only machines.
 
     Returns
     -------
@@ -362,7 +367,17 @@ def data_record(data_spec, run_dir):
         "transform_table": store_path(data_spec.transform_table, run_dir)}
 
 
-def resolve_run_data(run, config=None, *, allowed_only=True):
+def _run_data_record(run, config):
+    """(run folder, config.json content, its "data" field) of a Run or a run folder."""
+    if isinstance(run, (str, Path)):
+        root = Path(run)
+        config = read_run_config(root) if config is None else config
+    else:
+        root, config = Path(run.path), run.config
+    return root, config, config.get("data") if isinstance(config.get("data"), dict) else {}
+
+
+def resolve_run_data(run, config: dict | None = None, *, allowed_only: bool = True) -> dict:
     """The training data of a run: its paths as they are now (run-relative first, then absolute).
 
     Parameters
@@ -381,12 +396,7 @@ def resolve_run_data(run, config=None, *, allowed_only=True):
         ``sequences``, ``targets``, ``bed``, ``genome`` (paths or None) and ``transform`` (spec,
         with its table path resolved the same way).
     """
-    if isinstance(run, (str, Path)):
-        root = Path(run)
-        config = read_run_config(root) if config is None else config
-    else:
-        root, config = Path(run.path), run.config
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    root, config, data = _run_data_record(run, config)
     out = {key: stored_path(data.get(key), root) for key in DATA_KEYS}
     transform = config.get("transform") if isinstance(config.get("transform"), dict) else {}
     spec = transform.get("spec") if isinstance(transform.get("spec"), str) else "none"
@@ -398,6 +408,64 @@ def resolve_run_data(run, config=None, *, allowed_only=True):
     kind = spec.partition(":")[0]
     out["transform"] = f"{kind}:{table}" if table else spec
     return out
+
+
+def data_paths(run, config=None):
+    """The training data files of a run as they are found now, each relative to the run folder.
+
+    Parameters
+    ----------
+    run : Run, or str or Path of a run directory
+    config : dict, optional
+        The run's config.json content when ``run`` is a path.
+
+    Returns
+    -------
+    dict
+        For each of ``sequences``, ``targets``, ``bed``, ``genome`` and ``transform_table``
+        that the run records: ``(path relative to the run folder, exists)``; ``exists`` is None
+        for a path outside ``TISFM_SERVER_ROOTS`` (not even looked up: the config may be an
+        upload probing the server).
+    """
+    root, config, data = _run_data_record(run, config)
+    out = {}
+    for key in (*DATA_KEYS, "transform_table"):
+        found = stored_path(data.get(key), root)
+        if found:
+            exists = Path(found).exists() if readable_here(found) else None
+            out[key] = (os.path.relpath(Path(found).resolve(), root.resolve()), exists)
+    return out
+
+
+def run_origin(config):
+    """One line saying where a run's weights come from, in words.
+
+    Imported reference checkpoints read "imported reference checkpoint (state_dict.pt),
+    8 outputs, trained elsewhere"; trained runs "trained on cpu in 3.4 min, finished ...".
+    """
+    outputs = len(config.get("outputs") or [])
+    imported = config.get("imported")
+    if isinstance(imported, dict):
+        source = imported.get("state_dict")
+        name = Path(source.get("path") if isinstance(source, dict) else source or "").name
+        return (f"imported reference checkpoint{f' ({name})' if name else ''}, {outputs} output"
+                f"{'s' if outputs != 1 else ''}, trained elsewhere")
+    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    where = training.get("device") or "an unrecorded device"
+    seconds = training.get("seconds")
+    took = f" in {format_seconds(seconds)}" if isinstance(seconds, (int, float)) else ""
+    finished = training.get("finished") or config.get("created") or ""
+    return f"trained on {where}{took}{f', finished {finished}' if finished else ''}"
+
+
+def format_seconds(seconds):
+    """A duration in words: "42 s", "3.4 min" or "1.5 h"."""
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def is_run(path):
@@ -424,7 +492,7 @@ def find_folders(folder, marker, *, max_depth=4):
     return sorted(found)
 
 
-def find_runs(folder, *, max_depth=4):
+def find_runs(folder: str | Path, *, max_depth: int = 4) -> list[Path]:
     """Run directories under ``folder`` (see :func:`find_folders`), sorted by path."""
     return [p for p in find_folders(folder, CONFIG, max_depth=max_depth) if is_run(p)]
 
@@ -457,11 +525,12 @@ def run_summary(path):
         "mean_test_r2": float(np.mean(r2)) if r2 else None,
         "created": config.get("created", ""),
         "group": config.get("group", ""),
+        "transform": (config.get("transform") or {}).get("kind") or "none",
     })
     return row
 
 
-def list_runs(folders):
+def list_runs(folders) -> list[dict]:
     """One row per run directory found in ``folders`` (:func:`run_summary` plus ``display``, the
     path relative to its folder, ``folder`` and ``synthetic``); usable runs first, broken ones
     (with an ``error``, without the file contents it may quote: :func:`server.redact`) last,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,7 @@ def _lookup_table(default):
 # User sequences: anything outside ACGT/IUPAC is an error. Genomes: anything else becomes N.
 # Applied with bytes.translate, which is about 3x faster than NumPy fancy indexing.
 _LUT = _lookup_table(_INVALID).tobytes()
-_GENOME_LUT = _lookup_table(4).tobytes()
+GENOME_LUT = _lookup_table(4).tobytes()
 _DECODE = np.frombuffer(b"ACGTN", dtype=np.uint8)
 
 
@@ -100,7 +99,7 @@ def _encode(sequences, ids=None, length=None, source=None):
     return out
 
 
-def encode(sequences, ids=None, *, length=None):
+def encode(sequences, ids=None, *, length: int | None = None) -> np.ndarray:
     """Encode equal-length DNA strings as base indices.
 
     Parameters
@@ -127,7 +126,7 @@ def encode(sequences, ids=None, *, length=None):
     return _encode(sequences, ids, length)
 
 
-def decode(indices):
+def decode(indices: np.ndarray) -> list[str]:
     """Turn base indices back into strings.
 
     Parameters
@@ -145,7 +144,7 @@ def decode(indices):
     return [row.tobytes().decode("ascii") for row in letters]
 
 
-def one_hot(indices):
+def one_hot(indices: np.ndarray) -> np.ndarray:
     """One-hot encode base indices.
 
     Parameters
@@ -443,7 +442,7 @@ def _parse_bed(bed_path):
     return columns.arrays()
 
 
-def _gather_windows(fasta, contig, size, window_starts, length, out, rows):
+def _gather_windows(genome, contig, size, window_starts, length, out, rows):
     """Write the windows of one contig into ``out[rows]``, reading the contig once, in chunks.
 
     Window starts may hang over either contig end. Chunk ``c`` holds the windows starting in
@@ -451,7 +450,6 @@ def _gather_windows(fasta, contig, size, window_starts, length, out, rows):
     outside the contig, so every window is one row of a sliding-window view (no per-base index
     arrays) and only one chunk of the contig is in memory at a time.
     """
-    record = fasta[contig]
     chunk_of = window_starts // _GENOME_CHUNK
     for chunk in np.unique(chunk_of).tolist():
         selected = np.flatnonzero(chunk_of == chunk)
@@ -460,16 +458,12 @@ def _gather_windows(fasta, contig, size, window_starts, length, out, rows):
         buffer = np.full(b - a, 4, dtype=np.uint8)
         ra, rb = max(a, 0), min(b, size)
         if rb > ra:
-            codes = record[ra:rb].encode("ascii", "replace").translate(_GENOME_LUT)
-            if len(codes) != rb - ra:
-                raise TisfmError(f"genome contig {contig} returned {len(codes)} bases for "
-                                 f"[{ra}, {rb}); is its FASTA index (.fai) stale?")
-            buffer[ra - a:rb - a] = np.frombuffer(codes, dtype=np.uint8)
+            buffer[ra - a:rb - a] = genome.fetch(contig, ra, rb)
         view = np.lib.stride_tricks.sliding_window_view(buffer, length)
         out[rows[selected]] = view[window_starts[selected] - a]
 
 
-def read_bed_windows(bed_path, genome_path, *, length=300):
+def read_bed_windows(bed_path, genome_path, *, length: int = 300) -> SequenceSet:
     """Summit-centred windows from a BED / narrowPeak file and a genome FASTA.
 
     The centre is ``start + summit`` when a narrowPeak summit offset (column 10) is present and
@@ -486,7 +480,9 @@ def read_bed_windows(bed_path, genome_path, *, length=300):
         skipped. The id of a region is column 4 (name) when present and not ``.``, else
         ``chrom:start-end``.
     genome_path : str or Path
-        Plain (or bgzip) FASTA; pyfaidx builds or refreshes the ``.fai`` index next to it.
+        Plain (or bgzip) FASTA; its ``.fai`` index is used when it is next to it and fresh,
+        otherwise built in the user's index cache (:func:`tisfm_core.genome.open_genome`), so
+        nothing is written next to the genome.
     length : int, default 300
         Window length in bases.
 
@@ -502,21 +498,15 @@ def read_bed_windows(bed_path, genome_path, *, length=300):
         an unknown contig, start < 0, start >= end, end past the contig end, a summit outside its
         interval, or duplicate ids.
     """
-    import pyfaidx
+    from .genome import open_genome
 
     length = int(length)
     if length < 1:
         raise TisfmError(f"length must be a positive number of bases, got {length}")
-    genome_path = check_input_file(genome_path, "genome FASTA")
+    check_input_file(genome_path, "genome FASTA")
     chroms, starts, ends, summits, ids, linenos = _parse_bed(bed_path)
-
-    # Lower case is mapped by the lookup table, so pyfaidx need not upper-case (saves a copy).
-    try:
-        fasta = pyfaidx.Fasta(str(genome_path), as_raw=True, sequence_always_upper=False)
-    except (pyfaidx.FastaIndexingError, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise TisfmError(f"cannot index genome FASTA {genome_path}: '{exc}'") from None
-    with fasta:
-        contig_length = {name: len(fasta[name]) for name in fasta.keys()}
+    with open_genome(genome_path) as genome:
+        contig_length = genome.contigs
         unique, inverse = np.unique(chroms, return_inverse=True)
         known = np.array([name in contig_length for name in unique.tolist()])
         sizes = np.array([contig_length.get(name, 0) for name in unique.tolist()], dtype=np.int64)
@@ -535,7 +525,7 @@ def read_bed_windows(bed_path, genome_path, *, length=300):
             if problem[i] == 1:
                 shown = ", ".join(f"'{n}'" for n in list(contig_length)[:5]) + (", ..." if len(contig_length) > 5
                                                              else "")
-                raise TisfmError(f"{where}: contig '{c}' is not in {genome_path} (its contigs: "
+                raise TisfmError(f"{where}: contig '{c}' is not in {genome.path} (its contigs: "
                                  f"{shown})")
             reason = {2: f"interval '{c}:{s}-{e}' starts before 0",
                       3: f"interval '{c}:{s}-{e}' has start >= end",
@@ -554,11 +544,11 @@ def read_bed_windows(bed_path, genome_path, *, length=300):
         out = np.empty((len(chroms), length), dtype=np.uint8)
         for k, contig in enumerate(unique.tolist()):
             rows = np.flatnonzero(inverse == k)
-            _gather_windows(fasta, contig, int(sizes[k]), window_starts[rows], length, out, rows)
+            _gather_windows(genome, contig, int(sizes[k]), window_starts[rows], length, out, rows)
     return SequenceSet(ids, out)
 
 
-def read_sequences(path=None, *, bed=None, genome=None, length=None):
+def read_sequences(path=None, *, bed=None, genome=None, length: int | None = None) -> SequenceSet:
     """Read sequences from FASTA, a two-column TSV, or BED + genome.
 
     Parameters
@@ -588,7 +578,7 @@ def read_sequences(path=None, *, bed=None, genome=None, length=None):
     return read_sequence_tsv(path, length=length)
 
 
-def parse_sequence_text(text, *, length=None, what="pasted text"):
+def parse_sequence_text(text: str, *, length: int | None = None, what: str = "pasted text") -> SequenceSet:
     """Sequences typed or pasted as FASTA or raw DNA, encoded for the model (linear in the size).
 
     Raw DNA: one sequence per line when every line has the model's length, otherwise blocks
@@ -647,43 +637,3 @@ def parse_sequence_text(text, *, length=None, what="pasted text"):
                 seqs.append("".join(block))
         ids = [f"seq{i + 1}" for i in range(len(seqs))]
     return SequenceSet(ids=ids, indices=_encode(seqs, ids, length))
-
-
-def parse_region(text):
-    """(contig, start, end) of a region typed as ``chrom:start-end`` (1-based, inclusive; commas
-    allowed), checked."""
-    try:
-        chrom, span = str(text).strip().replace(",", "").rsplit(":", 1)
-        start, end = (int(v) for v in span.split("-"))
-    except ValueError:
-        raise TisfmError(f"region {text!r} is not of the form chrom:start-end (e.g. "
-                         "chr1:3000001-3000300)") from None
-    if not chrom:
-        raise TisfmError(f"region {text!r} names no contig")
-    if start < 1 or end < start:
-        raise TisfmError(f"region {text!r}: start must be >= 1 and end >= start (1-based, inclusive)")
-    return chrom, start, end
-
-
-def region_window(genome, region, length):
-    """The ``length``-bp window centred on a typed region ``chrom:start-end`` of a genome FASTA.
-
-    Returns
-    -------
-    SequenceSet
-        One sequence, id = the region as typed.
-    """
-    import tempfile
-
-    chrom, start, end = parse_region(region)
-    with tempfile.TemporaryDirectory(prefix="tisfm-region-") as folder:
-        bed = Path(folder) / "region.bed"
-        # BED is 0-based, end exclusive; read_bed_windows centres the window on the region
-        bed.write_text(f"{chrom}\t{start - 1}\t{end}\t{region}\n")
-        try:
-            return read_bed_windows(bed, genome, length=length)
-        except TisfmError as exc:
-            # the message names the temporary BED line; say it in the user's coordinates
-            reason = str(exc).split(": ", 1)[-1].replace(f"{chrom}:{start - 1}-{end}",
-                                                         f"{chrom}:{start}-{end}")
-            raise TisfmError(f"region {region}: {reason}") from None

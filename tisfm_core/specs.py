@@ -2,7 +2,8 @@
 
 A training task is a :class:`TrainTask` made of a :class:`DataSpec` (what to learn from), a
 :class:`ModelSpec` (what to build) and :class:`~tisfm_core.training.TrainSettings` (how to
-train); a regularization path is a :class:`PathSpec`. The CLI builds them from flags
+train); a fine-tune of an existing run is a :class:`FinetuneTask`; a regularization path is a
+:class:`PathSpec`. The CLI builds them from flags
 (:mod:`tisfm_core.cli`), the app from its forms, jobs serialise them to JSON (``to_dict``) and
 runs record them (``request.json``). Every spec checks its values when it is made, so a bad
 value is refused where it enters, with the field named.
@@ -106,8 +107,8 @@ class DataSpec:
     transform : str, default "none"
         One of :data:`TRANSFORMS`, the table-taking ones as ``lineage:MAP.tsv`` /
         ``tree-diff:PARENTS.tsv``.
-    outputs : list of str, optional
-        Train on these outputs only, in this order.
+    outputs : list of str or int, optional
+        Train on these outputs only (names or positions of the target columns), in this order.
     folds, fold : int, default 10, 0
         Seeded k-fold split (8 train / 1 validation / 1 test folds for 10); the split's seed
         is the training ``random_state``.
@@ -132,8 +133,10 @@ class DataSpec:
         kind, table = split_transform(self.transform)
         self.transform = kind if table is None else f"{kind}:{_check_path_field(table, 'transform table')}"
         if self.outputs is not None:
-            if isinstance(self.outputs, str) or not all(isinstance(o, str) and o for o in self.outputs):
-                raise TisfmError(f"outputs must be a list of output names, got {self.outputs!r}")
+            if isinstance(self.outputs, str) or not all(
+                    (isinstance(o, str) and o) or (isinstance(o, int) and not isinstance(o, bool) and o >= 0)
+                    for o in self.outputs):
+                raise TisfmError(f"outputs must be a list of output names or positions, got {self.outputs!r}")
             if not self.outputs:
                 raise TisfmError("outputs names no output")
             if len(set(self.outputs)) != len(self.outputs):
@@ -244,10 +247,7 @@ class ModelSpec:
         return TISFM(config, motifs.kernels(era=self.era), random_state=random_state)
 
     def to_dict(self, base=None):
-        out = asdict(self)
-        if self.motifs and not self.motifs.startswith("jaspar:"):
-            out["motifs"] = store_path(self.motifs, base)
-        return out
+        return {**asdict(self), "motifs": _motif_field(self.motifs, base)}
 
     @classmethod
     def from_dict(cls, data, base=None):
@@ -317,6 +317,104 @@ class TrainTask:
                    model=ModelSpec.from_dict(data.get("model", {}), base),
                    training=TrainSettings.from_dict(_object(data.get("training", {}), "training")),
                    group=data.get("group"), half=data.get("half", False))
+
+
+#: What a fine-tune trains, from the fewest parameters to all (see :class:`FinetuneTask`).
+TRAIN_CHOICES = ("final", "calibration", "all-but-kernels", "all")
+FINETUNE_FORMAT = "tisfm-finetune-task"
+FINETUNE_VERSION = 1
+
+
+def _motif_field(motifs, base):
+    """A motif spec for JSON: ``jaspar:RELEASE`` as is, a file as a move-safe stored path."""
+    return motifs if not motifs or motifs.startswith("jaspar:") else store_path(motifs, base)
+
+
+@dataclass
+class FinetuneTask:
+    """A fine-tune of an existing run (the parent, given to
+    :func:`tisfm_core.finetune.finetune_run`): the data, what trains, and how.
+
+    Parameters
+    ----------
+    data : DataSpec
+        Sequences and targets, given as for a training. Target columns the parent has keep
+        their final-layer rows; other columns are new outputs, whose rows are fitted by ridge
+        regression on the parent's features (pooled and gated motif activations; for AI-TAC
+        the hidden layer before the output layer) of the training split before training;
+        parent outputs missing from the targets are dropped.
+    train : {"final", "calibration", "all-but-kernels", "all"}, default "all-but-kernels"
+        The parameters that train; all others keep the parent's values exactly.
+
+        * "final": the final layer, weights and bias (AI-TAC: its output layer ``fc3``).
+        * "calibration": the final layer and the per-channel calibration of the motif
+          sigmoid (``scale`` and ``bias`` of every kernel channel, both strands): the motifs'
+          sensitivity adapts, the kernels, pooling and interactions do not. tiSFM only.
+        * "all-but-kernels": every parameter except the PWM kernels (the paper's first
+          stage): positional table, attention, calibration, pooling, interaction and final
+          layer. For AI-TAC, which has no PWM kernels, every parameter.
+        * "all": every parameter, the PWM kernels included (the paper's second stage); see
+          how far they drift with :func:`tisfm_core.analysis.kernel_drift`. tiSFM only.
+    training : TrainSettings, optional
+        Epochs, learning rate, batch size, penalty, device, seed (the split's too); default
+        10 epochs at lr 1e-3. One stage of ``epochs`` epochs at ``lr`` trains what ``train``
+        names, so ``finetune_epochs``, ``finetune_lr`` and ``final_layer_only`` are refused;
+        ``init`` is always "reference": the start is the parent's weights.
+    motifs : str, optional
+        The motif file (or ``jaspar:RELEASE``) a tiSFM parent was built from, only for a
+        parent without its own motifs.meme.
+    half : bool, default False
+        Store the child's weights in float16.
+    """
+
+    data: DataSpec
+    train: str = "all-but-kernels"
+    training: object = None
+    motifs: str | None = None
+    half: bool = False
+
+    def __post_init__(self):
+        from dataclasses import replace
+
+        from .training import TrainSettings
+
+        if not isinstance(self.data, DataSpec):
+            raise TisfmError("a fine-tune task needs a DataSpec")
+        check_choice(self.train, "train", TRAIN_CHOICES)
+        if self.training is None:
+            self.training = TrainSettings(epochs=10, lr=1e-3)
+        if not isinstance(self.training, TrainSettings):
+            raise TisfmError("a fine-tune task needs TrainSettings")
+        t = self.training
+        if t.finetune_epochs or t.finetune_lr is not None or t.final_layer_only:
+            raise TisfmError("a fine-tune has one stage: say what trains with train "
+                             f"({', '.join(TRAIN_CHOICES)}) and how long with epochs, not with "
+                             "finetune_epochs, finetune_lr or final_layer_only")
+        self.training = replace(t, init="reference")
+        self.motifs = _check_path_field(self.motifs, "motifs")
+        if not isinstance(self.half, bool):
+            raise TisfmError(f"half must be true or false, got {self.half!r}")
+
+    def to_dict(self, base=None):
+        return {"format": FINETUNE_FORMAT, "format_version": FINETUNE_VERSION,
+                "data": self.data.to_dict(base), "train": self.train,
+                "training": self.training.to_dict(), "motifs": _motif_field(self.motifs, base),
+                "half": self.half}
+
+    @classmethod
+    def from_dict(cls, data, base=None):
+        from .atomic import check_format
+        from .training import TrainSettings
+
+        data = _object(data, "fine-tune task")
+        check_format(data, fmt=FINETUNE_FORMAT, version=FINETUNE_VERSION, where="the task",
+                     what="fine-tune task")
+        values = _known(cls, data, "fine-tune task")
+        return cls(data=DataSpec.from_dict(values.get("data"), base),
+                   train=values.get("train", "all-but-kernels"),
+                   training=TrainSettings.from_dict(_object(values.get("training", {}), "training")),
+                   motifs=stored_path(values.get("motifs"), base),
+                   half=values.get("half", False))
 
 
 PATH_MODES = ("auto", "fast", "slow")
@@ -390,13 +488,8 @@ class PathSpec:
 
     @property
     def log_grid(self):
-        """Whether the positive lambdas are evenly spaced in log (to draw them on a log axis)."""
-        positive = [v for v in self.lambdas if v > 0]
-        if len(positive) < 3:
-            return False
-        ratios = [b / a for a, b in zip(positive, positive[1:])]
-        diffs = [b - a for a, b in zip(positive, positive[1:])]
-        return max(ratios) / min(ratios) < 1.01 and max(diffs) / min(diffs) > 1.5
+        """Whether the positive lambdas are evenly spaced in log (see :func:`is_log_grid`)."""
+        return is_log_grid(self.lambdas)
 
     def to_dict(self, base=None):
         """JSON-ready fields (``base`` is accepted like the other specs'; a path spec holds no
@@ -406,6 +499,17 @@ class PathSpec:
     @classmethod
     def from_dict(cls, data):
         return cls(**_known(cls, _object(data, "path settings"), "path settings"))
+
+
+def is_log_grid(lambdas):
+    """Whether the positive lambdas (at least 3) are evenly spaced in log and not in linear
+    scale: such a grid is drawn on a log axis."""
+    positive = sorted(float(v) for v in lambdas if v > 0)
+    if len(positive) < 3:
+        return False
+    ratios = [b / a for a, b in zip(positive, positive[1:])]
+    diffs = [b - a for a, b in zip(positive, positive[1:])]
+    return max(ratios) / min(ratios) < 1.01 and max(diffs) / min(diffs) > 1.5
 
 
 def check_lambdas(lambdas):

@@ -181,7 +181,7 @@ def decode_text(data, what, *, max_bytes=MAX_UPLOAD_TEXT):
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise TisfmError(f"{what} is not UTF-8 text (bad byte at offset {exc.start})") from None
+        raise TisfmError(f"{what} is not a text (UTF-8) file (bad byte at offset {exc.start})") from None
 
 
 # -- zip archives -------------------------------------------------------------------------------

@@ -80,7 +80,8 @@ class TrainSettings:
     final_layer_only : bool, default False
         Train only the final layer (everything else frozen).
     init : {"data", "reference"}, default "data"
-        "reference" keeps the reference's initialisation. "data" (see
+        "reference" keeps the model's weights as they are (the reference's initialisation of
+        a new model; the parent's weights in a fine-tune). "data" (see
         :func:`initialize_from_data`) starts the residual branches at zero, calibrates each
         motif's sigmoid on the training sequences and fits the final layer by ridge regression,
         so that training starts from a model that already uses its motifs.
@@ -274,8 +275,7 @@ def initialize_from_data(model, indices, targets, *, n_samples=2048, quantile=0.
     if not hasattr(model, "kernels"):
         return model
     device = next(model.parameters()).device
-    rng = np.random.default_rng(random_state)
-    pick = np.sort(rng.choice(len(indices), size=min(n_samples, len(indices)), replace=False))
+    pick = sample_rows(len(indices), n_samples, random_state)
     x = one_hot_torch(torch.as_tensor(indices[pick]).to(device))
     y = torch.as_tensor(np.asarray(targets)[pick], dtype=torch.float64, device=device)
     if model.position_emb is not None:
@@ -301,16 +301,48 @@ def initialize_from_data(model, indices, targets, *, n_samples=2048, quantile=0.
     model.scale.copy_(scale.float())
     model.bias.copy_(torch.where(real, -scale * q, torch.zeros_like(q)).float())
     feats = torch.cat([model.features(c).double() for c in x.split(256)])
+    weight, bias = ridge_fit(feats, y, ridge=ridge)
+    model.final.weight.copy_(weight.float())
+    model.final.bias.copy_(bias.float())
+    return model
+
+
+def sample_rows(n, n_samples=2048, random_state=0):
+    """Sorted row indices of a seeded random subset of ``min(n_samples, n)`` of ``n`` rows (the
+    sequences a data-driven fit looks at)."""
+    rng = np.random.default_rng(random_state)
+    return np.sort(rng.choice(n, size=min(n_samples, n), replace=False))
+
+
+@torch.no_grad()
+def ridge_fit(features, targets, *, ridge=0.3):
+    """Ridge regression with intercept of targets on features: the final layer of a data-driven
+    start (:func:`initialize_from_data`) and of new outputs of a fine-tune.
+
+    Parameters
+    ----------
+    features : torch.Tensor, shape (N, M)
+    targets : torch.Tensor, shape (N, R)
+    ridge : float, default 0.3
+        Strength relative to the mean feature variance, raised further when there are fewer
+        sequences than features (N < M). Each output is fitted on its own: a column's weights do
+        not depend on the other columns.
+
+    Returns
+    -------
+    weight : torch.Tensor, float64, shape (R, M)
+        In the orientation of ``nn.Linear.weight``.
+    bias : torch.Tensor, float64, shape (R,)
+    """
+    feats, y = features.double(), targets.double()
     fm, ym = feats.mean(0), y.mean(0)
     fc, yc = feats - fm, y - ym
     gram = fc.T @ fc
     # stronger shrinkage when there are fewer sequences than features
-    lam = ridge * max(float(gram.trace()) / gram.shape[0], 1e-12) * (1 + gram.shape[0] / len(pick))
-    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=device),
+    lam = ridge * max(float(gram.trace()) / gram.shape[0], 1e-12) * (1 + gram.shape[0] / len(feats))
+    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device),
                            fc.T @ yc)                                 # (M, R)
-    model.final.weight.copy_(w.T.float())
-    model.final.bias.copy_((ym - fm @ w).float())
-    return model
+    return w.T, ym - fm @ w
 
 
 def make_optimizer(model, settings, lr):
@@ -336,14 +368,60 @@ def make_optimizer(model, settings, lr):
     return ProxAdam(groups, lr=lr)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of :func:`fit`.
+
+    Parameters
+    ----------
+    name : str
+        Recorded in the history and the checkpoint ("frozen", "finetune").
+    epochs : int
+        Maximum epochs.
+    lr : float
+        Starting learning rate.
+    parameters : frozenset of str, optional
+        Names of the parameters that train; None follows the protocol (everything but the
+        kernels in "frozen", everything in "finetune", only the final layer with
+        ``final_layer_only``).
+    """
+
+    name: str
+    epochs: int
+    lr: float
+    parameters: frozenset | None = None
+
+
+def protocol_stages(settings):
+    """The paper's stages for ``settings``: frozen kernels, then (``finetune_epochs``) trainable
+    kernels at ``finetune_lr`` (default lr / 10)."""
+    stages = (Stage("frozen", settings.epochs, settings.lr),
+              Stage("finetune", settings.finetune_epochs, settings.finetune_lr or settings.lr / 10))
+    return [s for s in stages if s.epochs]
+
+
 def _set_trainable(model, settings, stage):
+    if stage.parameters is not None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in stage.parameters)
+        return
     if settings.final_layer_only:
         model.freeze_all_but_final()
         return
     for p in model.parameters():
         p.requires_grad_(True)
     if hasattr(model, "set_kernels_trainable"):
-        model.set_kernels_trainable(stage == "finetune")
+        model.set_kernels_trainable(stage.name == "finetune")
+
+
+def _train_mode(model):
+    """Training mode, except for batch norms whose parameters are frozen: their running
+    statistics are part of the frozen layers and must not follow the new data."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()):
+            module.eval()
 
 
 def _plain_state(model):
@@ -414,7 +492,7 @@ def use_compile(choice, model, device):
 
 
 def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callback=None,
-        verbose=False, distributed=None):
+        verbose=False, distributed=None, stages=None):
     """Train ``model`` in place by the paper's protocol and load its best-validation weights.
 
     Parameters
@@ -435,6 +513,9 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
     distributed : tuple (rank, world_size), optional
         Set under torchrun: each process takes its share of every batch and gradients are
         averaged by DistributedDataParallel.
+    stages : list of Stage, optional
+        Default :func:`protocol_stages` of ``settings``. Each stage after the first restarts
+        from the best weights so far and keeps the best of its own epochs.
 
     Returns
     -------
@@ -468,7 +549,8 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
 
     if settings.init == "data" and not resume:
         initialize_from_data(model, train[0], train[1], random_state=settings.random_state)
-    stages = [s for s, n in (("frozen", settings.epochs), ("finetune", settings.finetune_epochs)) if n]
+    stages = protocol_stages(settings) if stages is None else list(stages)
+    names = [stage.name for stage in stages]
     history, best, start_stage, start_epoch = [], None, 0, 0
     best_state = _plain_state(model)
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
@@ -477,28 +559,28 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
         if ckpt is None or not (ckpt / "state.json").exists():
             raise TisfmError(f"nothing to resume: no checkpoint in {checkpoint_dir}")
         meta, tensors = _load_checkpoint(ckpt)
-        if meta.get("stage") not in stages:
+        if meta.get("stage") not in names:
             raise TisfmError(f"the checkpoint in {ckpt} is from stage {meta.get('stage')!r}, which "
                              "these settings do not run")
         history, best = meta["history"], meta["best"]
         best_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
         generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
-        start_stage = stages.index(meta["stage"])
+        start_stage = names.index(meta["stage"])
         if meta["stage_done"]:
             start_stage += 1
         else:
             pending, start_epoch = (meta, tensors), meta["epoch"]
     started = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
     ddp_model = model
-    for stage in stages[start_stage:]:
-        n_epochs = settings.epochs if stage == "frozen" else settings.finetune_epochs
-        lr = settings.lr if stage == "frozen" else (settings.finetune_lr or settings.lr / 10)
-        if stage == "finetune" and pending is None:
-            # stage 2 restarts from the best stage-1 weights and keeps the best of its own epochs
+    for index in range(start_stage, len(stages)):
+        spec = stages[index]
+        stage, n_epochs, lr = spec.name, spec.epochs, spec.lr
+        if index > 0 and pending is None:
+            # a later stage restarts from the best weights so far and keeps the best of its own epochs
             model.load_state_dict(best_state)
             best = None
-        _set_trainable(model, settings, stage)
+        _set_trainable(model, settings, spec)
         if distributed:
             ddp_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
@@ -565,7 +647,7 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
 
 def _train_epoch(model, data, optimizer, settings, generator, device, precision, rank, world,
                  callback, info):
-    model.train()
+    _train_mode(model)
     n = len(data)
     order = torch.randperm(n, generator=generator).to(device)
     total = torch.zeros((), device=device)

@@ -157,7 +157,7 @@ def extract_run_zip(data, dest_parent, *, max_bytes=MAX_RUN_BYTES):
         try:
             for name, info in members.items():
                 atomic_write(dest / name, lambda tmp, info=info: _extract(archive, info, tmp))
-            load_run(dest)
+            load_run(dest, device="cpu")
         except (TisfmError, zipfile.BadZipFile, OSError, RuntimeError) as exc:
             shutil.rmtree(dest, ignore_errors=True)
             if isinstance(exc, TisfmError):

@@ -67,7 +67,7 @@ def build_untrained(variant, *, motifs, n_outputs, length, era="head", attention
     return spec.build(motifs=motifs, n_outputs=n_outputs, length=length, random_state=random_state)
 
 
-def check_training_inputs(task):
+def check_training_inputs(task: TrainTask) -> dict:
     """Read, match and size-check everything a training task would use, without training.
 
     The app calls this before it starts a background job, so that a bad file is refused at once,
@@ -99,8 +99,8 @@ def check_training_inputs(task):
             "id_match": data.report["summary"]}
 
 
-def train_run(out, task, *, force=False, verbose=True, callback=None, distributed=None,
-              motif_set=None):
+def train_run(out: str | Path, task: TrainTask, *, force: bool = False, verbose: bool = True,
+              callback=None, distributed: tuple | None = None, motif_set: MotifSet | None = None) -> Path:
     """Train one model and write its run directory.
 
     Parameters
@@ -134,11 +134,17 @@ def train_run(out, task, *, force=False, verbose=True, callback=None, distribute
                   distributed=distributed, motif_set=motif_set)
 
 
-def resume_run(out, *, verbose=True, callback=None, distributed=None):
+def resume_run(out: str | Path, *, verbose: bool = True, callback=None, distributed: tuple | None = None) -> Path:
     """Continue the interrupted training in ``out`` from its last completed epoch (the task is
     read from the run's ``request.json``); gives the same result as an uninterrupted run."""
+    from .specs import FINETUNE_FORMAT
+
     out = Path(out)
-    task = TrainTask.from_dict(read_json(out / REQUEST, what="training request"), base=out)
+    request = read_json(out / REQUEST, what="training request")
+    if request.get("format") == FINETUNE_FORMAT:
+        raise TisfmError(f"{out} holds an interrupted fine-tune: continue it with "
+                         f"tisfm finetune --resume {out}")
+    task = TrainTask.from_dict(request, base=out)
     return _train(out, task, resume=True, force=False, verbose=verbose, callback=callback,
                   distributed=distributed)
 
@@ -148,29 +154,42 @@ def _phase(callback, phase, message):
         callback({"event": "phase", "phase": phase, "message": message})
 
 
+def load_split(data_spec, settings, *, length=None, verbose=False):
+    """Read a task's data and deal its k-fold split (seeded by the training ``random_state``).
+
+    Returns
+    -------
+    data : Dataset
+    split : dict of str to numpy.ndarray
+        ``train``, ``val`` and ``test`` row indices.
+    """
+    t_load = time.perf_counter()
+    data = data_spec.load(length=length, verbose=verbose)
+    split = kfold_split(len(data), n_folds=data_spec.folds, fold=data_spec.fold,
+                        random_state=settings.random_state)
+    if verbose:
+        print(f"data: {len(data)} regions x {len(data.outputs)} outputs, {data.length} bp; split "
+              f"train {len(split['train'])} / val {len(split['val'])} / test {len(split['test'])} "
+              f"(fold {data_spec.fold} of {data_spec.folds}); loaded in "
+              f"{time.perf_counter() - t_load:.1f} s", flush=True)
+    return data, split
+
+
 def _train(out, task, *, resume, force, verbose, callback, distributed, motif_set=None):
     rank = distributed[0] if distributed else 0
     settings = task.training
     variant = task.model.variant
-    t_load = time.perf_counter()
     resolve_device(settings.device)   # an absent GPU is refused before any file is replaced
     _phase(callback, "preparing", "reading the motifs and the data")
     if motif_set is None:
         motif_set = task.model.load_motifs()
-    data = task.data.load(verbose=verbose and rank == 0)
-    split = kfold_split(len(data), n_folds=task.data.folds, fold=task.data.fold,
-                        random_state=settings.random_state)
-    if verbose and rank == 0:
-        print(f"data: {len(data)} regions x {len(data.outputs)} outputs, {data.length} bp; split "
-              f"train {len(split['train'])} / val {len(split['val'])} / test {len(split['test'])} "
-              f"(fold {task.data.fold} of {task.data.folds}); loaded in "
-              f"{time.perf_counter() - t_load:.1f} s", flush=True)
+    data, split = load_split(task.data, settings, verbose=verbose and rank == 0)
     model = task.model.build(motifs=motif_set, n_outputs=len(data.outputs), length=data.length,
                              random_state=settings.random_state)
     if verbose and rank == 0:
         total = sum(p.numel() for p in model.parameters())
         print(f"model: {variant} ({total:,} parameters) on {resolve_device(settings.device)}", flush=True)
-    tr, va, te = (data.subset(split[k]) for k in ("train", "val", "test"))
+    tr, va = (data.subset(split[k]) for k in ("train", "val"))
     if rank == 0 and not resume:
         # the old run's files go only now that the new inputs proved readable
         prepare_output_folder(out, force=force)
@@ -180,20 +199,55 @@ def _train(out, task, *, resume, force, verbose, callback, distributed, motif_se
                  distributed=distributed)
     if rank != 0:
         return out
+    return save_trained(out, model, data=data, data_spec=task.data, split=split, settings=settings,
+                        result=result, variant=variant, motifs=motif_set, half=task.half,
+                        extra={"group": task.group} if task.group else None, verbose=verbose,
+                        callback=callback)
+
+
+def save_trained(out, model, *, data, data_spec, split, settings, result, variant, motifs,
+                 half=False, extra=None, verbose=True, callback=None):
+    """The last step of a training or fine-tune: evaluate the best weights on the validation and
+    test splits, write the run (data, transform, split, settings, history, metrics and
+    ``extra`` fields in config.json) and remove the checkpoint.
+
+    Parameters
+    ----------
+    out : Path
+    model : TISFM or AITAC
+        With its best weights (as :func:`~tisfm_core.training.fit` leaves it).
+    data : Dataset
+    data_spec : DataSpec
+    split : dict of arrays
+    settings : TrainSettings
+    result : dict
+        What :func:`~tisfm_core.training.fit` returned.
+    variant : str
+    motifs : MotifSet or None
+    half : bool, default False
+    extra : dict, optional
+        More config.json fields.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+    """
     _phase(callback, "evaluating", "evaluating the best weights on the test split")
     model.cpu()
+    parts = {name: data.subset(split[name]) for name in ("val", "test")}
     metrics = {name: metrics_dict(evaluate_arrays(model, part.indices, part.targets,
                                                   batch_size=max(settings.batch_size, 256)),
                                   data.outputs)
-               for name, part in (("val", va), ("test", te))}
+               for name, part in parts.items()}
     if verbose:
         print("test R2: " + ", ".join(f"{o} {format_metric(r)}" for o, r in zip(data.outputs, metrics["test"]["r2"]))
               + f"  (mean {format_metric(metrics['test']['mean_r2'])})", flush=True)
     meta = {
-        "data": {**data_record(task.data, out), "n_regions": len(data), "length": data.length,
+        "data": {**data_record(data_spec, out), "n_regions": len(data), "length": data.length,
                  "id_match": data.report},
-        "transform": {"spec": task.data.transform, **data.transform},
-        "split": {"kind": "kfold", "n_folds": task.data.folds, "fold": task.data.fold,
+        "transform": {"spec": data_spec.transform, **data.transform},
+        "split": {"kind": "kfold", "n_folds": data_spec.folds, "fold": data_spec.fold,
                   "random_state": settings.random_state,
                   **{f"n_{k}": int(len(v)) for k, v in split.items()}},
         "training": {**settings.to_dict(), "variant": variant, **{k: result[k] for k in
@@ -201,16 +255,15 @@ def _train(out, task, *, resume, force, verbose, callback, distributed, motif_se
                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "history": result["history"],
         "metrics": metrics,
+        **(extra or {}),
     }
-    if task.group:
-        meta["group"] = task.group
-    save_run(out, model, outputs=data.outputs, motifs=motif_set, meta=meta, split=split,
-             half=task.half)
+    save_run(out, model, outputs=data.outputs, motifs=motifs, meta=meta, split=split, half=half)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return out
 
 
-def cv_runs(out, task, *, verbose=True, callback=None, force=False):
+def cv_runs(out: str | Path, task: TrainTask, *, verbose: bool = True, callback=None,
+            force: bool = False) -> list[Path]:
     """Train one run per fold into ``out/fold_<i>`` (the task's other settings for all), grouped
     for the inclusion-ratio analysis. Folds already finished are kept (re-running continues)."""
     out = Path(out)
@@ -240,7 +293,8 @@ def cv_runs(out, task, *, verbose=True, callback=None, force=False):
     return runs
 
 
-def evaluate_run(run, *, targets, sequences=None, bed=None, genome=None, batch_size=512, device=None):
+def evaluate_run(run, *, targets, sequences=None, bed=None, genome=None, batch_size: int = 512,
+                 device: str | None = None) -> dict:
     """Metrics of a run on new data, transformed the way the run's training data was."""
     run = load_run(run, device=device) if not hasattr(run, "model") else run
     spec = resolve_run_data(run)["transform"]
@@ -254,7 +308,8 @@ def _run_length(run):
     return int(run.config["model"]["config"]["length"])
 
 
-def predict_table(run, *, sequences=None, bed=None, genome=None, batch_size=512, device=None):
+def predict_table(run, *, sequences=None, bed=None, genome=None, batch_size: int = 512,
+                  device: str | None = None) -> pd.DataFrame:
     """Predictions as a DataFrame: index = sequence ids (input order), columns = outputs."""
     run = load_run(run, device=device) if not hasattr(run, "model") else run
     seqs = load_sequences(sequences, bed=bed, genome=genome, length=_run_length(run))
@@ -267,7 +322,7 @@ def write_table(df, path, *, index=True):
     write_text(path, df.to_csv(sep="\t", index=index, float_format="%.6g"))
 
 
-def kernel_motifs(run):
+def kernel_motifs(run) -> MotifSet:
     """The model's (possibly fine-tuned) forward-strand kernels as a MotifSet of probabilities.
 
     Each kernel is cut to its motif's slot in the kernel buffer, negative values are clipped to 0
@@ -308,7 +363,7 @@ def import_reference_run(state_dict, *, motifs, variant, era, outputs, out, leng
     return out
 
 
-def summary(run):
+def summary(run) -> dict:
     """Plain-data summary of a run: variant, motifs, outputs, parameter counts, metrics."""
     run = load_run(run) if not hasattr(run, "model") else run
     model = run.model
@@ -328,4 +383,9 @@ def summary(run):
     info["device"] = training.get("device")
     info["seconds"] = training.get("seconds")
     info["metrics"] = run.config.get("metrics", {})
+    record = run.config.get("finetune")
+    if isinstance(record, dict):
+        info["finetune"] = {"train": record.get("train"), "outputs": record.get("outputs"),
+                            "lineage": [f"{e.get('name')} ({e.get('made')})"
+                                        for e in run.config.get("lineage") or [] if isinstance(e, dict)]}
     return info

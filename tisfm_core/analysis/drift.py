@@ -1,4 +1,6 @@
-"""Kernel drift of fine-tuned runs: how far each PWM kernel moved, and what it now resembles.
+"""Kernel drift of fine-tuned runs: how far each PWM kernel moved, and what it now resembles,
+against the original PWMs (:func:`kernel_drift`) and against a fine-tune's parent
+(:func:`lineage_drift`).
 
 For motif k the original kernel is channel 2k of ``MotifSet.kernels(era)`` and the tuned kernel
 channel 2k of the model's kernel stack, both cut to the motif's own columns (w_k x 4). The paper
@@ -116,6 +118,25 @@ def _original_set(run, original):
     return motifs
 
 
+def _cut(stack, motifs, config):
+    """Each motif's forward-strand kernel cut to its own columns: list of (w, 4) float64."""
+    start = kernel_slots(motifs.widths, config.kernel_width, config.era)
+    return [np.asarray(stack[2 * k, :, start[k]:start[k] + int(w)]).T.astype(np.float64)
+            for k, w in enumerate(motifs.widths)]
+
+
+def _compare(tuned, reference, motifs):
+    """MSE, nearest reference and self-similarity of each tuned kernel: dict of columns."""
+    mse = np.array([np.mean((t - o) ** 2) for t, o in zip(tuned, reference)])
+    sim, rev = similarity_matrix(tuned, reference)
+    nearest = np.argmax(sim, axis=1)
+    rows = np.arange(len(motifs))
+    ids, names = np.array(motifs.ids, dtype=object), np.array(motifs.names, dtype=object)
+    return {"mse": mse, "nearest": ids[nearest].tolist(), "nearest_name": names[nearest].tolist(),
+            "similarity": sim[rows, nearest], "nearest_reverse": rev[rows, nearest],
+            "self_similarity": sim[rows, rows], "is_self": nearest == rows}
+
+
 def kernel_drift(run, original=None):
     """Per-motif drift of the kernels of a (fine-tuned) run from the original PWMs.
 
@@ -148,40 +169,87 @@ def kernel_drift(run, original=None):
     if motifs.max_width > cfg.kernel_width:
         raise TisfmError(f"the original motif set has motifs wider ({motifs.max_width}) than the "
                          f"kernels of run {run.name} ({cfg.kernel_width})")
-    start = kernel_slots(motifs.widths, cfg.kernel_width, cfg.era)
     base = motifs.kernels(era=cfg.era, n_pad_channels=cfg.n_pad_channels, width=cfg.kernel_width)
-    tuned_stack = run.model.kernels.detach().cpu().numpy()
-    orig, tuned = [], []
-    for k, w in enumerate(motifs.widths):
-        cols = slice(start[k], start[k] + int(w))
-        orig.append(base[2 * k, :, cols].T.astype(np.float64))
-        tuned.append(tuned_stack[2 * k, :, cols].T.astype(np.float64))
-    mse = np.array([np.mean((t - o) ** 2) for t, o in zip(tuned, orig)])
-    sim, rev = similarity_matrix(tuned, orig)
-    nearest = np.argmax(sim, axis=1)
-    rows = np.arange(len(motifs))
-    ids, names = np.array(motifs.ids, dtype=object), np.array(motifs.names, dtype=object)
-    return pd.DataFrame({
-        "motif": list(motifs.ids), "name": list(motifs.names), "width": motifs.widths, "mse": mse,
-        "nearest": ids[nearest].tolist(), "nearest_name": names[nearest].tolist(),
-        "similarity": sim[rows, nearest], "nearest_reverse": rev[rows, nearest],
-        "self_similarity": sim[rows, rows], "is_self": nearest == rows,
-    })
+    tuned = _cut(run.model.kernels.detach().cpu().numpy(), motifs, cfg)
+    columns = _compare(tuned, _cut(base, motifs, cfg), motifs)
+    return pd.DataFrame({"motif": list(motifs.ids), "name": list(motifs.names),
+                         "width": motifs.widths, **columns})
+
+
+def kernels_moved(run, atol=1e-3):
+    """Whether any kernel of a tiSFM run differs from its original PWM by more than ``atol``
+    (default: more than the float16 rounding of weights stored in half precision); False for
+    runs without motifs.meme."""
+    run = as_run(run)
+    require_tisfm(run, "motif kernels")
+    if run.motifs is None:
+        return False
+    cfg = run.model.config
+    base = run.motifs.kernels(era=cfg.era, n_pad_channels=cfg.n_pad_channels, width=cfg.kernel_width)
+    return bool(np.abs(run.model.kernels.detach().cpu().numpy() - base).max() > atol)
+
+
+def lineage_drift(run, parent=None):
+    """Kernel drift of a fine-tuned run against the original PWMs and against its parent.
+
+    Parameters
+    ----------
+    run : Run or str or Path
+        A tiSFM run (usually a fine-tune with ``--train all``).
+    parent : Run or str or Path, optional
+        Default the parent the run records (:func:`tisfm_core.finetune.load_parent_of`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`kernel_drift` (against the PWMs) and the same measures against
+        the parent's kernels, prefixed ``parent_``: ``parent_mse``, ``parent_nearest`` (the
+        parent kernel most similar to the run's), ``parent_nearest_name``,
+        ``parent_similarity``, ``parent_nearest_reverse``, ``parent_self_similarity`` and
+        ``parent_is_self`` (the nearest parent kernel is the motif's own).
+
+    Raises
+    ------
+    TisfmError
+        For AI-TAC runs, a run without parent, or a parent with other motifs.
+    """
+    from ..finetune import load_parent_of
+
+    run = as_run(run)
+    parent = load_parent_of(run) if parent is None else as_run(parent)
+    for r in (run, parent):
+        require_tisfm(r, "motif kernels")
+    if parent.motif_ids != run.motif_ids or parent.model.config.kernel_width != run.model.config.kernel_width:
+        raise TisfmError(f"runs {run.name} and {parent.name} have other motifs: their kernels "
+                         "cannot be compared")
+    df = kernel_drift(run)
+    motifs, cfg = require_motifs(run), run.model.config
+    columns = _compare(_cut(run.model.kernels.detach().cpu().numpy(), motifs, cfg),
+                       _cut(parent.model.kernels.detach().cpu().numpy(), motifs, cfg), motifs)
+    for key, values in columns.items():
+        df[f"parent_{key}"] = values
+    return df
 
 
 def drift_summary(df):
-    """Headline numbers of :func:`kernel_drift`.
+    """Headline numbers of :func:`kernel_drift` (or :func:`lineage_drift`).
 
     Returns
     -------
     dict
         ``n_motifs``, ``fraction_self_nearest`` (share of tuned kernels whose nearest original
-        motif is their own; paper 0.92), ``mean_mse`` (paper 0.04) and ``median_mse``.
+        motif is their own; paper 0.92), ``mean_mse`` (paper 0.04) and ``median_mse``; for a
+        :func:`lineage_drift` table also ``parent_fraction_self_nearest``, ``parent_mean_mse``
+        and ``parent_median_mse``, the same against the parent's kernels.
     """
     for col in ("is_self", "mse"):
         if col not in df.columns:
             raise TisfmError(f"drift_summary expects the table returned by kernel_drift (column {col!r})")
     if len(df) == 0:
         raise TisfmError("the drift table is empty")
-    return {"n_motifs": len(df), "fraction_self_nearest": float(df["is_self"].mean()),
-            "mean_mse": float(df["mse"].mean()), "median_mse": float(df["mse"].median())}
+    out = {"n_motifs": len(df)}
+    for prefix in ("", "parent_") if "parent_is_self" in df.columns else ("",):
+        out.update({f"{prefix}fraction_self_nearest": float(df[f"{prefix}is_self"].mean()),
+                    f"{prefix}mean_mse": float(df[f"{prefix}mse"].mean()),
+                    f"{prefix}median_mse": float(df[f"{prefix}mse"].median())})
+    return out

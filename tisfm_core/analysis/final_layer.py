@@ -63,6 +63,40 @@ def final_layer(run):
     return pd.DataFrame(w, index=pd.Index(run.motif_ids, name="motif"), columns=run.outputs)
 
 
+def final_layer_difference(run, parent=None):
+    """Final layer of a fine-tuned run minus its parent's, for the outputs both have.
+
+    Parameters
+    ----------
+    run : Run or str or Path
+    parent : Run or str or Path, optional
+        Default the parent the run records (:func:`tisfm_core.finetune.load_parent_of`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Shape (n_motifs, n_shared): index = motif ids, columns = the shared outputs in the
+        run's order, values ``w_run - w_parent`` (float64).
+
+    Raises
+    ------
+    TisfmError
+        When the runs have other motifs or no output in common.
+    """
+    from ..finetune import load_parent_of
+
+    run = as_run(run)
+    parent = load_parent_of(run) if parent is None else as_run(parent)
+    child_w, parent_w = final_layer(run), final_layer(parent)
+    if list(child_w.index) != list(parent_w.index):
+        raise TisfmError(f"runs {run.name} and {parent.name} have other motifs: their final layers "
+                         "cannot be compared")
+    shared = [o for o in child_w.columns if o in set(parent_w.columns)]
+    if not shared:
+        raise TisfmError(f"run {run.name} shares no output with {parent.name}: every output is new")
+    return child_w[shared].astype(np.float64) - parent_w[shared].astype(np.float64)
+
+
 def motif_table(run):
     """One row per motif: ``id``, ``name``, ``ic`` (bits, uniform background), ``width``.
 

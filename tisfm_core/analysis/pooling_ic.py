@@ -12,23 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import TisfmError
+from ..errors import TisfmError, check_outputs
 from .final_layer import as_run, final_layer, motif_table
-
-
-def _output_column(run, output):
-    outputs = run.outputs
-    if output is None:
-        return outputs[0]
-    if isinstance(output, (int, np.integer)) and not isinstance(output, bool):
-        if not -len(outputs) <= output < len(outputs):
-            raise TisfmError(f"output index {output} is out of range: run {run.name} has "
-                             f"{len(outputs)} outputs")
-        return outputs[output]
-    if output not in outputs:
-        raise TisfmError(f"run {run.name} has no output {output!r}; its outputs are "
-                         f"{', '.join(outputs[:10])}{' ...' if len(outputs) > 10 else ''}")
-    return output
 
 
 def pooling_vs_ic(run, output=None):
@@ -61,7 +46,9 @@ def pooling_vs_ic(run, output=None):
     if run.model.config.pooling != "programmable":
         raise TisfmError(f"run {run.name} is the {run.model.config.variant} variant with max pooling: "
                          "its pooling weights are not used, so there is no pooling-vs-IC relation")
-    column = _output_column(run, output)
+    position = 0 if output is None else check_outputs(output, len(run.outputs), run.outputs,
+                                                      owner=f"run {run.name}")[0]
+    column = run.outputs[int(position)]
     pooling = run.model.pooling_weights.cpu().numpy().astype(np.float64)
     ic = table["ic"].to_numpy()
     if len(table) >= 2 and np.ptp(ic) > 0:

@@ -173,28 +173,45 @@ def edge_top_motifs(run, edges, k=5):
         {"rank": np.int64, "weight": np.float64})
 
 
-def tree_layout(edges_df):
-    """Top-down tidy layout of a tree (or forest) given by its edges.
+def tree_layout(edges_df, *, widths=None, gap=1.0, spread=1.0):
+    """Layered top-down layout of a tree (or forest) in which no two boxes of a level overlap.
 
-    Leaves are spaced one unit apart on x in depth-first order (children in the order their
-    edges appear); each parent sits at the midpoint of its first and last child; y = depth
-    (0 at the roots, so draw with the y axis pointing down). Several roots are laid side by
-    side in order of appearance. Nodes at the same depth never share an x.
+    The positioning step of Graphviz ``dot`` (Gansner et al. 1993, section 4) for a tree: y is
+    the depth (0 at the roots, so draw with the y axis pointing down); nodes of one level keep
+    their depth-first order (children in the order their edges appear, so no edges cross); and
+    the x coordinates solve the linear program
+
+        minimise  sum over edges |x_parent - x_child| + 2 sum over parents |x_parent - m_parent|
+        subject to  x_next - x_prev >= (w_prev + w_next) / 2 + gap   (neighbours in a level)
+                    w / 2 <= x <= spread * W - w / 2
+
+    where w is a node's box width, m the midpoint of a parent's first and last child and W the
+    width of the widest level (its boxes side by side, ``gap`` apart): edges as vertical and
+    parents as centred as the boxes allow, in a drawing ``spread`` times as wide as it must be.
+    Two boxes of one level never overlap, however wide the labels.
 
     Parameters
     ----------
     edges_df : pandas.DataFrame or sequence of (child, parent)
         A table with ``child`` and ``parent`` columns (e.g. :func:`edge_metrics`).
+    widths : mapping node -> float, optional
+        Box width of each node (e.g. its label's width in pixels); 0 for nodes not given.
+    gap : float, default 1.0
+        Smallest distance between two boxes of one level (in the units of ``widths``).
+    spread : float, default 1.0
+        Width of the drawing over the narrowest possible (>= 1; more lets edges stand straighter).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``node``, ``x``, ``y``, ``depth``, ``parent`` ("" for roots), in depth-first order.
+        Columns ``node``, ``x`` (box centre; the leftmost box starts at 0), ``y``, ``depth``,
+        ``parent`` ("" for roots) and ``width``, in depth-first order.
 
     Raises
     ------
     TisfmError
-        For a node with two parents, a self-loop or a cycle.
+        For a node with two parents, a self-loop, a cycle, a negative width or gap, or a
+        spread below 1.
     """
     if isinstance(edges_df, pd.DataFrame):
         if not {"child", "parent"} <= set(edges_df.columns):
@@ -213,29 +230,74 @@ def tree_layout(edges_df):
         if child not in parent_of:
             parent_of[child] = parent
             children.setdefault(parent, []).append(child)
+    width = {n: float((widths or {}).get(n, 0.0)) for n in nodes}
+    if not all(w >= 0 for w in width.values()) or not gap >= 0 or not spread >= 1:
+        raise TisfmError("tree_layout: widths and gap must be >= 0 and spread >= 1")
     roots = [n for n in nodes if n not in parent_of]
     if not roots and nodes:
         raise TisfmError("the edges form a cycle: no node is a root")
-    x, depth, order, next_leaf = {}, {}, [], 0.0
+    # depth-first order and depths (iterative: a long chain must not hit the recursion limit)
+    depth, order = {}, []
     for root in roots:
-        stack = [(root, 0, False)]
+        stack = [(root, 0)]
         while stack:
-            node, d, done = stack.pop()
-            if done:
-                kids = children[node]
-                x[node] = (x[kids[0]] + x[kids[-1]]) / 2
-                continue
+            node, d = stack.pop()
             depth[node] = d
             order.append(node)
-            if node in children:
-                stack.append((node, d, True))
-                stack.extend((c, d + 1, False) for c in reversed(children[node]))
-            else:
-                x[node] = next_leaf
-                next_leaf += 1.0
+            stack.extend((c, d + 1) for c in reversed(children.get(node, [])))
     if len(order) != len(nodes):
         cyclic = next(n for n in nodes if n not in depth)
         raise TisfmError(f"the edges form a cycle through {cyclic!r}")
+    x = _layered_x(order, depth, parent_of, children, width, float(gap), float(spread))
     return pd.DataFrame({"node": order, "x": [x[n] for n in order],
                          "y": [float(depth[n]) for n in order], "depth": [depth[n] for n in order],
-                         "parent": [parent_of.get(n, "") for n in order]})
+                         "parent": [parent_of.get(n, "") for n in order],
+                         "width": [width[n] for n in order]})
+
+
+def _layered_x(order, depth, parent_of, children, width, gap, spread):
+    """The x coordinates of :func:`tree_layout`'s linear program (scipy's HiGHS solver)."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    index = {n: i for i, n in enumerate(order)}
+    n = len(order)
+    if n == 0:
+        return {}
+    edges = [(index[p], index[c]) for c, p in parent_of.items()]
+    parents = [(index[p], index[kids[0]], index[kids[-1]]) for p, kids in children.items()]
+    levels = {}
+    for node in order:
+        levels.setdefault(depth[node], []).append(node)
+    narrowest = max(sum(width[v] for v in level) + gap * (len(level) - 1) for level in levels.values())
+    # variables: x (n), then the |edge| slacks, then the |centring| slacks
+    n_var = n + len(edges) + len(parents)
+    cost = np.r_[np.zeros(n), np.ones(len(edges)), np.full(len(parents), 2.0)]
+    rows, cols, vals, bound = [], [], [], []
+
+    def constraint(terms, limit):   # sum(coef * var) <= limit
+        row = len(bound)
+        for col, val in terms:
+            rows.append(row)
+            cols.append(col)
+            vals.append(val)
+        bound.append(limit)
+
+    for k, (p, c) in enumerate(edges):
+        slack = n + k
+        constraint([(p, 1.0), (c, -1.0), (slack, -1.0)], 0.0)
+        constraint([(p, -1.0), (c, 1.0), (slack, -1.0)], 0.0)
+    for k, (p, first, last) in enumerate(parents):
+        slack = n + len(edges) + k
+        constraint([(p, 1.0), (first, -0.5), (last, -0.5), (slack, -1.0)], 0.0)
+        constraint([(p, -1.0), (first, 0.5), (last, 0.5), (slack, -1.0)], 0.0)
+    for level in levels.values():
+        for a, b in zip(level, level[1:]):
+            constraint([(index[a], 1.0), (index[b], -1.0)], -((width[a] + width[b]) / 2 + gap))
+    bounds = [(width[v] / 2, spread * narrowest - width[v] / 2) for v in order] + [(0.0, None)] * (n_var - n)
+    matrix = coo_matrix((vals, (rows, cols)), shape=(len(bound), n_var)).tocsr()
+    result = linprog(cost, A_ub=matrix if bound else None, b_ub=bound or None, bounds=bounds,
+                     method="highs")
+    if result.status != 0:   # the program is always feasible and bounded: this is a solver failure
+        raise TisfmError(f"the tree layout could not be solved ({result.message})")
+    return {node: float(result.x[index[node]]) for node in order}

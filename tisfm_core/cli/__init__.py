@@ -12,13 +12,13 @@ import sys
 import warnings
 
 from ..errors import TisfmError
-from . import analyze, attribution, demo, path, train
+from . import analyze, attribution, demo, finetune, path, scan, train
 from .common import UsageError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
 #: Command modules, in the order of ``tisfm --help``; each has ``add_parsers(sub)``.
-COMMANDS = (train, path, attribution, analyze, demo)
+COMMANDS = (train, finetune, path, attribution, scan, analyze, demo)
 
 
 def build_parser():

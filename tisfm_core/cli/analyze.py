@@ -8,17 +8,20 @@ from ..analysis import (
     drift_summary,
     edge_metrics,
     final_layer,
+    final_layer_difference,
     inclusion_filter,
     inclusion_ratio,
     interaction_influence,
     kernel_drift,
+    lineage_drift,
     normalise_rows,
     pooling_vs_ic,
     top_k_union,
 )
 from ..errors import TisfmError
 
-ANALYSES = ("final-layer", "inclusion", "pooling-ic", "interaction", "tree-diff", "drift")
+ANALYSES = ("final-layer", "inclusion", "pooling-ic", "interaction", "tree-diff", "drift",
+            "parent-diff")
 
 
 def add_parsers(sub):
@@ -26,7 +29,9 @@ def add_parsers(sub):
     p.add_argument("analysis", choices=ANALYSES,
                    help="final-layer (normalised weights of the top-k union), inclusion (ratios over "
                         "CV runs; one run = its whole CV set), pooling-ic, interaction, tree-diff "
-                        "(edge metrics), drift (kernel drift of a fine-tuned run)")
+                        "(edge metrics), drift (kernel drift of a fine-tuned run from the PWMs, "
+                        "and from its parent for a tisfm finetune child), parent-diff (final layer "
+                        "of a tisfm finetune child minus its parent's, for the outputs both have)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directory (several for inclusion)")
     p.add_argument("--k", type=int, default=None,
                    help="top-k size (final-layer 5, inclusion 10)")
@@ -63,10 +68,36 @@ def _table(a):
         run = as_run(a.runs[0])
         df = edge_metrics(run, threshold=0.05 if a.threshold is None else a.threshold)
         return df, f"{int(df['kept'].sum())} of {len(df)} edges kept"
-    df = kernel_drift(a.runs[0])
+    if a.analysis == "parent-diff":
+        df = final_layer_difference(a.runs[0])
+        top = df.abs().stack().idxmax()
+        return df, (f"{df.shape[1]} shared output(s); largest change {df.loc[top]:+.4g} "
+                    f"({top[0]} in {top[1]})")
+    return _drift(as_run(a.runs[0]))
+
+
+def _drift(run):
+    """Drift against the PWMs, and against the parent when the run is a fine-tune whose parent
+    is still there."""
+    from ..finetune import load_parent_of, parent_path
+
+    note = ""
+    if parent_path(run) is None:
+        df = kernel_drift(run)
+    else:
+        try:
+            parent = load_parent_of(run)
+        except TisfmError as exc:
+            df, note = kernel_drift(run), f"; not compared with the parent: {exc}"
+        else:
+            df = lineage_drift(run, parent)
     s = drift_summary(df)
-    return df, (f"{s['fraction_self_nearest']:.1%} of tuned kernels nearest to their own motif, "
-                f"mean MSE {s['mean_mse']:.4f}")
+    line = (f"{s['fraction_self_nearest']:.1%} of tuned kernels nearest to their own motif, "
+            f"mean MSE {s['mean_mse']:.4f}")
+    if "parent_mse" in df.columns:
+        line += (f"; against the parent {parent.name}: {s['parent_fraction_self_nearest']:.1%} "
+                 f"nearest to their own kernel, mean MSE {s['parent_mean_mse']:.4f}")
+    return df, line + note
 
 
 def cmd_analyze(a):
@@ -74,7 +105,7 @@ def cmd_analyze(a):
     from ..workflows import write_table
 
     table, note = _table(a)
-    index = a.analysis in ("final-layer", "inclusion")
+    index = a.analysis in ("final-layer", "inclusion", "parent-diff")
     if a.out:
         write_table(table, a.out, index=index)
         print(f"{len(table)} rows written to {a.out}")

@@ -26,70 +26,102 @@ def add_status(p):
     p.add_argument("--status-file", help="keep a JSON progress file up to date (used by jobs)")
 
 
-def add_sequences(p, *, targets=True):
+def add_sequences(p, *, targets=True, flags=None):
+    """``--sequences``, ``--bed``, ``--genome`` (and ``--targets``); ``flags`` collects them as
+    task flags (see :func:`add_spec`)."""
     g = p.add_argument_group("data")
-    g.add_argument("--sequences", help="FASTA or two-column TSV (id, sequence)")
-    g.add_argument("--bed", help="BED/narrowPeak regions (summit-centred windows) instead of --sequences")
-    g.add_argument("--genome", help="genome FASTA for --bed (indexed with pyfaidx)")
+    args = [("--sequences", "FASTA or two-column TSV (id, sequence)"),
+            ("--bed", "BED/narrowPeak regions (summit-centred windows) instead of --sequences"),
+            ("--genome", "genome FASTA for --bed (indexed with pyfaidx)")]
     if targets:
-        g.add_argument("--targets", help="targets TSV (header; first column ids) or an AI-TAC sample folder")
+        args.append(("--targets", "targets TSV (header; first column ids) or an AI-TAC sample folder"))
+    for name, text in args:
+        action = g.add_argument(name, help=text)
+        if flags is not None:
+            flags[action.dest] = action.default
     return g
 
 
-#: Default of every flag that goes into a TrainTask, by dest (``--spec`` refuses them alongside).
-TASK_FLAGS = {"sequences": None, "bed": None, "genome": None, "targets": None}
-
-
-def _task_flag(group, *names, **kwargs):
+def task_flag(flags, group, *names, **kwargs):
+    """Add a flag that goes into a task spec, remembering its default in ``flags``."""
     action = group.add_argument(*names, **kwargs)
-    TASK_FLAGS[action.dest] = action.default
+    flags[action.dest] = action.default
     return action
+
+
+def add_data(p, flags):
+    """The data flags of a task: sequences (or BED + genome), targets, transform, outputs, folds."""
+    g = add_sequences(p, flags=flags)
+    task_flag(flags, g, "--transform", default="none",
+               help="zscore | none | lineage:MAP.tsv | tree-diff:PARENTS.tsv (default none)")
+    task_flag(flags, g, "--outputs", help="comma-separated subset of outputs to train on")
+    task_flag(flags, g, "--folds", type=int, default=10)
+    task_flag(flags, g, "--fold", type=int, default=0)
+    return g
+
+
+def add_spec(p, flags, what):
+    """``--spec TASK.json`` (as jobs write it), which replaces the task ``flags``."""
+    p.add_argument("--spec", metavar="TASK.json",
+                   help=f"read {what} from a task file (as jobs write it) instead of the flags above")
+    p.set_defaults(task_flags=flags)
+
+
+def spec_file(a):
+    """``(JSON object, folder)`` of ``--spec``, or None without it; refused next to a task flag
+    (one of the two would be ignored)."""
+    if not getattr(a, "spec", None):
+        return None
+    given = sorted(d for d, default in a.task_flags.items() if getattr(a, d, default) != default)
+    if given:
+        raise UsageError(f"--spec replaces the task flags; drop --{given[0].replace('_', '-')}")
+    from ..atomic import read_json
+
+    return read_json(a.spec, what="task file"), Path(a.spec).parent
 
 
 def add_task(p, *, spec=True):
     """Data, model and training flags of ``train`` / ``cv`` (and ``--spec``)."""
-    g = add_sequences(p)
-    _task_flag(g, "--transform", default="none",
-               help="zscore | none | lineage:MAP.tsv | tree-diff:PARENTS.tsv (default none)")
-    _task_flag(g, "--outputs", help="comma-separated subset of outputs to train on")
-    _task_flag(g, "--folds", type=int, default=10)
-    _task_flag(g, "--fold", type=int, default=0)
+    flags = {}
+    add_data(p, flags)
     m = p.add_argument_group("model")
-    _task_flag(m, "--motifs", default="jaspar:2024",
+    task_flag(flags, m, "--motifs", default="jaspar:2024",
                help="motif file (MEME, JASPAR, TRANSFAC, HOMER) or jaspar:RELEASE (default jaspar:2024)")
-    _task_flag(m, "--variant", default="full", choices=list(MODEL_VARIANTS))
-    _task_flag(m, "--era", default="head", choices=["paper", "head"],
+    task_flag(flags, m, "--variant", default="full", choices=list(MODEL_VARIANTS))
+    task_flag(flags, m, "--era", default="head", choices=["paper", "head"],
                help="kernel placement and attention biases of the reference era (default head)")
-    _task_flag(m, "--attention-softmax", default="query", choices=["query", "key"],
+    task_flag(flags, m, "--attention-softmax", default="query", choices=["query", "key"],
                help="axis of the attention softmax: query (reference) or key (standard)")
-    add_training(p)
+    add_training(p, flags)
     o = p.add_argument_group("storage")
-    _task_flag(o, "--half", action="store_true", help="store weights in float16")
+    task_flag(flags, o, "--half", action="store_true", help="store weights in float16")
     if spec:
-        p.add_argument("--spec", metavar="TASK.json",
-                       help="read data, model and training settings from a task file (as jobs "
-                            "write it) instead of the flags above")
+        add_spec(p, flags, "data, model and training settings")
 
 
-def add_training(p, *, epochs_default=100):
+def add_training(p, flags, *, epochs_default=100, lr_default=0.01, stages=True):
+    """Training flags (their defaults go into ``flags``); ``stages=False`` leaves out those of
+    the protocol's second stage (``--finetune-epochs``, ``--finetune-lr``)."""
     t = p.add_argument_group("training")
-    _task_flag(t, "--epochs", type=int, default=epochs_default, help="max epochs with frozen kernels")
-    _task_flag(t, "--finetune-epochs", type=int, default=0,
-               help="epochs with unfrozen kernels after stage 1 (paper: 10; default 0)")
-    _task_flag(t, "--finetune-lr", type=float, default=None,
-               help="learning rate of the fine-tuning stage (default lr / 10)")
-    _task_flag(t, "--batch-size", type=int, default=256, help="sequences per batch")
-    _task_flag(t, "--lr", type=float, default=0.01)
-    _task_flag(t, "--weight-decay", type=float, default=0.01)
-    _task_flag(t, "--penalty", default="none", choices=["none", "l1", "mcp"])
-    _task_flag(t, "--lam", type=float, default=0.0, help="penalty strength on the final layer")
-    _task_flag(t, "--mcp-b", type=float, default=3.0)
-    _task_flag(t, "--lr-patience", type=int, default=10)
-    _task_flag(t, "--min-lr", type=float, default=MIN_LR)
-    _task_flag(t, "--seed", type=int, default=0, help="random_state: init, batch order and split")
-    _task_flag(t, "--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when present)")
-    _task_flag(t, "--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    _task_flag(t, "--compile", default="auto", choices=["auto", "on", "off"],
+    task_flag(flags, t, "--epochs", type=int, default=epochs_default,
+               help="max epochs with frozen kernels" if stages else f"max epochs (default {epochs_default})")
+    if stages:
+        task_flag(flags, t, "--finetune-epochs", type=int, default=0,
+                   help="epochs with unfrozen kernels after stage 1 (paper: 10; default 0)")
+        task_flag(flags, t, "--finetune-lr", type=float, default=None,
+                   help="learning rate of the fine-tuning stage (default lr / 10)")
+    task_flag(flags, t, "--batch-size", type=int, default=256, help="sequences per batch")
+    task_flag(flags, t, "--lr", type=float, default=lr_default, help=f"learning rate (default {lr_default:g})")
+    task_flag(flags, t, "--weight-decay", type=float, default=0.01)
+    task_flag(flags, t, "--penalty", default="none", choices=["none", "l1", "mcp"])
+    task_flag(flags, t, "--lam", type=float, default=0.0, help="penalty strength on the final layer")
+    task_flag(flags, t, "--mcp-b", type=float, default=3.0)
+    task_flag(flags, t, "--lr-patience", type=int, default=10)
+    task_flag(flags, t, "--min-lr", type=float, default=MIN_LR)
+    task_flag(flags, t, "--seed", type=int, default=0, help="random_state: init, batch order and split")
+    task_flag(flags, t, "--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when present)")
+    task_flag(flags, t, "--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    task_flag(flags, t, "--compile", default="auto", choices=["auto", "on", "off"],
                help="fuse the motif block with torch.compile (auto: CPU, >= 100 motifs)")
     return t
 
@@ -100,11 +132,11 @@ def device_arg(value):
 
 
 def training_settings(a, **extra):
-    return TrainSettings(epochs=a.epochs, finetune_epochs=a.finetune_epochs, batch_size=a.batch_size,
-                         lr=a.lr, finetune_lr=a.finetune_lr, weight_decay=a.weight_decay,
-                         penalty=a.penalty, lam=a.lam, mcp_b=a.mcp_b, lr_patience=a.lr_patience,
-                         min_lr=a.min_lr, random_state=a.seed, device=device_arg(a.device),
-                         precision=a.precision, compile=a.compile, **extra)
+    return TrainSettings(epochs=a.epochs, finetune_epochs=getattr(a, "finetune_epochs", 0),
+                         batch_size=a.batch_size, lr=a.lr, finetune_lr=getattr(a, "finetune_lr", None),
+                         weight_decay=a.weight_decay, penalty=a.penalty, lam=a.lam, mcp_b=a.mcp_b,
+                         lr_patience=a.lr_patience, min_lr=a.min_lr, random_state=a.seed,
+                         device=device_arg(a.device), precision=a.precision, compile=a.compile, **extra)
 
 
 def data_spec(a):
@@ -114,13 +146,9 @@ def data_spec(a):
 
 def task_from_args(a):
     """The TrainTask of ``train`` / ``cv``: from ``--spec`` or from the flags (not both)."""
-    if getattr(a, "spec", None):
-        given = sorted(d for d, default in TASK_FLAGS.items() if getattr(a, d, default) != default)
-        if given:
-            raise UsageError(f"--spec replaces the task flags; drop --{given[0].replace('_', '-')}")
-        from ..atomic import read_json
-
-        return TrainTask.from_dict(read_json(a.spec, what="task file"), base=Path(a.spec).parent)
+    given = spec_file(a)
+    if given:
+        return TrainTask.from_dict(given[0], base=given[1])
     if a.targets is None:
         raise UsageError("needs --targets (or --spec TASK.json)")
     return TrainTask(data=data_spec(a).check_complete(),

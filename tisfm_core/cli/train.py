@@ -129,6 +129,9 @@ def cmd_summary(a):
     print(f"parameters   {info['parameters_total']:,} total, {info['parameters_trainable']:,} trainable")
     if info.get("seconds") is not None:
         print(f"trained      {info['seconds']:.0f} s on {info['device']}")
+    if info.get("finetune"):
+        tuned = info["finetune"]
+        print(f"fine-tuned   train {tuned['train']}, from {' -> '.join(tuned['lineage'])}")
     test = info["metrics"].get("test")
     if test:
         print(f"test         mean R2 {format_metric(test.get('mean_r2'), 3)}, mean Pearson "
