@@ -192,7 +192,7 @@ _FIELD_TYPES = {
     "metrics.val.mse[]": _NUMBER, "metrics.test.mse[]": _NUMBER, "metrics.test.outputs[]": str,
     "metrics.val.outputs[]": str, "metrics.test.n": int, "metrics.test.mean_pearson": _NUMBER,
     "training.device": (str, type(None)), "training.seconds": _NUMBER, "training.penalty": str,
-    "imported": dict, "split.fold": int, "split.n_folds": int,
+    "imported": dict, "split.fold": int, "split.n_folds": int, "split.random_state": int,
     "finetune": dict, "finetune.parent": dict, "finetune.train": str, "lineage": list,
     "lineage[]": dict,
 }
