@@ -66,6 +66,7 @@ def serve():
     import tisfm_core.analysis  # noqa: F401
     import tisfm_core.cli  # noqa: F401
     import tisfm_core.demo_models  # noqa: F401
+    import tisfm_core.finetune  # noqa: F401
     import tisfm_core.path  # noqa: F401
     import tisfm_core.reference  # noqa: F401
     import tisfm_core.workflows  # noqa: F401

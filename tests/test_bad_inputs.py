@@ -390,6 +390,8 @@ HOSTILE = [
      "{meme} --out {run} --force", 2, "float32", None, ()),
     ("train --force on a missing GPU", "train --sequences {fasta} --targets {tsv} --motifs {meme} --out {run} "
      "--force --device cuda --quiet", 2, "CUDA", None, ()),
+    ("finetune --force with bad targets", "finetune {run} --out {aitac} --force --sequences {fasta} "
+     "--targets {root}/targets_big.tsv", 2, "float32", None, ()),
     ("cv --force with a bad motif file", "cv --sequences {fasta} --targets {tsv} --motifs {tmp}/dup.meme "
      "--folds 3 --out {root}/cv --force", 2, "duplicate", None, ()),
     ("path --force with a bad grid", "path {run} --lambdas 0:1:0 --out {root}/path --force", 2,
@@ -425,8 +427,8 @@ def test_hostile_input_is_refused_within_bounds(world, hostile, capped, name, co
     names = sorted(p.name for p in root.iterdir())
     watched = [p for p in [tmp / "run", tmp / "aitac", *root.iterdir()] if p.name not in changes]
     before = [folder_digest(p) if p.is_dir() else p.read_bytes() for p in watched]
-    args = shlex.split(command.format(tmp=tmp, fasta=fasta, tsv=tsv, meme=meme, run=run, root=root,
-                                      allowed=hostile["allowed"]))
+    args = shlex.split(command.format(tmp=tmp, fasta=fasta, tsv=tsv, meme=meme, run=run, aitac=aitac,
+                                      root=root, allowed=hostile["allowed"]))
     result = capped.run(args, env={"TISFM_SERVER_ROOTS": str(hostile["allowed"])} if env == "roots" else None)
     shown = result["stderr"] if status else result["stdout"]
     assert result["code"] == status, result
