@@ -157,7 +157,7 @@ def finetune_form(row):
         st.info("Pick a usable run in the sidebar to fine-tune it.")
         return
     parent = Path(row["path"])
-    st.markdown(f"Fine-tune the active run **{row['display']}**: a new run starts from its weights and "
+    st.markdown(f"Fine-tune the active run **{ui.md_escape(row['display'])}**: a new run starts from its weights and "
                 "trains the parameters you choose on the data you give, as a **background job**. The "
                 "active run itself is never changed. Outputs it has keep their final-layer weights; new "
                 "outputs (other target columns) get weights fitted to the run's motif features first; "
@@ -201,7 +201,8 @@ def finetune_form(row):
             task = FinetuneTask(data=data_spec, train=train, training=TrainSettings(
                 epochs=int(epochs), lr=float(lr), batch_size=int(batch), random_state=seed,
                 device=None if device == "auto" else device))
-            with st.spinner("Checking the inputs against the run (reading and matching every file) ..."):
+            with st.spinner("Checking the inputs against the run (reading and matching every file) ..."), \
+                    contents_hidden(data is None or forms.reads_server_files(data, {"kind": None}, transform)):
                 summary = check_finetune_inputs(task, parent)
         label = f"{out.name}: fine-tune {parent.name} ({TRAIN_LABELS[train]}) on {data_label}"
         job = jobs.launch("finetune", [str(parent), "--out", str(out)], jobs_dir(), label=label, spec=task)

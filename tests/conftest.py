@@ -147,14 +147,15 @@ def write_bad_inputs(tmp, fasta, tsv):
     return files
 
 
-def folder_digest(folder):
-    """SHA-256 over the names and bytes of every file under ``folder`` ("" folder: nothing)."""
+def folder_digest(folder, skip=()):
+    """SHA-256 over the names and bytes of every file under ``folder`` ("" folder: nothing),
+    leaving out the top-level entries named in ``skip`` (caches)."""
     import hashlib
 
     h = hashlib.sha256()
     folder = Path(folder)
     for p in sorted(folder.rglob("*")) if folder.exists() else []:
-        if p.is_file():
+        if p.is_file() and p.relative_to(folder).parts[0] not in skip:
             h.update(str(p.relative_to(folder)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()

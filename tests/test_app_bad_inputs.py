@@ -22,6 +22,8 @@ from test_app import _run_files, _zip, page, texts
 from tisfm_core import jobs
 
 pytestmark = pytest.mark.slow
+#: Folders of the user's home that are caches, rebuilt at will (a genome's index), not saved work.
+CACHES = ("genome-index",)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +181,7 @@ def test_bad_input_gets_an_error_box_and_changes_nothing(bad, env, tmp_path, mon
     launched = []
     monkeypatch.setattr(jobs, "launch", lambda *a, **k: launched.append(a))
     home = tmp_path / "home"
-    before = folder_digest(env), folder_digest(home)
+    before = folder_digest(env), folder_digest(home, skip=CACHES)
     script, act = case
     at = page(script, env / "lineages_full")
     act(at, bad)
@@ -188,7 +190,7 @@ def test_bad_input_gets_an_error_box_and_changes_nothing(bad, env, tmp_path, mon
     assert any(needle in e for e in errors), errors
     assert all("Traceback" not in e and "Something went wrong" not in e for e in errors), errors
     assert not launched
-    assert (folder_digest(env), folder_digest(home)) == before            # no run changed, no upload left behind
+    assert (folder_digest(env), folder_digest(home, skip=CACHES)) == before   # no run changed, no upload left
     assert not (bad["tmp"] / "pwned").exists()
 
 
@@ -521,7 +523,7 @@ def test_hostile_input_gets_an_error_box_within_bounds(hostile, env, tmp_path, m
     home = tmp_path / "home"
     files = dict(hostile, md=_markdown_named(hostile["targets"], tmp_path))
     active = setup(files, home, monkeypatch) if setup else None
-    before = folder_digest(env), folder_digest(home), folder_digest(hostile["root"])
+    before = folder_digest(env), folder_digest(home, skip=CACHES), folder_digest(hostile["root"])
     started = time.perf_counter()
     with memory_cap() as cap:
         at = page(script, active)
@@ -539,7 +541,7 @@ def test_hostile_input_gets_an_error_box_within_bounds(hostile, env, tmp_path, m
         assert "<a " not in html and "<img" not in html, html
     assert not launched
     assert seconds < MAX_SECONDS and cap.added_mb < MAX_ADDED_MB, (seconds, cap.added_mb)
-    assert (folder_digest(env), folder_digest(home), folder_digest(hostile["root"])) == before
+    assert (folder_digest(env), folder_digest(home, skip=CACHES), folder_digest(hostile["root"])) == before
 
 
 def _markdown_named(source, tmp_path):

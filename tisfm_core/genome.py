@@ -181,7 +181,9 @@ class Genome:
         """The message for a contig that is not in this genome."""
         names = list(self.contigs)
         shown = ", ".join(f"'{n}'" for n in names[:5]) + (", ..." if len(names) > 5 else "")
-        return f"contig '{chrom}' is not in {self.path.name} (its contigs: {shown})"
+        # the contig was typed (a region) or read from the user's own variants; the genome's
+        # names are its contents, quoted (tisfm_core.server.redact)
+        return f"contig {chrom} is not in {self.path.name} (its contigs: {shown})"
 
     def text(self, chrom, start, end):
         """Upper-case bases ``[start, end)`` (0-based) of ``chrom``, which must lie in the contig."""
