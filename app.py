@@ -12,6 +12,7 @@ import streamlit as st
 
 from tisfm_app import ui
 from tisfm_core.finetune import describe_outputs, lineage
+from tisfm_core.metrics import format_metric
 from tisfm_core.plots import r2_bar
 from tisfm_core.runs import data_paths, run_origin
 from tisfm_core.workflows import summary
@@ -45,18 +46,19 @@ def lineage_card(path, config):
     if not config.get("lineage"):
         return
     rows = run_lineage(str(path), ui.run_stamp(path))
-    st.markdown("**Lineage** (oldest first): " + " → ".join(f"`{r['name']}` ({r['made']})" for r in rows))
+    e = ui.md_escape   # names and records come from config.json files: maybe uploads
+    st.markdown("**Lineage** (oldest first): " + " → ".join(f"{e(r['name'])} ({e(r['made'])})" for r in rows))
     record = config.get("finetune") or {}
     if record:
-        st.markdown(f"- this run trained **{record.get('train')}** ({record.get('n_parameters', 0):,} "
-                    f"parameters) starting from `{rows[-2]['name']}`\n- "
-                    + describe_outputs(record.get("outputs") or {"kept": [], "new": [], "dropped": []}))
+        st.markdown(f"- this run trained **{e(record.get('train'))}** ({record.get('n_parameters', 0):,} "
+                    f"parameters) starting from {e(rows[-2]['name'])}\n- "
+                    + e(describe_outputs(record.get("outputs") or {"kept": [], "new": [], "dropped": []})))
     for r in rows[:-1]:
         if not r["present"]:
-            st.warning(f"Ancestor {r['name']} is no longer at {r['path']}.")
+            st.warning(f"Ancestor {e(r['name'])} is no longer at {e(r['path'])}.")
         elif r["unchanged"] is False:
-            st.warning(f"Ancestor {r['name']} at {r['path']} has other weights than when it was fine-tuned "
-                       "from (retrained or replaced).")
+            st.warning(f"Ancestor {e(r['name'])} at {e(r['path'])} has other weights than when it was "
+                       "fine-tuned from (retrained or replaced).")
 
 
 def card(row):
@@ -82,13 +84,14 @@ def card(row):
     with right:
         st.markdown("**Training**")
         split = config.get("split", {})
-        lines = [f"- {ui.md_escape(run_origin(config))}"]
+        e = ui.md_escape
+        lines = [f"- {e(run_origin(config))}"]
         if not config.get("imported"):
-            lines.append(f"- epochs: {training.get('epochs', '?')} (+ {training.get('finetune_epochs', 0)} "
-                         f"fine-tuning), penalty {training.get('penalty', 'none')}")
-            lines.append(f"- split: fold {split.get('fold')} of {split.get('n_folds')} ({split.get('n_train')} "
-                         f"train / {split.get('n_val')} val / {split.get('n_test')} test)"
-                         if split else "- no split recorded")
+            lines.append(f"- epochs: {e(training.get('epochs', '?'))} (+ {e(training.get('finetune_epochs', 0))} "
+                         f"fine-tuning), penalty {e(training.get('penalty', 'none'))}")
+            lines.append(f"- split: fold {e(split.get('fold'))} of {e(split.get('n_folds'))} "
+                         f"({e(split.get('n_train'))} train / {e(split.get('n_val'))} val / "
+                         f"{e(split.get('n_test'))} test)" if split else "- no split recorded")
         if config.get("group"):
             lines.append(f"- part of the cross-validation set **{ui.md_escape(config['group'])}**")
         st.markdown("\n".join(lines))
@@ -97,15 +100,18 @@ def card(row):
     lineage_card(path, config)
     test = info["metrics"].get("test")
     if test and test.get("r2"):
-        table = pd.DataFrame({"output": test["outputs"], "test_r2": test["r2"],
+        table = pd.DataFrame({"output": test.get("outputs") or info["outputs"], "test_r2": test["r2"],
                               "test_pearson": test.get("pearson"), "test_mse": test.get("mse")})
-        st.markdown(f"**Test accuracy** (n = {test.get('n')} regions, mean R² {test.get('mean_r2', float('nan')):.3f})")
+        st.markdown(f"**Test accuracy** (n = {ui.md_escape(test.get('n'))} regions, mean R² "
+                    f"{format_metric(test.get('mean_r2'))})")
         c1, c2 = st.columns([2, 3])
-        with c1:
-            st.dataframe(table, hide_index=True, width="stretch")
+        with c1:   # shown with 3 decimals, "n/a" where a metric is undefined (a constant output)
+            shown = table.assign(**{c: table[c].map(format_metric) for c in table.columns[1:]})
+            st.dataframe(shown, hide_index=True, width="stretch")
         with c2:
             ui.show_plotly(r2_bar(table["output"], table["test_r2"]), key="home_r2", name="test_r2",
-                           data=table, caption="Test R² of each output on the run's held-out test regions.")
+                           data=table, caption="Test R² of each output on the run's held-out test regions "
+                                               "(n/a: undefined, the output is constant).")
     else:
         st.info("This run has no test metrics (imported or evaluated elsewhere).")
 
@@ -125,8 +131,8 @@ def data_lines(path, config, info):
         if key in files:
             rel, exists = files[key]
             lines.append(f"- {what}: {ui.md_escape(rel)}" + ("" if exists else " (missing)"))
-    lines.append(f"- {data.get('n_regions', '?')} regions of {info['length']} bp, transform "
-                 f"**{transform.get('kind') or 'none'}**")
+    lines.append(f"- {ui.md_escape(data.get('n_regions', '?'))} regions of {info['length']} bp, transform "
+                 f"**{ui.md_escape(transform.get('kind') or 'none')}**")
     return "\n".join(lines) + "\n\nPaths are relative to the run folder."
 
 

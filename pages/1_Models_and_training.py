@@ -14,7 +14,7 @@ from tisfm_core import jobs
 from tisfm_core.errors import TisfmError
 from tisfm_core.finetune import check_finetune_inputs, describe_outputs, recorded_data
 from tisfm_core.runs import list_runs
-from tisfm_core.server import data_dir, jobs_dir, server_path, user_runs_dir
+from tisfm_core.server import contents_hidden, data_dir, jobs_dir, server_path, user_runs_dir
 from tisfm_core.specs import (
     MODEL_VARIANTS,
     VARIANTS,
@@ -32,7 +32,7 @@ def runs_table():
     rows = list_runs(ui.runs_folders())
     st.subheader("Runs")
     if not rows:
-        st.info("No runs yet in " + ", ".join(str(f) for f in ui.runs_folders()) + ".")
+        st.info("No runs yet in " + ui.md_escape(", ".join(str(f) for f in ui.runs_folders())) + ".")
         return
     table = pd.DataFrame([{
         "run": r["display"], "variant": r.get("variant", ""), "outputs": r.get("outputs"),
@@ -41,7 +41,7 @@ def runs_table():
         "created": r.get("created", ""), "problem": r.get("error", ""), "folder": r["path"],
     } for r in rows])
     st.dataframe(table, hide_index=True, width="stretch")
-    st.caption(f"{len(table)} run(s) in {', '.join(str(f) for f in ui.runs_folders())}; broken runs are "
+    st.caption(f"{len(table)} run(s) in {ui.md_escape(', '.join(str(f) for f in ui.runs_folders()))}; broken runs are "
                "listed with the problem.")
 
 
@@ -123,7 +123,8 @@ def training_form():
                              training=TrainSettings(epochs=int(epochs), finetune_epochs=int(finetune),
                                                     batch_size=int(batch), penalty=penalty, lam=float(lam),
                                                     device=None if device == "auto" else device))
-            with st.spinner("Checking the inputs (reading and matching every file) ..."):
+            with st.spinner("Checking the inputs (reading and matching every file) ..."), \
+                    contents_hidden(forms.reads_server_files(data, motifs, transform)):
                 summary = check_training_inputs(task)
         kind = "cv" if mode.startswith("Cross") else "train"
         label = (f"{out.name}: {variant} on {data_label} with {motif_label}"
@@ -156,7 +157,7 @@ def finetune_form(row):
         st.info("Pick a usable run in the sidebar to fine-tune it.")
         return
     parent = Path(row["path"])
-    st.markdown(f"Fine-tune the active run **{row['display']}**: a new run starts from its weights and "
+    st.markdown(f"Fine-tune the active run **{ui.md_escape(row['display'])}**: a new run starts from its weights and "
                 "trains the parameters you choose on the data you give, as a **background job**. The "
                 "active run itself is never changed. Outputs it has keep their final-layer weights; new "
                 "outputs (other target columns) get weights fitted to the run's motif features first; "
@@ -200,7 +201,8 @@ def finetune_form(row):
             task = FinetuneTask(data=data_spec, train=train, training=TrainSettings(
                 epochs=int(epochs), lr=float(lr), batch_size=int(batch), random_state=seed,
                 device=None if device == "auto" else device))
-            with st.spinner("Checking the inputs against the run (reading and matching every file) ..."):
+            with st.spinner("Checking the inputs against the run (reading and matching every file) ..."), \
+                    contents_hidden(data is None or forms.reads_server_files(data, {"kind": None}, transform)):
                 summary = check_finetune_inputs(task, parent)
         label = f"{out.name}: fine-tune {parent.name} ({TRAIN_LABELS[train]}) on {data_label}"
         job = jobs.launch("finetune", [str(parent), "--out", str(out)], jobs_dir(), label=label, spec=task)
@@ -215,7 +217,7 @@ def finetune_form(row):
 def _notice():
     notice = st.session_state.pop("_page_notice", None)
     if notice:
-        st.success(notice)
+        st.success(ui.md_escape(notice))
 
 
 def main():

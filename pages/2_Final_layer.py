@@ -241,7 +241,7 @@ def drift_section(path):
         cols[2].metric("Nearest to their own parent kernel", f"{s['parent_fraction_self_nearest']:.1%}")
         cols[3].metric("Mean MSE to the parent's kernels", f"{s['parent_mean_mse']:.4f}")
     if problem:
-        st.info(f"Not compared with the parent: {problem}")
+        st.info(f"Not compared with the parent: {ui.md_escape(problem)}")
     table = df.sort_values("mse", ascending=False).head(20)
     st.dataframe(table, hide_index=True, width="stretch")
     st.caption("The 20 kernels that moved most from their PWM: mean squared difference (mse), the most "

@@ -13,6 +13,7 @@ from tisfm_app import ui
 from tisfm_core import jobs
 from tisfm_core.path import (
     PATH_NPZ,
+    check_path_inputs,
     coefficients_at,
     find_paths,
     load_path,
@@ -20,7 +21,7 @@ from tisfm_core.path import (
     top_coefficients,
 )
 from tisfm_core.plots import path_coefficients, path_mse, weight_heatmap
-from tisfm_core.server import jobs_dir, user_runs_dir
+from tisfm_core.server import contents_hidden, jobs_dir, user_runs_dir
 from tisfm_core.specs import PathSpec
 
 INTRO = ("A regularization path retrains only the final layer at a series of penalty strengths λ "
@@ -45,6 +46,10 @@ def launch_form(run_path, expanded):
         if st.button("Start path job", key="start_path"):
             # a bad grid is refused here, not in the job
             spec = PathSpec(lambdas=tuple(parse_lambdas(grid, log=log)), penalty=penalty, epochs=int(epochs))
+            # the run's data paths come from its config (maybe an upload): allowed folders only,
+            # and their contents never in a message
+            with st.spinner("Checking the run's data ..."), contents_hidden():
+                check_path_inputs(ui.get_run(run_path))
             out = user_runs_dir() / "paths" / f"{Path(run_path).name}_{penalty}_{time.strftime('%Y%m%d-%H%M%S')}"
             job = jobs.launch("path", [str(run_path), "--out", str(out)], jobs_dir(), spec=spec,
                               label=f"{penalty} path of {Path(run_path).name}")
@@ -59,7 +64,7 @@ def path_views(path_dir):
     names = dict(zip(result.motif_ids, result.motif_names))
     best = result.best_table().drop(columns="index").reset_index().rename(columns={
         "lambda": "best λ", "val_mse": "validation MSE", "test_mse": "test MSE", "n_nonzero": "non-zero TFs"})
-    st.markdown(f"**{result.penalty.upper()}** path with {len(result.lambdas)} λ values "
+    st.markdown(f"**{ui.md_escape(result.penalty.upper())}** path with {len(result.lambdas)} λ values "
                 f"({result.lambdas.min():.3g} to {result.lambdas.max():.3g}"
                 f"{', log-spaced' if result.log_grid else ''}), {len(result.motif_ids)} TFs.")
     c1, c2, c3 = st.columns([3, 2, 2])

@@ -58,7 +58,7 @@ def tree_run(row):
               and r.get("kind") == "tisfm"]
     if not others:
         st.info(NEEDS.format(name=ui.md_escape(row["display"]),
-                             kind=transform.get("kind") or transform.get("spec") or "none"))
+                             kind=ui.md_escape(transform.get("kind") or transform.get("spec") or "none")))
         return None
     by_path = {r["path"]: r for r in others}
     choice = others[0]["path"]
@@ -68,7 +68,7 @@ def tree_run(row):
     name = ui.md_escape(by_path[choice]["display"])
     st.info(f"The active run {ui.md_escape(row['display'])} was not trained on tree-diff targets (one output "
             f"per edge of the cell-type tree). Shown here: **{name}**, a tree-diff run of your runs folders.")
-    st.button(f"Make {by_path[choice]['display']} the active run", key="use_tree_run", type="primary",
+    st.button(f"Make {name} the active run", key="use_tree_run", type="primary",
               on_click=ui.set_active_run, args=(choice,))
     return Path(choice)
 

@@ -26,7 +26,7 @@ from tisfm_core.plots import agreement_scatter, attribution_logo, base_heatmap, 
 from tisfm_core.runs import resolve_run_data
 from tisfm_core.scan import MAX_REGION, scan_region, window_starts
 from tisfm_core.sequences import decode, parse_sequence_text
-from tisfm_core.server import data_dir, server_path
+from tisfm_core.server import contents_hidden, data_dir, server_path
 from tisfm_core.textfiles import check_input_file, decode_text
 from tisfm_core.uploads import UploadBatch
 from tisfm_core.variants import aligned_difference, describe, parse_variant_lines, read_vcf, score_variants, \
@@ -37,6 +37,8 @@ INTRO = ("TISM (Taylor in-silico mutagenesis) estimates, from one gradient, how 
          "height = minus the mean change over its three substitutions: tall letters above zero are bases "
          "the output depends on, letters below zero are bases that hold it down.")
 MAX_SEQUENCES = 50
+#: Largest pasted or uploaded (decompressed) text: about 50,000 records of 300 bp.
+MAX_TEXT = 16 * 2**20
 CHUNK = 8
 BASES = "ACGT"
 EXAMPLE = ">my_region\nACGT... (one sequence of the run's length per FASTA record, or raw DNA)"
@@ -54,11 +56,13 @@ SHOWN_PROBLEMS = 20
 @st.cache_data(max_entries=8, show_spinner="Reading the run's sequences ...")
 def run_sequences(path, stamp):
     run = ui.get_run(path)
-    data = resolve_run_data(run)   # run-relative paths when the run was moved
-    if not (data.get("sequences") or data.get("bed")):
-        raise TisfmError(f"run {Path(path).name} records no training sequences")
-    seqs = load_sequences(data.get("sequences"), bed=data.get("bed"), genome=data.get("genome"),
-                          length=int(run.config["model"]["config"]["length"]))
+    # the paths come from the run's config (maybe an upload): only allowed folders, no contents shown
+    with contents_hidden():
+        data = resolve_run_data(run)   # run-relative paths when the run was moved
+        if not (data.get("sequences") or data.get("bed")):
+            raise TisfmError(f"run {Path(path).name} records no training sequences")
+        seqs = load_sequences(data.get("sequences"), bed=data.get("bed"), genome=data.get("genome"),
+                              length=int(run.config["model"]["config"]["length"]))
     return list(seqs.ids), seqs.indices
 
 
@@ -87,13 +91,15 @@ def sequence_input(path, length):
         if not text.strip():
             st.info(f"Paste one or more sequences of {length} bp, or choose another source.")
             return None
+        if len(text) > MAX_TEXT:
+            raise TisfmError(f"the pasted text is longer than {MAX_TEXT // 2**20} Mi characters; refused")
         return _pair(parse_sequence_text(text, length=length, what="the pasted sequences"))
     if mode == "Upload FASTA":
         upload = st.file_uploader("FASTA file (plain or gzip)", type=["fa", "fasta", "fna", "txt", "gz"],
                                   key="tism_fasta")
         if upload is None:
             return None
-        text = decode_text(upload.getvalue(), upload.name)
+        text = decode_text(upload.getvalue(), upload.name, max_bytes=MAX_TEXT)
         return _pair(parse_sequence_text(text, length=length, what=upload.name))
     if mode == "Region of the run's data":
         ids, indices = run_sequences(str(path), ui.run_stamp(path))
@@ -109,7 +115,8 @@ def sequence_input(path, length):
     if not fasta.strip() or not region.strip():
         st.info(f"Give the genome FASTA and a region; the {length}-bp window centred on the region is used.")
         return None
-    return genome_window(str(server_path(fasta, "genome FASTA")), region.strip(), length)
+    with contents_hidden():
+        return genome_window(str(server_path(fasta, "genome FASTA")), region.strip(), length)
 
 
 def _fill_example(path):
@@ -205,7 +212,7 @@ def main():
                                "change over the three substitutions); the track underneath: motif matches "
                                "(relative score ≥ threshold; + or − strand).")
     if run.motifs is not None:
-        with st.expander(f"Motif hits in {name} ({len(hits)})"):
+        with st.expander(f"Motif hits in {ui.md_escape(name)} ({len(hits)})"):
             st.dataframe(hits.drop(columns="sequence").rename(columns={"start": "start (1-based)",
                                                                        "end": "end (inclusive)"}),
                          hide_index=True, width="stretch")
@@ -236,7 +243,7 @@ def ism_check(run, indices, n, name, out, output, tism_values):
         return
     exact = store[key]
     r = float(agreement(tism_values, exact, indices=indices[n:n + 1])[0, 0])
-    st.metric(f"Pearson r, TISM vs exact ISM ({name}, {output})", f"{r:.3f}")
+    st.metric(f"Pearson r, TISM vs exact ISM ({ui.md_escape(name)}, {ui.md_escape(output)})", f"{r:.3f}")
     fig = agreement_scatter(tism_values[0, 0], exact[0, 0])
     data = pd.DataFrame({"position": np.repeat(np.arange(1, exact.shape[-1] + 1), 4),
                          "base": list(BASES) * exact.shape[-1],
@@ -256,7 +263,7 @@ def variant_table(run, indices, n, name, out_index, seq):
     table = pd.concat(parts, ignore_index=True).drop(columns="sequence")
     table["position"] = table["position"] + 1
     st.dataframe(table, hide_index=True, width="stretch")
-    st.caption(f"Predicted outputs of {name} with the reference base {ref} at position {position} and with "
+    st.caption(f"Predicted outputs of {ui.md_escape(name)} with the reference base {ref} at position {position} and with "
                "each alternative base: the exact change and the TISM estimate.")
     st.download_button("CSV", table.to_csv(index=False), file_name=f"variants_{name}_{position}.csv",
                        mime="text/csv", key="variant_csv", on_click="ignore")

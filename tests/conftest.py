@@ -147,17 +147,114 @@ def write_bad_inputs(tmp, fasta, tsv):
     return files
 
 
-def folder_digest(folder):
-    """SHA-256 over the names and bytes of every file under ``folder`` ("" folder: nothing)."""
+def folder_digest(folder, skip=()):
+    """SHA-256 over the names and bytes of every file under ``folder`` ("" folder: nothing),
+    leaving out the top-level entries named in ``skip`` (caches)."""
     import hashlib
 
     h = hashlib.sha256()
     folder = Path(folder)
     for p in sorted(folder.rglob("*")) if folder.exists() else []:
-        if p.is_file():
+        if p.is_file() and p.relative_to(folder).parts[0] not in skip:
             h.update(str(p.relative_to(folder)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def reference_state(run):
+    """A run's weights under the reference implementation's parameter names (a state dict as
+    the reference's torch.save writes it)."""
+    from tisfm_core.reference import NAME_MAP
+    from tisfm_core.runs import load_run
+
+    ours = load_run(run).model.state_dict()
+    return {ref: ours[name].clone() for ref, name in NAME_MAP.items() if name in ours}
+
+
+# -- decompression bombs, made at test time -------------------------------------------------------
+
+def gzip_bomb(size_mb=1024, *, head=b"", fill=b"A"):
+    """A real gzip file of ``head`` + ``size_mb`` MiB of ``fill`` (about 1000-fold smaller: one
+    compressed MiB repeated as concatenated gzip members, which gzip readers inflate in full)."""
+    import gzip
+
+    member = gzip.compress(fill * 2**20, compresslevel=9)
+    return gzip.compress(head) + member * size_mb
+
+
+def deflate_bomb(size_mb=1024):
+    """(raw deflate stream, CRC-32) of ``size_mb`` MiB of zero bytes, about 1000-fold smaller.
+
+    One MiB compressed with a full flush is a self-contained run of deflate blocks; repeated and
+    closed with an empty final block it is a valid stream of the whole size.
+    """
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(b"\0" * 2**20) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc, chunk = 0, b"\0" * 2**20
+    for _ in range(size_mb):
+        crc = zlib.crc32(chunk, crc)
+    return block * size_mb + compressor.flush(), crc
+
+
+def make_zip(members):
+    """Bytes of a zip archive. ``members``: name -> bytes (deflated here) or (raw deflate
+    stream, crc, size) for a member compressed elsewhere (a bomb)."""
+    import struct
+    import zlib
+
+    local, central = b"", b""
+    for name, value in members.items():
+        if isinstance(value, tuple):
+            data, crc, size = value
+        else:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+            data, crc, size = compressor.compress(value) + compressor.flush(), zlib.crc32(value), len(value)
+        encoded = name.encode()
+        offset = len(local)
+        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(data), size,
+                             len(encoded), 0) + encoded + data
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0x031E, 20, 0, 8, 0, 0x21, crc,
+                               len(data), size, len(encoded), 0, 0, 0, 0, 0o100644 << 16,
+                               offset) + encoded
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central),
+                      len(local), 0)
+    return local + central + end
+
+
+def _proc_status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class memory_cap:
+    """Cap this process's address space at what it has mapped now plus ``cap_mb`` for the
+    duration of a ``with`` block (an allocation past it raises MemoryError instead of taking the
+    machine), and measure what the block added to the resident memory (``added_mb``: the peak,
+    reset at the start through /proc/self/clear_refs, minus the resident memory then)."""
+
+    def __init__(self, cap_mb=1536):
+        self.cap = cap_mb * 2**20
+
+    def __enter__(self):
+        import resource
+
+        self.saved = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        self.start = _proc_status("VmRSS")
+        resource.setrlimit(resource.RLIMIT_AS, (_proc_status("VmSize") + self.cap, self.saved[1]))
+        return self
+
+    def __exit__(self, *exc):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, self.saved)
+        self.added_mb = (_proc_status("VmHWM") - self.start) / 2**20
+        return False
 
 
 def sensitive_tisfm(variant="full", random_state=0, *, n_outputs=3, length=48, **kwargs):

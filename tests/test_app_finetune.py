@@ -140,7 +140,7 @@ def test_run_card_shows_the_lineage(env, child, monkeypatch):
     _with_child(monkeypatch, env, child)
     at = page("app.py", child)
     body = "\n".join(texts(at.markdown))
-    assert "**Lineage** (oldest first): `lineages_full` (trained) → `child` (fine-tuned (train all))" in body
+    assert "**Lineage** (oldest first): lineages_full (trained) → child (fine-tuned (train all))" in body
     assert "this run trained **all**" in body and "7 kept" in body
 
 

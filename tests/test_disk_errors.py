@@ -133,3 +133,27 @@ def test_jobs_in_an_unwritable_folder_are_refused_with_the_folder_named(tmp_path
     blocker.write_text("x")
     with pytest.raises(TisfmError, match="cannot create the jobs folder .*jobs_file"):
         jobs.launch("train", ["--resume", str(tmp_path / "run")], blocker / "jobs")
+
+
+def test_orphaned_temporary_files_are_removed_only_when_ours_and_old(tmp_path):
+    """A write killed mid-way leaves ``.NAME.XXXXXXXX.tmp``: the next write into the folder, and
+    the app's sweep of the user's folders, remove those older than an hour and nothing else."""
+    import time
+
+    from tisfm_core import atomic
+
+    folder = tmp_path / "run"
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    old = time.time() - 2 * atomic.STALE_TEMP_SECONDS
+    names = {".config.json.abcd_123.tmp": old, ".config.json.fresh123.tmp": time.time(),
+             "notes.tmp": old, ".config.json.tmp": old, ".x.toolong123.tmp": old}
+    for name, mtime in names.items():
+        for where in (folder, folder / "nested" / "deeper"):
+            (where / name).write_text("partial")
+            os.utime(where / name, (mtime, mtime))
+    atomic.write_text(folder / "config.json", "{}\n")
+    left = sorted(p.name for p in folder.iterdir() if p.is_file())
+    assert left == [".config.json.fresh123.tmp", ".config.json.tmp", ".x.toolong123.tmp", "config.json",
+                    "notes.tmp"]
+    removed = atomic.sweep_stale_temps(tmp_path)
+    assert removed == [folder / "nested" / "deeper" / ".config.json.abcd_123.tmp"]

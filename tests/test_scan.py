@@ -183,7 +183,7 @@ def test_read_region_never_writes_next_to_the_genome(genome, tmp_path):
     with open_genome(path, index_dir=cache) as g:
         assert g.contigs == {"chr1": 400, "chr2": 130} and g.index_path.parent == cache
         assert read_region(g, "chr2:1-130").indices.shape == (130,)
-    with pytest.raises(TisfmError, match=r"contig chr3 is not in g.fa \(its contigs: chr1, chr2\)"):
+    with pytest.raises(TisfmError, match=r"contig chr3 is not in g.fa \(its contigs: 'chr1', 'chr2'\)"):
         read_region(path, "chr3:1-10", index_dir=cache)
     with pytest.raises(TisfmError, match=r"region chr2:100-131 runs past the end of chr2 \(130 bp, last "
                                          "position 130\\)"):

@@ -237,13 +237,13 @@ def test_narrowpeak_summit_and_names(tmp_path, genome):
 
 
 @pytest.mark.parametrize("line, pattern", [
-    ("chrX\t1\t5", r"line 2: contig chrX is not in .*genome.fa \(its contigs: chr1, chr2, chrM\)"),
-    ("chr2\t240\t260", r"line 2: interval chr2:240-260 runs past the end of chr2 \(250 bp\)"),
-    ("chr1\t1.5\t9", r"line 2 \(contig chr1\): start '1.5' is not an integer"),
-    ("chr1\t1\tten", r"line 2 \(contig chr1\): end 'ten' is not an integer"),
+    ("chrX\t1\t5", r"line 2: contig 'chrX' is not in .*genome.fa \(its contigs: 'chr1', 'chr2', 'chrM'\)"),
+    ("chr2\t240\t260", r"line 2: interval 'chr2:240-260' runs past the end of 'chr2' \(250 bp\)"),
+    ("chr1\t1.5\t9", r"line 2 \(contig 'chr1'\): start '1.5' is not an integer"),
+    ("chr1\t1\tten", r"line 2 \(contig 'chr1'\): end 'ten' is not an integer"),
     ("chr1\t5", r"line 2: found 2 column\(s\)"),
-    ("chr1\t50\t50", r"line 2: interval chr1:50-50 has start >= end"),
-    ("chr1\t-5\t50", r"line 2: interval chr1:-5-50 starts before 0"),
+    ("chr1\t50\t50", r"line 2: interval 'chr1:50-50' has start >= end"),
+    ("chr1\t-5\t50", r"line 2: interval 'chr1:-5-50' starts before 0"),
     ("chr1\t0\t5\tp2", r"region id 'p2' appears twice \(lines 1 and 2\)"),
 ])
 def test_bed_errors(tmp_path, genome, line, pattern):
@@ -290,3 +290,14 @@ def test_one_hot_torch_rejects_bad_input_on_cpu():
         one_hot_torch(torch.tensor([[0, 1, 9]]))
     with pytest.raises(TisfmError, match="integers"):
         one_hot_torch(torch.zeros(2, 3))
+
+
+def test_forty_thousand_pasted_records_parse_to_the_same_sequences():
+    """What the TISM page accepts at once (16 MiB): every record read back in order, ids kept."""
+    rng = np.random.default_rng(3)
+    indices = rng.integers(0, 4, (40_000, 300)).astype(np.uint8)
+    text = "".join(f">s{i} some description\n{s[:150]}\n{s[150:]}\n"
+                   for i, s in enumerate(seqmod.decode(indices)))
+    got = seqmod.parse_sequence_text(text, length=300)
+    assert got.ids[0] == "s0" and got.ids[-1] == "s39999" and len(set(got.ids)) == 40_000
+    assert np.array_equal(got.indices, indices)

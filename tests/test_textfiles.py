@@ -68,3 +68,64 @@ def test_comma_separated_targets_are_named_as_such(files):
     csv.write_text(files["tsv"].read_text().replace("\t", ","))
     with pytest.raises(TisfmError, match="comma- or semicolon-separated"):
         read_targets(csv)
+
+
+def test_bounded_decompression(tmp_path, monkeypatch):
+    """Bombs stop at the expansion guard, long lines at the line cap, big text at the size cap;
+    genuine compressed text (about 4-fold) reads in full."""
+    from conftest import gzip_bomb
+
+    from tisfm_core import textfiles
+    from tisfm_core.textfiles import decode_text, iter_lines
+
+    bomb = gzip_bomb(64, head=b">a\n")
+    with pytest.raises(TisfmError, match="expands more than 200-fold.*refused after 16 MiB"):
+        decode_text(bomb, "x.fa.gz")
+    path = tmp_path / "bomb.fa.gz"
+    path.write_bytes(bomb)
+    with pytest.raises(TisfmError, match="bomb.fa.gz expands more than 200-fold"):
+        read_text(path, "FASTA file")
+    rng = np.random.default_rng(0)
+    text = "".join(f">r{i}\n" + "".join(rng.choice(list("ACGT"), 300)) + "\n" for i in range(200))
+    assert decode_text(gzip.compress(text.encode()), "y.fa.gz") == text
+    with pytest.raises(TisfmError, match="larger than 100 bytes"):
+        decode_text(text.encode(), "y.fa", max_bytes=100)
+    monkeypatch.setattr(textfiles, "MAX_LINE_CHARS", 1000)
+    long = tmp_path / "long.txt"
+    long.write_text("short\n" + "A" * 5000 + "\n")
+    with pytest.raises(TisfmError, match="line 2 is longer than"):
+        list(iter_lines(long, "sequence file"))
+
+
+def test_zip_directories_are_checked_before_reading(tmp_path):
+    from conftest import deflate_bomb, make_zip
+
+    from tisfm_core.textfiles import check_zip_sizes, open_zip
+
+    stream, crc = deflate_bomb(64)
+    with open_zip(make_zip({"a": b"x" * 1000, "b": (stream, crc, 64 * 2**20)}), "z") as archive:
+        with pytest.raises(TisfmError, match="'b' expands more than 200-fold"):
+            check_zip_sizes(archive, "z", max_bytes=2**30)
+    with open_zip(make_zip({"a": b"x" * 1000, "c": b"y" * 1000}), "z") as archive:
+        assert check_zip_sizes(archive, "z", max_bytes=2000) == 2000
+        with pytest.raises(TisfmError, match="unpacks to more than"):
+            check_zip_sizes(archive, "z", max_bytes=1999)
+    with pytest.raises(TisfmError, match="lists 30 entries; at most 10"):
+        open_zip(make_zip({f"m{i}": b"" for i in range(30)}), "z", max_members=10)
+    with pytest.raises(TisfmError, match="is not a zip archive"):
+        open_zip(b"PK\x03\x04 truncated", "z")
+
+
+def test_npz_members_are_checked_before_numpy_inflates_them(tmp_path):
+    from conftest import deflate_bomb, make_zip
+
+    from tisfm_core.atomic import read_arrays
+
+    stream, crc = deflate_bomb(64)
+    bomb = tmp_path / "path.npz"
+    bomb.write_bytes(make_zip({"coefs.npy": (stream, crc, 64 * 2**20)}))
+    with pytest.raises(TisfmError, match="'coefs.npy' expands more than 200-fold"):
+        read_arrays(bomb, what="path file")
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, a=np.zeros((100, 100)))
+    assert read_arrays(good)["a"].shape == (100, 100)

@@ -113,7 +113,7 @@ def test_vcf_gives_exactly_the_expected_rows_and_messages(genome, run, tmp_path,
     expected_messages = {
         3: "ALT '*' (an allele deleted by an overlapping variant) has no bases to score",
         6: f"REF {wrong} does not match the genome: chr1:300 is {c1[299]}",
-        7: "contig chrZ is not in g.fa (its contigs: chr1, chr2)",
+        7: "contig chrZ is not in g.fa (its contigs: 'chr1', 'chr2')",
         8: "position 301 lies past the end of chr2 (300 bp)",
         9: "symbolic ALT allele <DEL> is not supported: only alleles written as bases can be scored",
         10: "the 48-bp window centred on it would start 15 bp before the start of chr1",

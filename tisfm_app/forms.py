@@ -125,6 +125,12 @@ def resolve_data(spec, transform, uploads, *, folds=10):
     return data, f"uploaded {spec['sequences'].name}", None
 
 
+def reads_server_files(data, motifs, transform):
+    """Whether the form's choice reads files the user did not upload (typed server paths): then
+    error messages must not show what those files hold (tisfm_core.server.contents_hidden)."""
+    return "server" in (data["kind"], motifs["kind"]) or ":" in str(transform or "")
+
+
 def motif_inputs(demo):
     options = (["demo atlas motifs"] if demo else []) + ["JASPAR release", "file on this server", "upload"]
     choice = st.radio("Motifs", options, horizontal=True, key="motif_source")

@@ -55,21 +55,22 @@ def job_details(row):
     state = row["state"]
     icon = _ICONS.get(state, ":material/error:" if state in jobs.UNFINISHED_STATES else
                       ":material/hourglass_top:")
-    title = f"{row['label'] or row['id']} · {state}"
+    title = f"{ui.md_escape(row['label'] or row['id'])} · {state}"
     with st.expander(title, expanded=state in ACTIVE_STATES, icon=icon):
         text = jobs.progress_text(row)
-        st.progress(min(max(row["fraction"], 0.0), 1.0), text=text)
+        st.progress(min(max(row["fraction"], 0.0), 1.0), text=ui.md_escape(text))
         bits = [f"backend **{row.get('backend', 'local')}**"]
         if row.get("slurm_id"):
             bits.append(f"SLURM job **{row['slurm_id']}**"
                         + (f" ({row['scheduler_state']})" if row.get("scheduler_state") else ""))
         if state == "queued" and row.get("reason"):
-            bits.append(f"waits: {row['reason']}")
+            bits.append(f"waits: {ui.md_escape(row['reason'])}")
         st.caption(" · ".join(bits))
         if state in ("died", "failed", "timeout", "node_fail"):
-            st.error(f"Job {row['id']} {state.replace('_', ' ')}: {row['message']}")
+            st.error(f"Job {ui.md_escape(row['id'])} {state.replace('_', ' ')}: {ui.md_escape(row['message'])}")
         elif state == "unknown":
-            st.warning(f"The state of job {row['id']} cannot be read now: {row['message']}")
+            st.warning(f"The state of job {ui.md_escape(row['id'])} cannot be read now: "
+                       f"{ui.md_escape(row['message'])}")
         history = row.get("history") or []
         if history:
             ui.show_plotly(loss_curve(history, title="Loss per epoch"), key=f"loss_{row['id']}",
@@ -84,7 +85,7 @@ def job_details(row):
                                              icon=":material/open_in_new:"):
                 _open(run)
         if row.get("out"):
-            st.caption(f"Output: {row['out']}")
+            st.caption(f"Output: {ui.md_escape(row['out'])}")
 
 
 def jobs_panel():
@@ -96,7 +97,7 @@ def jobs_panel():
         st.rerun()  # a job ended: refresh the whole page so its run shows up in the lists
     notice = st.session_state.pop("_job_notice", None)
     if notice:
-        getattr(st, notice[0])(notice[1])
+        getattr(st, notice[0])(ui.md_escape(notice[1]))
     if not rows:
         st.info("No jobs yet.")
         return

@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from tisfm_core.atomic import sweep_stale_temps
 from tisfm_core.demo import run_truth
 from tisfm_core.errors import TisfmError
 from tisfm_core.motifs import motif_url
 from tisfm_core.plots import figure_image
 from tisfm_core.runs import CONFIG, WEIGHTS, list_runs, load_run, read_run_config
-from tisfm_core.server import readable_here, split_folders, user_runs_dir
+from tisfm_core.server import home_dir, readable_here, split_folders, user_runs_dir
 
 #: The checkout: the shipped demo runs are in its trained_models/.
 REPO = Path(__file__).resolve().parents[1]
@@ -44,12 +45,16 @@ TFS = "searched_tfs"          # session key of the TFs typed into the search box
 _URL_READ = "_url_read"       # session key: the URL parameters already read in this session
 RUN_PARAM = "run"
 TF_PARAM = "tf"
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+# Markdown (and Streamlit's extensions: :icon:, :color[...], $math$) special characters; every
+# one of them may be backslash-escaped (CommonMark escapes any ASCII punctuation).
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=@&])")
 
 
 def md_escape(text):
-    """``text`` with every Markdown (and Streamlit shortcode, LaTeX) character escaped, on one
-    line: for file names, run names and labels inside ``st.markdown``."""
+    """``text`` on one line with every Markdown (and Streamlit shortcode, LaTeX) character
+    escaped: for user text (file, run, output and job names, messages quoting an upload)
+    wherever Streamlit renders Markdown (markdown, captions, titles, error boxes, expander and
+    progress labels), so that it shows as typed, never as a link, an image, formatting or LaTeX."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
@@ -116,7 +121,6 @@ def from_url(key, param, default, *, valid=None, many=False, kind=str):
     if current is None or (many and not all(ok(v) for v in current)) or (not many and not ok(current)):
         st.session_state[key] = [v for v in current if ok(v)] if many and current else default
     return st.session_state[key]
-
 
 def default_folders_text():
     """``TISFM_RUNS`` (folders separated by ``os.pathsep``) or the shipped ``trained_models/``."""
@@ -224,6 +228,13 @@ def sidebar():
         return row
 
 
+@st.cache_resource(show_spinner=False)
+def _swept(home):
+    """Once per server process and home folder: remove temporary files that writes interrupted
+    by a crash left behind (tisfm_core.atomic.sweep_stale_temps)."""
+    return len(sweep_stale_temps(home))
+
+
 def run_param(row):
     """The URL value naming a run: its name in its runs folder."""
     return row["display"]
@@ -242,6 +253,7 @@ def set_active_run(path):
 def setup(title, intro=None):
     """Page config, sidebar and title; returns the active run's row (or None)."""
     st.set_page_config(page_title=f"{title} · tiSFM Explorer", layout="wide")
+    _swept(str(home_dir()))
     row = sidebar()
     st.title(title)
     if intro:
@@ -280,13 +292,13 @@ def guarded(body, *args, **kwargs):
     try:
         return body(*args, **kwargs)
     except TisfmError as exc:
-        st.error(str(exc))
+        st.error(md_escape(exc))
     except MemoryError:
         st.error("Out of memory: try fewer sequences or outputs.")
     except Exception as exc:  # an internal bug: one line here, the traceback in the server log
         LOG.error("page error: %s", traceback.format_exc())
-        st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the "
-                 "server log.")
+        st.error(f"Something went wrong ({type(exc).__name__}: {md_escape(exc)}). The details are "
+                 "in the server log.")
     return None
 
 
@@ -358,7 +370,7 @@ def show_plotly(fig, *, caption, data, name, key, select=False, width="stretch")
     ``width="content"`` draws a figure at its own width (one laid out in pixels)."""
     event = st.plotly_chart(fig, key=key, on_select="rerun" if select else "ignore",
                             selection_mode="points", config={"displaylogo": False}, width=width)
-    st.caption(caption)
+    st.caption(md_escape(caption))   # captions name outputs and sequences: user text
     downloads(fig, data, name, key)
     return event
 
@@ -366,7 +378,7 @@ def show_plotly(fig, *, caption, data, name, key, select=False, width="stretch")
 def show_matplotlib(fig, *, caption, data, name, key):
     """A matplotlib figure (logos) with its caption and downloads."""
     st.pyplot(fig, clear_figure=False)
-    st.caption(caption)
+    st.caption(md_escape(caption))
     downloads(fig, data, name, key)
 
 

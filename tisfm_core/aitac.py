@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .errors import TisfmError
+from .model import check_model_memory
 
 __all__ = ["AITAC"]
 
@@ -65,6 +66,8 @@ class AITAC(nn.Module):
         if min(lengths) < 1:
             raise TisfmError(f"AITAC option 'length' is too short: the layers of length {length} "
                              f"shrink to {lengths}; use at least 16.")
+        check_model_memory(self.memory_estimate(), f"AI-TAC with {n_outputs:,} outputs, a {length:,} "
+                                                   f"bp window and {n_filters:,} filters")
 
         blocks, in_channels = [], 1
         for index, (channels, width, pad, pool) in enumerate(_BLOCKS):
@@ -100,6 +103,21 @@ class AITAC(nn.Module):
         for layer in (self.fc1, self.fc2):
             nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
         nn.init.kaiming_uniform_(self.fc3.weight, nonlinearity="linear")
+
+    def n_parameters(self):
+        """Parameter count (computed from the options, before the layers exist)."""
+        count, in_channels = 0, 1
+        for index, (channels, width, _, _) in enumerate(_BLOCKS):
+            channels = self.n_filters if channels is None else channels
+            count += channels * in_channels * (4 if index == 0 else 1) * width + 3 * channels
+            in_channels = channels
+        flatten = in_channels * self.feature_lengths()[-1]
+        return count + (flatten + 1) * _HIDDEN + (_HIDDEN + 1) * _HIDDEN + (_HIDDEN + 1) * self.n_outputs
+
+    def memory_estimate(self, chunk_size=16):
+        """Bytes to train: weights, gradients and two Adam moments, plus three float copies of
+        the widest activation for ``chunk_size`` sequences (see :func:`check_model_memory`)."""
+        return 4 * (4 * self.n_parameters() + 3 * chunk_size * self.n_filters * self.length)
 
     def feature_lengths(self):
         """Sequence-axis length after each pad, conv and pool, in order.

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import TisfmError
-from .textfiles import check_input_file, read_text
+from .textfiles import MAX_TEXT_BYTES, check_input_file, check_zip_sizes, open_zip, read_text
 
 
 def _fsync_dir(folder):
@@ -43,8 +46,52 @@ def check_output_folder(out, *, force, hint="overwrite it"):
     return out
 
 
+#: Names of atomic_write's temporary files (mkstemp: 8 random characters).
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+#: A temporary file older than this is left over from an interrupted write (a write takes
+#: seconds, and every chunk written updates the modification time).
+STALE_TEMP_SECONDS = 3600
+_swept = set()
+
+
+def remove_stale_temps(folder, *, max_age=STALE_TEMP_SECONDS):
+    """Remove the temporary files an interrupted :func:`atomic_write` left in ``folder`` (only
+    names of its pattern, only files older than ``max_age`` seconds); returns their paths."""
+    removed, now = [], time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _TEMP_NAME.fullmatch(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and \
+                    now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def sweep_stale_temps(root, *, max_depth=4, max_age=STALE_TEMP_SECONDS):
+    """:func:`remove_stale_temps` in ``root`` and its folders down to ``max_depth`` levels (the
+    app does this for the user's folders when it starts); returns the removed paths."""
+    root = Path(root)
+    removed = []
+    for folder, dirs, _ in os.walk(root, onerror=lambda exc: None):
+        removed += remove_stale_temps(folder, max_age=max_age)
+        if len(Path(folder).relative_to(root).parts) >= max_depth:
+            dirs[:] = []
+    return removed
+
+
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
+
+    The first write into a folder (per process) also removes temporary files that an earlier,
+    interrupted write left there (:func:`remove_stale_temps`).
 
     Raises
     ------
@@ -52,6 +99,9 @@ def atomic_write(path, write):
         When the folder is not writable or the disk is full (the old file is left untouched).
     """
     path = Path(path)
+    if path.parent not in _swept:   # the first write into a folder clears orphans of a crash
+        _swept.add(path.parent)
+        remove_stale_temps(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,6 +114,9 @@ def atomic_write(path, write):
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; runs are meant to be shared
         os.replace(tmp, path)
+    except TisfmError:   # the writer refused its input: its message says why
+        Path(tmp).unlink(missing_ok=True)
+        raise
     except Exception as exc:  # OSError, or a writer library's own error for a full disk
         Path(tmp).unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
@@ -115,12 +168,19 @@ def _nan_to_none(value):
     return value
 
 
+#: Largest JSON file read (run configs, splits, task files; the largest real one is a few MB).
+MAX_JSON_BYTES = 256 * 2**20
+
+
 def read_json(path, *, what="file"):
-    """Read a JSON object, with a clear error for a missing, empty or malformed file."""
+    """Read a JSON object, with a clear error for a missing, empty, malformed, oversized or too
+    deeply nested file."""
     try:
-        data = json.loads(read_text(path, what))
+        data = json.loads(read_text(path, what, max_bytes=MAX_JSON_BYTES))
     except json.JSONDecodeError as exc:
         raise TisfmError(f"{what} {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise TisfmError(f"{what} {path} is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise TisfmError(f"{what} {path} must hold a JSON object")
     return data
@@ -154,6 +214,9 @@ def read_arrays(path, *, what="file"):
         # np.load would call anything else "pickled data"; it is just not a NumPy file
         raise TisfmError(f"{what} {path} is not a readable {path.suffix or 'NumPy'} file (truncated "
                          "or corrupt): no NumPy or zip header")
+    if magic.startswith(b"PK") and zipfile.is_zipfile(path):   # np.load inflates an .npz's members
+        with open_zip(path, f"{what} {path}") as archive:
+            check_zip_sizes(archive, f"{what} {path}", max_bytes=MAX_TEXT_BYTES)
     try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):

@@ -67,6 +67,10 @@ BASELINE = {"offset": 1.2, "gamma_shape": 1.5, "gamma_scale": 0.6}
 #: this gives).
 NOISE_SD = 0.5
 MIN_LENGTH = 60
+#: Largest demo atlas: twice the real atlas's regions, and windows up to 10 kb (a bigger number
+#: is a typo that would fill the memory).
+MAX_REGIONS = 1_000_000
+MAX_LENGTH = 10_000
 
 FILES = {
     "sequences": "sequences.fa",
@@ -399,6 +403,15 @@ Example: `tisfm train --sequences sequences.fa --targets targets_lineages.tsv --
 """
 
 
+def check_regions(n_regions):
+    """The number of demo regions as an int in 1..:data:`MAX_REGIONS`, else a TisfmError."""
+    n_regions = check_integer(n_regions, "n_regions", 1)
+    if n_regions > MAX_REGIONS:
+        raise TisfmError(f"the demo atlas has at most {MAX_REGIONS:,} regions (the real ImmGen atlas "
+                         f"has 512,595), got {n_regions:,}")
+    return n_regions
+
+
 def make_demo_atlas(out, *, n_regions=20000, length=300, random_state=0, verbose=False):
     """Write the SYNTHETIC demo atlas into a folder.
 
@@ -427,8 +440,10 @@ def make_demo_atlas(out, *, n_regions=20000, length=300, random_state=0, verbose
     TisfmError
         For a bad argument, a planted regulator missing from JASPAR 2024, or an unwritable folder.
     """
-    n_regions = check_integer(n_regions, "n_regions", 1)
+    n_regions = check_regions(n_regions)
     length = check_integer(length, "length", MIN_LENGTH)
+    if length > MAX_LENGTH:
+        raise TisfmError(f"length must be at most {MAX_LENGTH} bp for the demo atlas, got {length}")
     if random_state is not None:
         random_state = check_integer(random_state, "random_state", 0)
     out = check_output_folder(out, force=True)
@@ -578,7 +593,7 @@ def run_truth(path, config):
     from .runs import resolve_run_data
     from .server import readable_here
 
-    data = resolve_run_data(path, config)
+    data = resolve_run_data(path, config, allowed_only=False)   # names only; truth.json is checked
     synthetic, truth = False, None
     for key in ("sequences", "targets", "bed", "genome"):
         value = data.get(key)

@@ -39,13 +39,29 @@ def _settings(epochs, finetune_epochs, batch_size, random_state, lr_patience=3, 
                          lr_patience=lr_patience, random_state=random_state, lr=lr)
 
 
+def _check_demo_folder(out):
+    """Refuse to delete a folder that is neither empty nor a demo-models folder (``--force``
+    on a mistyped path must not wipe someone's data)."""
+    from .atomic import check_output_folder
+    from .errors import TisfmError
+
+    check_output_folder(out, force=True)
+    if any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise TisfmError(f"{out} is not a folder made by demo-models (it has no manifest.json); "
+                         "--force deletes only such folders: choose an empty or new --out")
+    if (out / "manifest.json").is_file() and not read_json(out / "manifest.json").get("synthetic"):
+        raise TisfmError(f"{out}/manifest.json is not a demo-models manifest; --force leaves the "
+                         "folder alone")
+
+
 def build_demo_models(out="trained_models", *, n_regions=None, epochs=None, finetune_epochs=None,
                       folds=None, batch_size=None, random_state=0, force=False, verbose=True,
                       callback=None):
     """Regenerate every shipped demo run into ``out`` (see the module docstring).
 
     Finished steps are kept when the command is run again (delete a folder to redo it), so an
-    interrupted build continues where it stopped. ``force`` deletes ``out`` first.
+    interrupted build continues where it stopped. ``force`` deletes ``out`` first, once the
+    settings proved valid, and only when it is empty or a folder this function made.
 
     Returns
     -------
@@ -62,7 +78,17 @@ def build_demo_models(out="trained_models", *, n_regions=None, epochs=None, fine
         if value is not None:
             cfg[key] = value
     out = Path(out)
+    # every setting is checked before anything is removed
+    from .demo import check_regions
+    from .errors import check_integer
+    from .splits import kfold_split
+
+    check_regions(cfg["n_regions"])
+    check_integer(cfg["folds"], "folds", 3)
+    kfold_split(cfg["n_regions"], n_folds=cfg["folds"])
+    _settings(cfg["epochs"], cfg["finetune_epochs"], cfg["batch_size"], random_state)
     if force and out.exists():
+        _check_demo_folder(out)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"

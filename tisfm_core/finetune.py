@@ -184,7 +184,7 @@ def recorded_data(run_dir):
     from .specs import DataSpec
 
     config = read_run_config(run_dir)
-    data = resolve_run_data(run_dir, config)
+    data = resolve_run_data(run_dir, config, allowed_only=False)   # callers check the roots
     if not data["targets"] or not (data["sequences"] or data["bed"]):
         return None
     split = config.get("split") if isinstance(config.get("split"), dict) else {}

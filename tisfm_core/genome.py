@@ -109,7 +109,7 @@ def _open_fasta(path, fai, gzi):
                              as_raw=True, sequence_always_upper=True)
     except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, ValueError, OSError,
             UnicodeDecodeError, EOFError) as exc:
-        raise TisfmError(f"cannot index genome FASTA {path}: {exc}") from None
+        raise TisfmError(f"cannot index genome FASTA {path}: '{exc}'") from None
 
 
 def _cached_index(path, index_dir):
@@ -180,15 +180,17 @@ class Genome:
     def missing_contig(self, chrom):
         """The message for a contig that is not in this genome."""
         names = list(self.contigs)
-        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        shown = ", ".join(f"'{n}'" for n in names[:5]) + (", ..." if len(names) > 5 else "")
+        # the contig was typed (a region) or read from the user's own variants; the genome's
+        # names are its contents, quoted (tisfm_core.server.redact)
         return f"contig {chrom} is not in {self.path.name} (its contigs: {shown})"
 
     def text(self, chrom, start, end):
         """Upper-case bases ``[start, end)`` (0-based) of ``chrom``, which must lie in the contig."""
         text = self._fasta[chrom][start:end]
         if len(text) != end - start:
-            raise TisfmError(f"genome contig {chrom} returned {len(text)} bases for {chrom}:"
-                             f"{start + 1}-{end}; is the FASTA index {self.index_path} stale?")
+            raise TisfmError(f"genome contig '{chrom}' returned {len(text)} bases for '{chrom}:"
+                             f"{start + 1}-{end}'; is the FASTA index {self.index_path} stale?")
         return text
 
     def fetch(self, chrom, start, end):

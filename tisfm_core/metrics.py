@@ -137,6 +137,18 @@ def regression_metrics(pred, target):
     return metrics.compute()
 
 
+def format_metric(value, digits=3):
+    """A metric as text; "n/a" when it is undefined (None or NaN: e.g. the R2 of a constant
+    output)."""
+    if value is None or isinstance(value, bool):
+        return "n/a"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
 def _json_number(value):
     value = float(value)
     return None if math.isnan(value) else value

@@ -42,6 +42,19 @@ VARIANTS = {
 
 POOLINGS = ("programmable", "max")
 SOFTMAX_AXES = ("query", "key")
+#: Largest estimated memory of one model (weights, training state and the activations of one
+#: chunk of sequences); a config above it is refused before anything is allocated. The paper's
+#: model (862 motifs, 81 outputs, 300 bp) needs about 0.3 GiB.
+MAX_MODEL_BYTES = 2 * 2**30
+
+
+def check_model_memory(n_bytes, what):
+    """Refuse a model whose :meth:`TISFMConfig.memory_estimate` (or AI-TAC's) passes
+    :data:`MAX_MODEL_BYTES`; ``what`` describes its size in the message."""
+    if n_bytes > MAX_MODEL_BYTES:
+        raise TisfmError(f"a model of {what} would need about {n_bytes / 2**30:,.1f} GiB of memory; "
+                         f"the cap is {MAX_MODEL_BYTES / 2**30:.0f} GiB: refused before building it")
+    return n_bytes
 
 
 @dataclass
@@ -94,15 +107,40 @@ class TISFMConfig:
         if self.attention_softmax not in SOFTMAX_AXES:
             raise TisfmError(
                 f"attention_softmax must be one of {SOFTMAX_AXES}, got {self.attention_softmax!r}")
+        for name in ("n_motifs", "n_outputs", "length", "kernel_width", "n_pad_channels"):
+            value = getattr(self, name)
+            low = 0 if name == "n_pad_channels" else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise TisfmError(f"{name} must be an integer >= {low}, got {value!r}")
+            setattr(self, name, int(value))
         if self.n_pad_channels % 2:
             raise TisfmError("n_pad_channels must be even: channels are paired by strand")
-        for name in ("n_motifs", "n_outputs", "length", "kernel_width"):
-            if int(getattr(self, name)) < 1:
-                raise TisfmError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.kernel_width > self.length:
             raise TisfmError(
                 f"the input window ({self.length} bp) is shorter than the widest motif "
                 f"({self.kernel_width} bp)")
+        check_model_memory(self.memory_estimate(),
+                           f"{self.n_motifs:,} motifs, {self.n_outputs:,} outputs, a {self.length:,} bp "
+                           f"window and {self.kernel_width:,} bp kernels")
+
+    def n_parameters(self):
+        """Parameter count of the model this config builds (without building it)."""
+        c, m = self.n_channels, self.n_features
+        count = math.ceil(self.length / 2) if self.positional else 0
+        if self.attention:   # key, query, value and unify (2 heads of 2 x 4), their biases
+            count += 80 if self.era == "head" else 72
+        count += c * 4 * self.kernel_width + 2 * c + m
+        count += m * m + m if self.interaction else 0
+        return count + self.n_outputs * (m + 1)
+
+    def memory_estimate(self, chunk_size=16):
+        """Bytes a model of this config needs to train: float32 weights with their gradient and
+        two Adam moments, plus the activations of one chunk of ``chunk_size`` sequences in the
+        motif block (scores, sigmoids, pooling weights) and of two in the attention (L x L)."""
+        positions = 2 * (self.length - self.kernel_width + 1)
+        conv = 3 * chunk_size * self.n_channels * positions
+        attention = 3 * 2 * 2 * self.length ** 2 if self.attention else 0
+        return 4 * (4 * self.n_parameters() + conv + attention)
 
     @classmethod
     def for_variant(cls, variant, **kwargs):

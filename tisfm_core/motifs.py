@@ -740,7 +740,7 @@ def _parse_transfac(path, lines):
                 where = f"{path}, line {lineno} (motif {label(rec)!r})"
                 position = int(tokens[0])
                 if position != len(rec["rows"]) + 1:
-                    raise TisfmError(f"{where}: expected matrix position {len(rec['rows']) + 1}, found {tokens[0]}")
+                    raise TisfmError(f"{where}: expected matrix position {len(rec['rows']) + 1}, found {tokens[0]!r}")
                 values = _numbers(tokens[1:5])
                 _check_row(values, where)
                 rec["rows"].append(values)

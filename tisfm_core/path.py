@@ -38,11 +38,11 @@ from .devices import resolve_device
 from .errors import TisfmError, check_indices, check_outputs
 from .prox import PATH_PENALTIES
 from .sequences import one_hot_torch
-from .specs import PathSpec, is_log_grid, store_path, stored_path
+from .specs import MAX_LAMBDAS, PathSpec, is_log_grid, store_path, stored_path
 from .training import MIN_LR, Batches, TrainSettings, make_optimizer
 
 __all__ = ["PathResult", "regularization_path", "path_from_arrays", "parse_lambdas", "load_path",
-           "coefficients_at", "top_coefficients", "load_run_data", "find_paths"]
+           "coefficients_at", "top_coefficients", "load_run_data", "check_path_inputs", "find_paths"]
 
 PATH_NPZ = "path.npz"
 PATH_JSON = "path.json"
@@ -79,11 +79,13 @@ def parse_lambdas(text: str, log: bool = False) -> np.ndarray:
         start, stop = float(parts[0]), float(parts[1])
     except ValueError:
         raise TisfmError(f"lambda grid {text!r}: START and STOP must be numbers") from None
-    if not re.fullmatch(r"\s*[+-]?\d+\s*", parts[2]):
+    if not re.fullmatch(r"\s*[+-]?\d{1,12}\s*", parts[2]):
         raise TisfmError(f"lambda grid {text!r}: NUM must be a whole number, got {parts[2]!r}")
     num = int(parts[2])
     if num < 1:
         raise TisfmError(f"lambda grid {text!r}: NUM must be at least 1, got {num}")
+    if num > MAX_LAMBDAS:   # refused before the grid is allocated
+        raise TisfmError(f"lambda grid {text!r}: NUM is at most {MAX_LAMBDAS}, got {num}")
     if not (math.isfinite(start) and math.isfinite(stop)):
         raise TisfmError(f"lambda grid {text!r}: START and STOP must be finite")
     if start < 0 or stop < 0:
@@ -687,6 +689,25 @@ def load_run_data(run):
         raise TisfmError(f"run {run.path} was trained on {n_regions} regions but its data files now "
                          f"give {len(data)} (the data files changed after training)")
     return parts
+
+
+def check_path_inputs(run) -> dict:
+    """Read what a regularization path of ``run`` uses (the run, its training data and split)
+    without fitting anything: the app calls this before it starts a path job, so that a run
+    whose data are gone, changed or outside the allowed folders is refused at once.
+
+    Returns
+    -------
+    dict
+        ``n_train``, ``n_val``, ``n_test``: regions of each part.
+    """
+    from .runs import load_run
+
+    run = run if hasattr(run, "model") else load_run(run)
+    if run.kind != "tisfm":
+        raise TisfmError(f"{run.path} is an AI-TAC baseline: it has no motif final layer for a "
+                         "regularization path")
+    return {f"n_{key}": len(part[0]) for key, part in load_run_data(run).items()}
 
 
 def regularization_path(run, spec: PathSpec, *, verbose: bool = False, callback=None) -> PathResult:

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import math
 import pickle
+import zipfile
 
 import torch
 
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig
-from .textfiles import check_input_file
+from .textfiles import check_input_file, check_zip_sizes, open_zip
+
+#: Largest state dict imported (the paper's models are about 4 MB) and most entries in its zip.
+MAX_STATE_DICT_BYTES = 512 * 2**20
+MAX_STATE_DICT_MEMBERS = 1000
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 #: reference parameter name -> our parameter name
 NAME_MAP = {
@@ -58,6 +64,13 @@ def read_state_dict(path):
     if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
         raise TisfmError(f"{path.name} is not a PyTorch checkpoint: it is neither the zip archive "
                          "torch.save writes nor a legacy pickle (empty, text or another format)")
+    if path.stat().st_size > MAX_STATE_DICT_BYTES:
+        raise TisfmError(f"{path.name} is larger than {MAX_STATE_DICT_BYTES / 2**20:.0f} MiB (the cap "
+                         "on a state dict); refused")
+    if magic.startswith(b"PK") and zipfile.is_zipfile(path):   # a damaged zip fails in torch.load
+        # the members are inflated by torch.load: their sizes are checked from the directory first
+        with open_zip(path, path.name, max_members=MAX_STATE_DICT_MEMBERS) as archive:
+            check_zip_sizes(archive, path.name, max_bytes=MAX_STATE_DICT_BYTES)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -72,6 +85,12 @@ def read_state_dict(path):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TisfmError(f"{path.name} does not hold a state dict (a mapping of names to tensors)")
+    for name, tensor in state.items():
+        if tensor.dtype not in FLOAT_DTYPES:
+            raise TisfmError(f"{path.name}: {name} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
+                             "the weights must be float16, bfloat16, float32 or float64")
+        if not torch.isfinite(tensor).all():
+            raise TisfmError(f"{path.name}: {name} contains NaN or infinite values")
     return {str(k).removeprefix("module."): v for k, v in state.items()}
 
 
@@ -85,11 +104,16 @@ def config_from_state_dict(state, *, variant, era, n_outputs=None, length=300,
     unknown = sorted(set(state) - set(NAME_MAP))
     if unknown:
         raise TisfmError(f"state dict has keys no tiSFM variant has: {', '.join(unknown[:5])}")
-    c, four, k = state["conv_motif.weight"].shape
-    if four != 4 or c % 2:
+    conv, final = state["conv_motif.weight"], state["linreg.weight"]
+    if final.dim() != 2:
+        raise TisfmError(f"linreg.weight has shape {tuple(final.shape)}; expected (outputs, features)")
+    if conv.dim() != 3:
+        raise TisfmError(f"conv_motif.weight has shape {tuple(conv.shape)}; expected (2n + 4, 4, K)")
+    c, four, k = conv.shape
+    if four != 4 or c % 2 or c < 6:
         raise TisfmError(f"conv_motif.weight has shape {tuple(state['conv_motif.weight'].shape)}; "
                          "expected (2n + 4, 4, K)")
-    r = state["linreg.weight"].shape[0]
+    r = final.shape[0]
     if n_outputs is not None and n_outputs != r:
         raise TisfmError(f"{n_outputs} output names were given but the state dict has {r} outputs")
     config = TISFMConfig.for_variant(variant, n_motifs=(c - 4) // 2, n_outputs=r, length=length,

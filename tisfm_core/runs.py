@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -36,6 +36,7 @@ from .atomic import atomic_write, check_format, read_json, write_json
 from .errors import TisfmError
 from .model import TISFM, TISFMConfig
 from .motifs import MotifSet, read_meme, write_meme
+from .server import readable_here, redact, server_path
 from .specs import store_path, stored_path
 from .splits import save_split
 
@@ -167,6 +168,12 @@ def read_run_config(path: str | Path) -> dict:
         if not isinstance(motifs, dict) or not isinstance(motifs.get("ids"), list):
             raise TisfmError(f"{path / CONFIG}: a tiSFM run needs 'motifs' with a list of 'ids'")
     _check_field_types(config, path / CONFIG)
+    for part in ("val", "test"):
+        metrics = config.get("metrics", {}).get(part) or {}
+        for key in ("outputs", "r2", "pearson", "mse"):
+            if key in metrics and (not isinstance(metrics[key], list) or len(metrics[key]) != len(outputs)):
+                raise TisfmError(f"{path / CONFIG}: field 'metrics.{part}.{key}' must list one value per "
+                                 f"output ({len(outputs)})")
     return config
 
 
@@ -182,6 +189,10 @@ _FIELD_TYPES = {
     "history[]": dict, "metrics": dict, "metrics.val": dict, "metrics.test": dict,
     "metrics.val.r2[]": _NUMBER, "metrics.test.r2[]": _NUMBER, "metrics.val.pearson[]": _NUMBER,
     "metrics.test.pearson[]": _NUMBER, "metrics.val.mean_r2": _NUMBER, "metrics.test.mean_r2": _NUMBER,
+    "metrics.val.mse[]": _NUMBER, "metrics.test.mse[]": _NUMBER, "metrics.test.outputs[]": str,
+    "metrics.val.outputs[]": str, "metrics.test.n": int, "metrics.test.mean_pearson": _NUMBER,
+    "training.device": (str, type(None)), "training.seconds": _NUMBER, "training.penalty": str,
+    "imported": dict, "split.fold": int, "split.n_folds": int, "split.random_state": int,
     "finetune": dict, "finetune.parent": dict, "finetune.train": str, "lineage": list,
     "lineage[]": dict,
 }
@@ -246,19 +257,28 @@ class Run:
         return self.config.get("metrics", {})
 
 
-def load_weights(path, model):
-    """Load ``model.safetensors`` into ``model`` with checks on keys and shapes."""
-    path = Path(path)
-    if not path.is_file():
-        raise TisfmError(f"{path} is missing: the run has no weights")
+#: safetensors dtypes a weight may be stored in: floats for float parameters, integers for
+#: integer buffers (batch-norm counters).
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+_INT_DTYPES = ("I8", "I16", "I32", "I64", "U8")
+
+
+def _unreadable(path, exc):
+    return TisfmError(f"{path} is not a readable safetensors file (truncated or corrupt): "
+                      f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+
+def _check_weight_header(path, ours):
+    """Names, shapes and dtypes of the stored tensors against ``ours`` (the model's state dict),
+    read from the file's header before any tensor is loaded."""
     try:
-        state = load_file(path, device="cpu")
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            header = {k: (tuple(handle.get_slice(k).get_shape()), handle.get_slice(k).get_dtype())
+                      for k in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise TisfmError(f"{path} is not a readable safetensors file (truncated or corrupt): "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    ours = model.state_dict()
-    missing = sorted(set(ours) - set(state))
-    extra = sorted(set(state) - set(ours))
+        raise _unreadable(path, exc) from None
+    missing = sorted(set(ours) - set(header))
+    extra = sorted(set(header) - set(ours))
     if missing or extra:
         detail = []
         if missing:
@@ -266,10 +286,29 @@ def load_weights(path, model):
         if extra:
             detail.append(f"unexpected {', '.join(extra[:4])}")
         raise TisfmError(f"{path} does not fit the model in config.json ({'; '.join(detail)})")
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(ours[name].shape):
-            raise TisfmError(f"{path}: {name} has shape {tuple(tensor.shape)} but config.json implies "
+    for name, (shape, dtype) in header.items():
+        if shape != tuple(ours[name].shape):
+            raise TisfmError(f"{path}: {name} has shape {shape} but config.json implies "
                              f"{tuple(ours[name].shape)} (the weights belong to another model)")
+        allowed = _FLOAT_DTYPES if ours[name].is_floating_point() else _INT_DTYPES
+        if dtype not in allowed:
+            raise TisfmError(f"{path}: {name} is stored as {dtype}; expected one of "
+                             f"{', '.join(allowed)}")
+
+
+def load_weights(path, model):
+    """Load ``model.safetensors`` into ``model``: names, shapes and dtypes are checked from the
+    file's header before the tensors are read, and float tensors must be finite."""
+    path = Path(path)
+    if not path.is_file():
+        raise TisfmError(f"{path} is missing: the run has no weights")
+    ours = model.state_dict()
+    _check_weight_header(path, ours)
+    try:
+        state = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _unreadable(path, exc) from None
+    for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise TisfmError(f"{path}: {name} contains NaN or infinite values")
     model.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()})
@@ -338,7 +377,7 @@ def _run_data_record(run, config):
     return root, config, config.get("data") if isinstance(config.get("data"), dict) else {}
 
 
-def resolve_run_data(run, config: dict | None = None) -> dict:
+def resolve_run_data(run, config: dict | None = None, *, allowed_only: bool = True) -> dict:
     """The training data of a run: its paths as they are now (run-relative first, then absolute).
 
     Parameters
@@ -346,6 +385,10 @@ def resolve_run_data(run, config: dict | None = None) -> dict:
     run : Run, or str or Path of a run directory
     config : dict, optional
         The run's config.json content when ``run`` is a path (read when not given).
+    allowed_only : bool, default True
+        Refuse a path outside ``TISFM_SERVER_ROOTS`` (:func:`tisfm_core.server.server_path`): a
+        run's config may come from an upload and name any file. False only where the paths are
+        looked at, never read.
 
     Returns
     -------
@@ -358,6 +401,10 @@ def resolve_run_data(run, config: dict | None = None) -> dict:
     transform = config.get("transform") if isinstance(config.get("transform"), dict) else {}
     spec = transform.get("spec") if isinstance(transform.get("spec"), str) else "none"
     table = stored_path(data.get("transform_table"), root)
+    if allowed_only:
+        for key, value in {**out, "transform_table": table}.items():
+            if value is not None:
+                server_path(value, f"the {key.replace('_', ' ')} file of run {root.name}")
     kind = spec.partition(":")[0]
     out["transform"] = f"{kind}:{table}" if table else spec
     return out
@@ -376,14 +423,17 @@ def data_paths(run, config=None):
     -------
     dict
         For each of ``sequences``, ``targets``, ``bed``, ``genome`` and ``transform_table``
-        that the run records: ``(path relative to the run folder, exists)``.
+        that the run records: ``(path relative to the run folder, exists)``; ``exists`` is None
+        for a path outside ``TISFM_SERVER_ROOTS`` (not even looked up: the config may be an
+        upload probing the server).
     """
     root, config, data = _run_data_record(run, config)
     out = {}
     for key in (*DATA_KEYS, "transform_table"):
         found = stored_path(data.get(key), root)
         if found:
-            out[key] = (os.path.relpath(Path(found).resolve(), root.resolve()), Path(found).exists())
+            exists = Path(found).exists() if readable_here(found) else None
+            out[key] = (os.path.relpath(Path(found).resolve(), root.resolve()), exists)
     return out
 
 
@@ -457,20 +507,22 @@ def run_summary(path):
     row = {"name": path.name, "path": str(path)}
     try:
         config = read_run_config(path)
+        spec = config["model"]
+        variant = TISFMConfig.from_dict(spec["config"]).variant if spec["kind"] == "tisfm" else "aitac"
     except TisfmError as exc:
         return {**row, "error": str(exc)}
-    spec = config["model"]
     cfg = spec["config"]
     test = config.get("metrics", {}).get("test", {})
-    r2 = test.get("r2")
+    # null: an undefined R2 (a constant output); no defined value at all gives None ("n/a")
+    r2 = [v for v in test.get("r2") or [] if v is not None and np.isfinite(v)]
     row.update({
         "kind": spec["kind"],
-        "variant": TISFMConfig.from_dict(cfg).variant if spec["kind"] == "tisfm" else "aitac",
+        "variant": variant,
         "outputs": len(config["outputs"]),
         "motifs": len(config.get("motifs", {}).get("ids", [])),
         "motif_source": config.get("motifs", {}).get("source", ""),
         "length": cfg.get("length"),
-        "mean_test_r2": float(np.nanmean([v for v in r2 if v is not None])) if r2 else None,
+        "mean_test_r2": float(np.mean(r2)) if r2 else None,
         "created": config.get("created", ""),
         "group": config.get("group", ""),
         "transform": (config.get("transform") or {}).get("kind") or "none",
@@ -481,7 +533,8 @@ def run_summary(path):
 def list_runs(folders) -> list[dict]:
     """One row per run directory found in ``folders`` (:func:`run_summary` plus ``display``, the
     path relative to its folder, ``folder`` and ``synthetic``); usable runs first, broken ones
-    (with an ``error``) last, each run once however many folders hold it."""
+    (with an ``error``, without the file contents it may quote: :func:`server.redact`) last,
+    each run once however many folders hold it."""
     from .demo import run_truth
 
     rows, seen = [], set()
@@ -492,6 +545,8 @@ def list_runs(folders) -> list[dict]:
                 continue
             seen.add(key)
             row = run_summary(path)
+            if "error" in row:
+                row["error"] = redact(row["error"])
             try:
                 row["display"] = str(path.relative_to(folder))
             except ValueError:

@@ -364,7 +364,7 @@ def read_sequence_tsv(path, *, length=None):
     return SequenceSet(np.asarray(ids, dtype=str), _encode(sequences, ids, length, path))
 
 
-_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+_INTEGER = re.compile(r"\s*[+-]?[0-9]{1,19}\s*")
 
 
 def _is_int(text):
@@ -399,7 +399,7 @@ class _BedColumns:
             return np.asarray(column).astype(np.int64)
         except (ValueError, OverflowError):
             i = next(k for k, v in enumerate(column) if not _is_int(v))
-            raise TisfmError(f"{self.bed_path} line {self.linenos[i]} (contig {self.chroms[i]}): "
+            raise TisfmError(f"{self.bed_path} line {self.linenos[i]} (contig '{self.chroms[i]}'): "
                              f"{what} {column[i]!r} is not an integer") from None
 
     def flush(self):
@@ -523,14 +523,14 @@ def read_bed_windows(bed_path, genome_path, *, length: int = 300) -> SequenceSet
             c, s, e = chroms[i], starts[i], ends[i]
             where = f"{bed_path} line {linenos[i]}"
             if problem[i] == 1:
-                shown = ", ".join(list(contig_length)[:5]) + (", ..." if len(contig_length) > 5
+                shown = ", ".join(f"'{n}'" for n in list(contig_length)[:5]) + (", ..." if len(contig_length) > 5
                                                              else "")
-                raise TisfmError(f"{where}: contig {c} is not in {genome.path} (its contigs: "
+                raise TisfmError(f"{where}: contig '{c}' is not in {genome.path} (its contigs: "
                                  f"{shown})")
-            reason = {2: f"interval {c}:{s}-{e} starts before 0",
-                      3: f"interval {c}:{s}-{e} has start >= end",
-                      4: f"interval {c}:{s}-{e} runs past the end of {c} ({region_size[i]} bp)",
-                      5: f"summit offset {summits[i]} lies outside the interval {c}:{s}-{e} "
+            reason = {2: f"interval '{c}:{s}-{e}' starts before 0",
+                      3: f"interval '{c}:{s}-{e}' has start >= end",
+                      4: f"interval '{c}:{s}-{e}' runs past the end of '{c}' ({region_size[i]} bp)",
+                      5: f"summit offset {summits[i]} lies outside the interval '{c}:{s}-{e}' "
                          f"({e - s} bp)"}[int(problem[i])]
             raise TisfmError(f"{where}: {reason}")
         repeated = pd.Index(ids).duplicated()

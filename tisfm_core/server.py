@@ -7,6 +7,8 @@ Streamlit-free, so that the CLI, the jobs and the tests apply the same rules as 
 from __future__ import annotations
 
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import TisfmError
@@ -73,3 +75,31 @@ def server_path(text, what):
         raise TisfmError(f"{what} {path} is outside the folders this app may read "
                          f"({os.pathsep.join(map(str, server_roots()))}; set by TISFM_SERVER_ROOTS)")
     return path
+
+
+# A quoted fragment: '...' or "..." not inside a word (so "run's" is no quote), on one line.
+_QUOTED = re.compile(r"""(?<![\w'"])(['"])[^\n]*?\1(?![\w'"])""")
+
+
+def redact(message):
+    """``message`` without the file contents it quotes: every ``'...'`` fragment (the readers
+    quote ids, header cells, values and names taken from a file) becomes ``'…'``, except the
+    user's own upload names (``'name' (uploaded)``)."""
+    def replace(match):
+        if message.startswith(" (uploaded)", match.end()):
+            return match.group(0)
+        return f"{match.group(1)}…{match.group(1)}"
+    return _QUOTED.sub(replace, str(message))
+
+
+@contextmanager
+def contents_hidden(active=True):
+    """Re-raise a TisfmError with :func:`redact` applied: around work that reads files the user
+    did not upload (typed server paths, the data a run's config names), so that an error
+    message cannot show what such a file holds."""
+    try:
+        yield
+    except TisfmError as exc:
+        if not active:
+            raise
+        raise TisfmError(redact(str(exc))) from None

@@ -51,15 +51,20 @@ def stored_path(stored, base):
     if stored is None:
         return None
     if isinstance(stored, str):
-        return stored
+        return _check_path_field(stored, "a stored path")
     if not isinstance(stored, dict) or not isinstance(stored.get("path"), str):
-        raise TisfmError(f"a stored path must be an object with 'path' (and 'rel'), got {stored!r}")
+        raise TisfmError(f"a stored path must be an object with 'path' (and 'rel'), got "
+                         f"{type(stored).__name__}")
+    path = _check_path_field(stored["path"], "a stored path")
     rel = stored.get("rel")
-    if base is not None and isinstance(rel, str):
+    if base is not None and isinstance(rel, str) and rel.strip() and "\x00" not in rel:
         candidate = Path(base) / rel
-        if candidate.exists():
-            return str(candidate.resolve())
-    return stored["path"]
+        try:
+            if candidate.exists():
+                return str(candidate.resolve())
+        except (OSError, RuntimeError):   # a name too long, a link loop
+            pass
+    return path
 
 
 def _check_path_field(value, name):
@@ -311,7 +316,7 @@ class TrainTask:
         return cls(data=DataSpec.from_dict(data.get("data"), base),
                    model=ModelSpec.from_dict(data.get("model", {}), base),
                    training=TrainSettings.from_dict(_object(data.get("training", {}), "training")),
-                   group=data.get("group"), half=bool(data.get("half", False)))
+                   group=data.get("group"), half=data.get("half", False))
 
 
 #: What a fine-tune trains, from the fewest parameters to all (see :class:`FinetuneTask`).
@@ -465,12 +470,15 @@ class PathSpec:
 
     def __post_init__(self):
         from .prox import PATH_PENALTIES
+        from .training import MAX_EPOCHS
 
         check_choice(self.penalty, "penalty", PATH_PENALTIES)
         check_choice(self.mode, "mode", PATH_MODES)
         self.lambdas = check_lambdas(self.lambdas)
         self.mcp_b = check_number(self.mcp_b, "mcp_b", low=1, low_open=True)
         self.epochs = check_integer(self.epochs, "epochs")
+        if self.epochs > MAX_EPOCHS:
+            raise TisfmError(f"at most {MAX_EPOCHS} epochs per lambda, got {self.epochs}")
         self.batch_size = check_integer(self.batch_size, "batch_size")
         self.patience = check_integer(self.patience, "patience")
         self.lr_patience = check_integer(self.lr_patience, "lr_patience", 0)

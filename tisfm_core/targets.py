@@ -22,7 +22,9 @@ TRANSFORMS = ("none", "zscore", "lineage:PATH.tsv", "tree-diff:PATH.tsv")
 
 
 def _examples(values, k=5):
-    values = [str(v) for v in values]
+    """Up to ``k`` values, quoted (file contents are always quoted, see
+    :func:`tisfm_core.server.redact`)."""
+    values = [f"'{v}'" for v in values]
     return ", ".join(values[:k]) + (f", ... ({len(values)} in all)" if len(values) > k else "")
 
 
@@ -37,11 +39,13 @@ def _check_frame(frame, source):
         raise TisfmError(f"{source}: region id '{ids[np.argmax(repeated)]}' appears more than "
                          "once; ids must be unique")
     values = frame.to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
+    # targets are trained in float32: 1e39 is finite here but infinite there
+    bad = ~(np.abs(values) <= np.finfo(np.float32).max)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise TisfmError(f"{source}: row '{ids[row]}', column '{frame.columns[col]}' holds "
-                         f"{values[row, col]}; expected a finite number")
+                         f"'{values[row, col]:g}'; expected a finite number within float32 range "
+                         f"(|value| <= {np.finfo(np.float32).max:.3g})")
     return frame.astype(np.float32)
 
 
@@ -205,10 +209,10 @@ class IdMatch:
                 f"{n_tgt} target rows")
         if self.missing_in_targets:
             text += (f"; {len(self.missing_in_targets)} sequences have no target row (e.g. "
-                     f"{', '.join(self.missing_in_targets[:5])})")
+                     f"{_examples(self.missing_in_targets[:5])})")
         if self.missing_in_sequences:
             text += (f"; {len(self.missing_in_sequences)} target rows have no sequence (e.g. "
-                     f"{', '.join(self.missing_in_sequences[:5])})")
+                     f"{_examples(self.missing_in_sequences[:5])})")
         return text
 
 
@@ -398,7 +402,7 @@ def read_parent_table(path, *, cell_types=None):
     parent_of = {c: p for c, p in zip(table["child"], table["parent"]) if p}
     cycle = _find_cycle(parent_of)
     if cycle:
-        raise TisfmError(f"parent table {path} has a cycle: {' -> '.join(cycle)}")
+        raise TisfmError(f"parent table {path} has a cycle: {' -> '.join(repr(c) for c in cycle)}")
     if cell_types is not None:
         known = set(cell_types)
         for row, (child, parent) in enumerate(zip(table["child"], table["parent"])):

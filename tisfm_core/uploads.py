@@ -7,21 +7,24 @@ Streamlit-free: an upload is any object with ``name`` and ``getvalue()`` (Stream
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 
-from .atomic import write_bytes
+from .atomic import atomic_write, write_bytes
 from .errors import TisfmError
 from .jobs import unique_folder
 from .runs import load_run
+from .textfiles import check_zip_sizes, open_zip
 from .workflows import RUN_FILES
 
-#: Largest total uncompressed size of an uploaded run (the paper's model is about 4 MB).
+#: Largest total uncompressed size of an uploaded run (the paper's model is about 4 MB), and
+#: most entries its zip may list (a run has six files).
 MAX_RUN_BYTES = 512 * 1024 * 1024
+MAX_RUN_MEMBERS = 64
 
 
 def new_folder(parent, prefix):
@@ -75,14 +78,16 @@ def check_run_zip(archive, *, max_bytes=MAX_RUN_BYTES, what="the uploaded zip"):
 
     Accepted: the run files (:data:`RUN_FILES`) at the top level or inside one top-level folder.
     Refused: absolute paths, ``..``, links and other special files, unexpected names, duplicates,
-    and a total uncompressed size above ``max_bytes``.
+    a total uncompressed size above ``max_bytes`` and members that expand like a decompression
+    bomb (:func:`tisfm_core.textfiles.check_zip_sizes`).
 
     Returns
     -------
     dict
         Run file name -> the ``ZipInfo`` to extract.
     """
-    members, prefixes, total = {}, set(), 0
+    check_zip_sizes(archive, what, max_bytes=max_bytes)
+    members, prefixes = {}, set()
     for info in archive.infolist():
         name = info.filename
         if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -107,9 +112,6 @@ def check_run_zip(archive, *, max_bytes=MAX_RUN_BYTES, what="the uploaded zip"):
             prefixes.add(parts[0])
         if parts[-1] in members:
             raise TisfmError(f"{what} holds {parts[-1]} twice")
-        total += info.file_size
-        if total > max_bytes:
-            raise TisfmError(f"{what} unpacks to more than {max_bytes / 2**20:.0f} MiB; refused")
         members[parts[-1]] = info
     if len(prefixes) > 1:
         raise TisfmError(f"{what} holds several folders ({', '.join(sorted(prefixes))}); expected one run")
@@ -117,6 +119,17 @@ def check_run_zip(archive, *, max_bytes=MAX_RUN_BYTES, what="the uploaded zip"):
         if required not in members:
             raise TisfmError(f"{what} has no {required}; it is not a run directory")
     return members
+
+
+def _extract(archive, info, target):
+    """Copy one member to ``target`` in chunks. zipfile stops at the declared size, so a header
+    that lies about it ends in a CRC error (BadZipFile), never in more bytes."""
+    try:
+        with archive.open(info) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as exc:
+        raise TisfmError(f"{info.filename} in the uploaded zip is damaged or larger than its header "
+                         f"says ({exc})") from None
 
 
 def extract_run_zip(data, dest_parent, *, max_bytes=MAX_RUN_BYTES):
@@ -138,21 +151,12 @@ def extract_run_zip(data, dest_parent, *, max_bytes=MAX_RUN_BYTES):
     pathlib.Path
         The new run folder.
     """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise TisfmError("the uploaded file is not a zip archive") from None
-    with archive:
+    with open_zip(bytes(data), "the uploaded file", max_members=MAX_RUN_MEMBERS) as archive:
         members = check_run_zip(archive, max_bytes=max_bytes)
         dest = new_folder(dest_parent, "uploaded")
         try:
             for name, info in members.items():
-                with archive.open(info) as source:
-                    # read at most the declared size + 1: a lying header cannot inflate past it
-                    content = source.read(info.file_size + 1)
-                if len(content) != info.file_size:
-                    raise TisfmError(f"{name} in the uploaded zip is larger than its header says; refused")
-                write_bytes(dest / name, content)
+                atomic_write(dest / name, lambda tmp, info=info: _extract(archive, info, tmp))
             load_run(dest, device="cpu")
         except (TisfmError, zipfile.BadZipFile, OSError, RuntimeError) as exc:
             shutil.rmtree(dest, ignore_errors=True)

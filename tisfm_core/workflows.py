@@ -20,6 +20,7 @@ from .claims import claim_output
 from .dataset import load_dataset, load_sequences
 from .devices import resolve_device
 from .errors import TisfmError
+from .metrics import format_metric
 from .motifs import MotifSet, kernel_slots, load_motifs
 from .runs import (
     CONFIG,
@@ -189,6 +190,7 @@ def _train(out, task, *, resume, force, verbose, callback, distributed, motif_se
     rank = distributed[0] if distributed else 0
     settings = task.training
     variant = task.model.variant
+    resolve_device(settings.device)   # an absent GPU is refused before any file is replaced
     _phase(callback, "preparing", "reading the motifs and the data")
     if motif_set is None:
         motif_set = task.model.load_motifs()
@@ -250,8 +252,8 @@ def save_trained(out, model, *, data, data_spec, split, settings, result, varian
                                   data.outputs)
                for name, part in parts.items()}
     if verbose:
-        print("test R2: " + ", ".join(f"{o} {_fmt(r)}" for o, r in zip(data.outputs, metrics["test"]["r2"]))
-              + f"  (mean {_fmt(metrics['test']['mean_r2'])})", flush=True)
+        print("test R2: " + ", ".join(f"{o} {format_metric(r)}" for o, r in zip(data.outputs, metrics["test"]["r2"]))
+              + f"  (mean {format_metric(metrics['test']['mean_r2'])})", flush=True)
     meta = {
         "data": {**data_record(data_spec, out), "n_regions": len(data), "length": data.length,
                  "id_match": data.report},
@@ -269,10 +271,6 @@ def save_trained(out, model, *, data, data_spec, split, settings, result, varian
     save_run(out, model, outputs=data.outputs, motifs=motifs, meta=meta, split=split, half=half)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return out
-
-
-def _fmt(value):
-    return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
 def cv_runs(out: str | Path, task: TrainTask, *, verbose: bool = True, callback=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..metrics import format_metric
 from ..progress import reporting
 from ..specs import VARIANTS
 from .common import (
@@ -67,16 +68,11 @@ def cmd_evaluate(a):
     metrics = evaluate_run(a.run, targets=a.targets, sequences=a.sequences, bed=a.bed, genome=a.genome,
                            batch_size=a.batch_size, device=device_arg(a.device))
     for name, mse, r2, r in zip(metrics["outputs"], metrics["mse"], metrics["r2"], metrics["pearson"]):
-        print(f"{name}\tMSE {mse:.4f}\tR2 {_number(r2)}\tPearson {_number(r)}")
-    print(f"mean\tMSE {metrics['mean_mse']:.4f}\tR2 {_number(metrics['mean_r2'])}\tPearson "
-          f"{_number(metrics['mean_pearson'])}\t(n = {metrics['n']})")
+        print(f"{name}\tMSE {mse:.4f}\tR2 {format_metric(r2, 4)}\tPearson {format_metric(r, 4)}")
+    print(f"mean\tMSE {metrics['mean_mse']:.4f}\tR2 {format_metric(metrics['mean_r2'], 4)}\tPearson "
+          f"{format_metric(metrics['mean_pearson'], 4)}\t(n = {metrics['n']})")
     if a.out:
         write_json(a.out, metrics)
-
-
-def _number(value, digits=4):
-    """A metric for printing; "n/a" when undefined (a constant output has no R2)."""
-    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def cmd_predict(a):
@@ -140,10 +136,11 @@ def cmd_summary(a):
         print(f"fine-tuned   train {tuned['train']}, from {' -> '.join(tuned['lineage'])}")
     test = info["metrics"].get("test")
     if test:
-        print(f"test         mean R2 {_number(test.get('mean_r2'), 3)}, mean Pearson "
-              f"{_number(test.get('mean_pearson'), 3)} (n = {test.get('n')})")
-        for name, r2, r in zip(test["outputs"], test["r2"], test["pearson"]):
-            print(f"  {name:<24} R2 {_number(r2, 3)}  Pearson {_number(r, 3)}")
+        print(f"test         mean R2 {format_metric(test.get('mean_r2'), 3)}, mean Pearson "
+              f"{format_metric(test.get('mean_pearson'), 3)} (n = {test.get('n')})")
+        for name, r2, r in zip(test.get("outputs") or info["outputs"], test.get("r2") or [],
+                               test.get("pearson") or []):
+            print(f"  {name:<24} R2 {format_metric(r2, 3)}  Pearson {format_metric(r, 3)}")
 
 
 def add_parsers(sub):
