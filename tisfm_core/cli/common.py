@@ -157,44 +157,34 @@ def task_from_args(a):
                      training=training_settings(a), half=a.half)
 
 
-#: Default of every flag that goes into a PathSpec, by dest.
-PATH_FLAGS = {}
-
-
-def _path_flag(p, *names, **kwargs):
-    action = p.add_argument(*names, **kwargs)
-    PATH_FLAGS[action.dest] = action.default
-    return action
-
-
 def add_path_flags(p):
-    _path_flag(p, "--penalty", default="mcp", choices=["l1", "mcp"])
-    _path_flag(p, "--lambdas", metavar="START:STOP:NUM",
-               help="lambda grid; 0 (no penalty) is always added first")
-    _path_flag(p, "--log", action="store_true", help="log-spaced lambda grid")
-    _path_flag(p, "--mcp-b", type=float, default=3.0)
-    _path_flag(p, "--epochs", type=int, default=20, help="max epochs per lambda (default 20)")
-    _path_flag(p, "--lr", type=float, default=None,
-               help="learning rate of the first lambda (default: the run's)")
-    _path_flag(p, "--step-lr", type=float, default=None,
-               help="learning rate of the warm-started lambdas (default lr/10)")
-    _path_flag(p, "--mode", default="auto", choices=["auto", "fast", "slow"],
-               help="fast: features computed once (default); slow: full forward every batch")
-    _path_flag(p, "--batch-size", type=int, default=256, help="sequences per batch")
-    _path_flag(p, "--device", default="auto", help="auto | cpu | cuda (default auto)")
-    _path_flag(p, "--seed", type=int, default=0)
-    p.add_argument("--spec", metavar="PATH.json", help="read the path settings from a file (as jobs "
-                                                       "write it) instead of the flags above")
+    """The flags of a regularization path (and ``--spec``)."""
+    flags = {}
+    task_flag(flags, p, "--penalty", default="mcp", choices=["l1", "mcp"])
+    task_flag(flags, p, "--lambdas", metavar="START:STOP:NUM",
+              help="lambda grid; 0 (no penalty) is always added first")
+    task_flag(flags, p, "--log", action="store_true", help="log-spaced lambda grid")
+    task_flag(flags, p, "--mcp-b", type=float, default=3.0)
+    task_flag(flags, p, "--epochs", type=int, default=20, help="max epochs per lambda (default 20)")
+    task_flag(flags, p, "--lr", type=float, default=None,
+              help="learning rate of the first lambda (default: the run's)")
+    task_flag(flags, p, "--step-lr", type=float, default=None,
+              help="learning rate of the warm-started lambdas (default lr/10)")
+    task_flag(flags, p, "--mode", default="auto", choices=["auto", "fast", "slow"],
+              help="fast: features computed once (default); slow: full forward every batch")
+    task_flag(flags, p, "--batch-size", type=int, default=256, help="sequences per batch")
+    task_flag(flags, p, "--device", default="auto", help="auto | cpu | cuda (default auto)")
+    task_flag(flags, p, "--seed", type=int, default=0)
+    add_spec(p, flags, "the path settings")
 
 
 def path_spec(a):
-    from ..atomic import read_json
+    """The PathSpec of ``path``: from ``--spec`` or from the flags (not both)."""
     from ..path import parse_lambdas
 
-    if a.spec:
-        if a.lambdas:
-            raise UsageError("--spec replaces the path flags; drop --lambdas")
-        return PathSpec.from_dict(read_json(a.spec, what="path settings file"))
+    given = spec_file(a)
+    if given:
+        return PathSpec.from_dict(given[0])
     if not a.lambdas:
         raise UsageError("needs --lambdas START:STOP:NUM (or --spec PATH.json)")
     return PathSpec(lambdas=tuple(parse_lambdas(a.lambdas, log=a.log)), penalty=a.penalty,

@@ -7,11 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import PATH_FLAGS, TASK_FLAGS, UsageError, path_spec, task_from_args
+from .common import UsageError, path_spec, task_from_args
+from .finetune import finetune_task
 
-#: How each kind's task is built from its parsed flags, and which flags that consumes.
-SPEC_BUILDERS = {"train": (task_from_args, TASK_FLAGS), "cv": (task_from_args, TASK_FLAGS),
-                 "path": (path_spec, PATH_FLAGS)}
+#: How each kind's task is built from its parsed flags (the flags it consumes are the parser's
+#: ``task_flags``, see common.add_spec).
+SPEC_BUILDERS = {"train": task_from_args, "cv": task_from_args, "path": path_spec,
+                 "finetune": finetune_task}
 
 
 def _config(a):
@@ -50,12 +52,12 @@ def job_request(kind, argv):
     builder = SPEC_BUILDERS.get(kind)
     if builder is None or getattr(ns, "resume", None):
         return list(argv), None
-    build, consumed = builder
-    spec = build(ns)
+    spec = builder(ns)
+    consumed = ns.task_flags
     args = []
     for action in parser._actions:
         dest = action.dest
-        if dest in consumed or dest in ("spec", "status_file", "help"):
+        if dest in consumed or dest in ("spec", "status_file", "help", "task_flags", "func"):
             continue
         value = getattr(ns, dest, None)
         if value is None or value == action.default:
