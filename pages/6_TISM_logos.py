@@ -14,6 +14,7 @@ from tisfm_core.attribution import (
     agreement,
     attribution_table,
     ism,
+    ism_method,
     logo_values,
     motif_hits,
     tism,
@@ -233,14 +234,21 @@ def ism_check(run, indices, n, name, out, output, tism_values):
     digest = hashlib.sha1(indices[n].tobytes()).hexdigest()[:12]
     key = (str(run.path), digest, out)
     store = st.session_state.setdefault("_ism_results", {})
-    if st.button(f"Check with exact ISM ({3 * indices.shape[1]} model evaluations)", key="ism_button"):
+    # models without input attention have an incremental exact ISM (tens of milliseconds for a
+    # 300-bp sequence): it is shown at once; the attention models' naive loop waits for a click
+    quick = ism_method(run.model) == "incremental"
+    asked = not quick and st.button(f"Check with exact ISM ({3 * indices.shape[1]} model evaluations)",
+                                    key="ism_button")
+    if key not in store and (quick or asked):
         with st.spinner("Running exact in-silico mutagenesis ..."):
-            exact = ism(run.model, indices[n:n + 1], outputs=[out])
-        store[key] = exact
+            store[key] = ism(run.model, indices[n:n + 1], outputs=[out])
     if key not in store:
         st.caption("Exact ISM runs the model on every single-base mutant; its Pearson correlation with TISM "
                    "tells how far the first-order estimate can be trusted for this sequence.")
         return
+    if quick:
+        st.caption("Exact ISM computed incrementally (only the motif windows a substitution reaches are "
+                   "recomputed), so it is shown without asking.")
     exact = store[key]
     r = float(agreement(tism_values, exact, indices=indices[n:n + 1])[0, 0])
     st.metric(f"Pearson r, TISM vs exact ISM ({ui.md_escape(name)}, {ui.md_escape(output)})", f"{r:.3f}")

@@ -386,3 +386,29 @@ def test_sequence_mode_genome_errors_are_in_the_users_coordinates(env, tmp_path)
         assert texts(at.error) == [message]       # no temporary BED, index or app folder named
     at.text_input(key="tism_region").input("chr1:201-300").run()
     assert not texts(at.error) and os.listdir(genome.parent) == ["g.fa"]
+
+
+def test_exact_ism_is_shown_without_asking_where_it_is_incremental(env):
+    """A base run (no input attention) gets exact ISM at once, equal to ism() computed here; the
+    full run (attention: the naive loop) keeps the button."""
+    from tisfm_core.attribution import agreement, ism
+
+    seq = _dna(LENGTH, 3)
+    base = env / "cv_lineages" / "fold_0"
+    at = page(TISM_PAGE, base)
+    at.text_area(key="tism_text").input(f">s\n{seq}\n").run()
+    assert not texts(at.error), texts(at.error)
+    assert not [b for b in at.button if b.key == "ism_button"]
+    model = load_run(base).model
+    idx = encode([seq])
+    output = at.selectbox(key="tism_output").value
+    out = load_run(base).outputs.index(output)
+    expected = float(agreement(tism(model, idx, outputs=[out]), ism(model, idx, outputs=[out], method="naive"),
+                               indices=idx)[0, 0])
+    shown = next(m for m in at.metric if "TISM vs exact ISM" in m.label)
+    assert float(shown.value) == pytest.approx(expected, abs=1e-3)
+
+    at = page(TISM_PAGE, env / "lineages_full")
+    at.text_area(key="tism_text").input(f">s\n{seq}\n").run()
+    assert [b for b in at.button if b.key == "ism_button"]
+    assert not [m for m in at.metric if "TISM vs exact ISM" in m.label]
