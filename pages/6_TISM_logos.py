@@ -22,7 +22,7 @@ from tisfm_core.attribution import (
 )
 from tisfm_core.dataset import load_sequences
 from tisfm_core.errors import TisfmError
-from tisfm_core.genome import centred_window, read_region
+from tisfm_core.genome import centred_window, parse_region, read_region
 from tisfm_core.plots import agreement_scatter, attribution_logo, base_heatmap, scan_tracks, variant_logos
 from tisfm_core.runs import resolve_run_data
 from tisfm_core.scan import MAX_REGION, scan_region, window_starts
@@ -116,6 +116,7 @@ def sequence_input(path, length):
     if not fasta.strip() or not region.strip():
         st.info(f"Give the genome FASTA and a region; the {length}-bp window centred on the region is used.")
         return None
+    parse_region(region.strip())   # the user's own text: its errors may quote it
     with contents_hidden():
         return genome_window(str(server_path(fasta, "genome FASTA")), region.strip(), length)
 

@@ -73,9 +73,9 @@ def arr(value):
 
 
 def texts(elements):
-    """The texts of elements as shown: Markdown backslash escapes (ui.md_escape) removed."""
-    return [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", e.value) if isinstance(e.value, str) else e.value
-            for e in elements]
+    """The texts of elements (or strings) as shown: Markdown backslash escapes (ui.md_escape) removed."""
+    values = [e if isinstance(e, str) else e.value for e in elements]
+    return [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", v) if isinstance(v, str) else v for v in values]
 
 
 def weights(run_dir):

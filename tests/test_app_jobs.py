@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from app_fixtures import app_runs_folder
 from conftest import planted_dataset
+from test_app import texts
 
 from tisfm_core import jobs
 from tisfm_core.specs import TrainTask
@@ -98,10 +99,10 @@ def test_panel_shows_phase_queue_position_and_backend(home, sleepers):
     assert list(table.loc[["b_queued", "c_queued"], "backend"]) == ["local, #1 in queue", "local, #2 in queue"]
     assert table.loc["c_queued", "status"] == "queued · position 2 in the queue; 1 of 1 job slots in use"
     # the running job's bar names its phase, not a percentage
-    bars = [p.proto.text for p in at.get("progress")]
+    bars = texts([p.proto.text for p in at.get("progress")])
     assert "compiling · compiling the fused motif block (first training step only)" in bars
     assert not any(b.startswith("0%") for b in bars)
-    assert any("waits: position 1 in the queue" in c.value for c in at.caption)
+    assert any("waits: position 1 in the queue" in c for c in texts(at.caption))
 
 
 def test_open_this_run_makes_the_result_active(home, fixture_root):
@@ -148,7 +149,7 @@ def test_restart_with_jobs_queued_and_cancel_from_the_panel(home, sleepers, monk
     assert _table(at).set_index("job").loc["a_running", "status"] == "epoch 2/4 · 50%"
     at.button(key="cancel_c_queued").click().run()
     assert not at.exception, at.exception
-    assert any("Cancelled job c_queued" in s.value for s in at.success)
+    assert any("Cancelled job c_queued" in m for m in texts(at.success))
     assert jobs.load_job(home / "jobs" / "c_queued").cancelled and not started
     # the app goes away; meanwhile the running job ends. A new session (a restarted app) finds the
     # jobs again and starts the next queued one in order
@@ -184,8 +185,8 @@ def test_two_users_asking_for_one_run_name_at_once(home, tmp_path, monkeypatch):
         t.start()
     for t in threads:
         t.join()
-    errors = [[e.value for e in at.error] for at in sessions]
-    notices = [[s.value for s in at.success] for at in sessions]
+    errors = [texts(at.error) for at in sessions]
+    notices = [texts(at.success) for at in sessions]
     out = home / "runs" / "shared_name"
     refused = [i for i, e in enumerate(errors) if any("is already the output of job" in m for m in e)]
     accepted = [i for i, n in enumerate(notices) if any(m.startswith("Started job") for m in n)]
