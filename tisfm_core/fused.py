@@ -29,6 +29,7 @@ every sequence and head built a few sequences at a time and rebuilt in the backw
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -230,12 +231,27 @@ _compiled_kernels = {}
 _compile_failed = []
 
 
+def _compile_cache_per_isa():
+    """Give a capped ``ATEN_CPU_CAPABILITY`` its own Inductor cache folder.
+
+    torch 2.13's FX graph cache does not key CPU kernels on the vector ISA: C++ generated for
+    AVX-512 (16 floats a step) is found again under ``ATEN_CPU_CAPABILITY=avx2`` and compiled
+    for 8-float vectors, which gives wrong numbers. An explicit ``TORCHINDUCTOR_CACHE_DIR`` wins.
+    """
+    cap = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if cap and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}_{cap}"
+
+
 def _run_kernel(compiled, fn, *args):
     """Call a chunk function, compiled when asked. Where compilation is impossible (no C++
     compiler, unsupported platform) say so once and run eagerly: same numbers, slower."""
     if not compiled or _compile_failed:
         return fn(*args)
     if fn not in _compiled_kernels:
+        if not _compiled_kernels:
+            _compile_cache_per_isa()
         _compiled_kernels[fn] = torch.compile(fn, dynamic=False)
     try:
         return _compiled_kernels[fn](*args)
