@@ -29,8 +29,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tisfm_core.devices import conv_precision, cpu_description, keep_freed_memory  # noqa: E402
-from tisfm_core.fused import conv_plan  # noqa: E402
+from tisfm_core.devices import (conv_precision, cpu_description, keep_freed_memory,  # noqa: E402
+                                 resolve_device)
+from tisfm_core.fused import conv_dtype, conv_plan, grouped_conv  # noqa: E402
 from tisfm_core.model import TISFM, TISFMConfig  # noqa: E402
 from tisfm_core.motifs import load_motifs  # noqa: E402
 from tisfm_core.prox import ProxAdam  # noqa: E402
@@ -75,7 +76,7 @@ class ReferenceStyleTISFM(nn.Module):
         return torch.einsum("hde,bhel->bdl", self.unifyheads, out) + self.unifyheads_bias
 
     def forward(self, x):
-        i = torch.arange(self.length)
+        i = torch.arange(self.length, device=x.device)
         idx = torch.where(i < self.length // 2, i, self.length - 1 - i)
         p = self.position_emb(idx).view(1, 1, -1)
         x = x + self.attention(x + p)
@@ -87,12 +88,16 @@ class ReferenceStyleTISFM(nn.Module):
         return self.linreg(y)
 
 
-def train_step(model, optimizer, batch):
+def train_step(model, optimizer, batch, autocast=False):
     x, y = batch
-    loss = F.mse_loss(model(x), y)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        pred = model(x)
+    loss = F.mse_loss(pred.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
 
 
 def interleaved(ways, batches, steps):
@@ -101,17 +106,28 @@ def interleaved(ways, batches, steps):
     out = {name: ([], []) for name in ways}
     for r in range(steps):
         for name in (list(ways) if r % 2 == 0 else list(reversed(ways))):
-            model, opt = ways[name]
             w0, c0 = time.perf_counter(), time.process_time()
-            train_step(model, opt, batches[1 + r % (len(batches) - 1)])
+            train_step(*ways[name], batches[1 + r % (len(batches) - 1)])
             out[name][0].append(time.perf_counter() - w0)
             out[name][1].append(time.process_time() - c0)
     return out
 
 
+def med(values):
+    return float(np.median(values))
+
+
+def ratios(run):
+    """Median ratio plain/ours of wall time, the range of the per-round ratios, CPU-time ratio."""
+    pairs = [p / o for p, o in zip(run["plain"][0], run["ours"][0])]
+    return (med(run["plain"][0]) / med(run["ours"][0]), min(pairs), max(pairs),
+            med(run["plain"][1]) / med(run["ours"][1]))
+
+
 def conv_description(model):
     """Which convolution kernels ran: precision, groups and the share of a dense product."""
-    order, groups = conv_plan(model.kernels, grouped=model.precision == "fp32")
+    order, groups = conv_plan(model.kernels, grouped=grouped_conv(conv_dtype(model.precision),
+                                                                  model.kernels.device))
     k = model.kernels.shape[2]
     work = sum((m1 - m0) * (hi - lo) for m0, m1, lo, hi in groups) / (len(order) * k)
     products = sum(hi > lo for *_, lo, hi in groups)
@@ -125,25 +141,29 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--motifs", default=str(CISBP) if CISBP.exists() else "jaspar:2024")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (ours then trains as "
+                        "training.fit runs it there: bf16 autocast)")
     parser.add_argument("--profile", action="store_true", help="print where our step spends its time")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
     torch.set_num_threads(args.threads)
     motifs = load_motifs(args.motifs)
     cfg = TISFMConfig.for_variant("full", n_motifs=len(motifs), n_outputs=8, length=300,
                                   kernel_width=motifs.max_width, era="paper")
-    ours = TISFM(cfg, motifs.kernels(era="paper"), random_state=0)
-    ours.precision = conv_precision("cpu")
-    plain = ReferenceStyleTISFM(ours)
+    ours = TISFM(cfg, motifs.kernels(era="paper"), random_state=0).to(device)
+    plain = ReferenceStyleTISFM(ours).to(device)
     g = torch.Generator().manual_seed(0)
-    batches = [(one_hot_torch(torch.randint(0, 4, (args.batch_size, 300), generator=g)),
-                torch.randn(args.batch_size, 8, generator=g)) for _ in range(4)]
+    batches = [(one_hot_torch(torch.randint(0, 4, (args.batch_size, 300), generator=g)).to(device),
+                torch.randn(args.batch_size, 8, generator=g).to(device)) for _ in range(4)]
 
     with torch.no_grad():
         x = batches[0][0][:32]
         ref = plain(x)
         ours.precision, exact = "fp32", ours(x)
-        ours.precision = conv_precision("cpu")
-        fast = ours(x)
+        ours.precision = conv_precision(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            fast = ours(x).float()
     err_exact = float((exact - ref).abs().max())
     err_fast = float((fast - ref).abs().max() / ref.abs().max())
     assert err_exact < 1e-4, f"our fp32 forward differs from the plain one by {err_exact}"
@@ -152,12 +172,22 @@ def main(argv=None):
     ways = {"plain": (plain, torch.optim.AdamW([p for p in plain.parameters() if p.requires_grad],
                                                lr=0.01)),
             "ours": (ours, ProxAdam([p for p in ours.parameters() if p.requires_grad], lr=0.01,
-                                    weight_decay=0.01))}
-    ours.compiled = use_compile("auto", ours, "cpu")
+                                    weight_decay=0.01), cuda)}
+    ours.compiled = use_compile("auto", ours, device)
     t0 = time.perf_counter()
-    train_step(ours, ways["ours"][1], batches[0])    # warm-up: compilation, oneDNN primitive caches
+    train_step(*ways["ours"], batches[0])    # warm-up: compilation, oneDNN primitive caches
     warmup = time.perf_counter() - t0
-    train_step(plain, ways["plain"][1], batches[0])
+    train_step(*ways["plain"], batches[0])
+    if cuda:
+        run = interleaved(ways, batches, args.steps)
+        r = ratios(run)
+        name = torch.cuda.get_device_name(device)
+        print(f"ours: {conv_description(ours)} under bf16 autocast, first step {warmup:.1f} s")
+        print(f"train_throughput: {r[0]:.1f}x ours {args.batch_size / med(run['ours'][0]):.0f} seq/s "
+              f"vs plain fp32 {args.batch_size / med(run['plain'][0]):.0f} seq/s (per round "
+              f"{r[1]:.1f}-{r[2]:.1f}x), {len(motifs)} motifs, batch {args.batch_size}, "
+              f"{args.steps} interleaved steps, medians; GPU {name}; host {cpu_description()}")
+        return
     # 1) default glibc allocator: how the reference runs
     default = interleaved(ways, batches, args.steps)
     # 2) allocator that keeps freed blocks, as tisfm_core.training.fit sets it on CPU (irreversible,
@@ -168,22 +198,15 @@ def main(argv=None):
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_step(ours, ways["ours"][1], batches[0])
+            train_step(*ways["ours"], batches[0])
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
     bs, cpu = args.batch_size, cpu_description()
-    med = lambda v: float(np.median(v))                                   # noqa: E731
 
     def line(label, times):
         wall, cpu_s = times
         print(f"{label}: median {med(wall):.2f} s/step = {bs / med(wall):.0f} seq/s "
               f"(steps {min(wall):.2f}-{max(wall):.2f} s; CPU time {med(cpu_s):.2f} s/step)")
-
-    def ratios(run):
-        """Median ratio plain/ours of wall time, the range of the per-round ratios, CPU ratio."""
-        pairs = [p / o for p, o in zip(run["plain"][0], run["ours"][0])]
-        return (med(run["plain"][0]) / med(run["ours"][0]), min(pairs), max(pairs),
-                med(run["plain"][1]) / med(run["ours"][1]))
 
     print(f"CPU: {cpu}")
     line("plain fp32 (reference style), default allocator", default["plain"])

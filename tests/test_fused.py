@@ -253,3 +253,39 @@ def test_a_capped_cpu_capability_compiles_into_its_own_cache(monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/chosen")
     fused._compile_cache_per_isa()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/chosen"
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@cuda
+def test_cuda_block_matches_the_cpu_block_in_fp32_and_under_bf16_autocast():
+    inputs = block_inputs(motifs=9, width=12)
+    inputs = (inputs[0], narrow_kernels(), *inputs[2:4], torch.linspace(-3, 8, 9))
+    weight = torch.randn(21, 9, generator=torch.Generator().manual_seed(8))
+    y0, g0 = grads_of(lambda *t: fused.motif_block(*t, chunk_size=8), inputs, weight)
+    on_gpu = [t.cuda() for t in inputs]
+    y1, g1 = grads_of(lambda *t: fused.motif_block(*t, chunk_size=8), on_gpu, weight.cuda())
+    torch.testing.assert_close(y1.cpu(), y0, atol=1e-5, rtol=1e-4)
+    for name, p, q in zip(("x", "kernels", "scale", "bias", "a"), g1, g0):
+        torch.testing.assert_close(p.cpu(), q, atol=1e-4, rtol=1e-3, msg=name)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y2, g2 = grads_of(lambda *t: fused.motif_block(*t, chunk_size=8), on_gpu, weight.cuda())
+    assert (y2.float().cpu() - y0).abs().max() < 2e-2 * y0.abs().max()
+    for name, p, q in zip(("x", "kernels", "scale", "bias", "a"), g2, g0):
+        assert float((p.float().cpu() - q).norm() / q.norm()) < 3e-2, name
+
+
+@cuda
+def test_cuda_retain_graph_loop_matches_the_cpu_gradients():
+    x = F.one_hot(torch.randint(0, 4, (3, 40), generator=torch.Generator().manual_seed(9)),
+                  4).permute(0, 2, 1).float()
+    grads = []
+    for device in ("cpu", "cuda"):
+        model = small_model(2).to(device)
+        xi = x.to(device).requires_grad_(True)
+        out = model(xi)
+        grads.append([torch.autograd.grad(out[:, r].sum(), xi, retain_graph=True)[0].cpu()
+                      for r in range(out.shape[1])])
+    for r, (a, b) in enumerate(zip(*grads)):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=f"output {r}")

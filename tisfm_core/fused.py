@@ -76,6 +76,12 @@ CONSTANT_SHIFT_LIMIT = 80.0
 GROUP_COST = 512
 
 
+def grouped_conv(dtype, device):
+    """Whether the convolution runs in column groups: in fp32 on CPU. (bf16 AMX products are
+    fastest long; on a GPU reading the column spans back would stall the step.)"""
+    return dtype == torch.float32 and torch.device(device).type == "cpu"
+
+
 def conv_plan(kernels, grouped=True):
     """Motif order and column groups of the convolution.
 
@@ -88,8 +94,7 @@ def conv_plan(kernels, grouped=True):
     ----------
     kernels : torch.Tensor, shape (2 M, 4, K)
     grouped : bool, default True
-        False gives one group over all motifs and columns (bf16 AMX products are fastest long;
-        on a GPU reading the spans back would stall the step).
+        False gives one group over all motifs and columns (see :func:`grouped_conv`).
 
     Returns
     -------
@@ -289,7 +294,7 @@ class MotifBlock(torch.autograd.Function):
         # reading |a| back is free on CPU; on a GPU it would stall the step, so the row maximum
         # (one more reduction, cheap there) is always used
         row_max = x.is_cuda or bool(pool_weight.detach().abs().max() > CONSTANT_SHIFT_LIMIT)
-        order, groups = conv_plan(kernels, grouped=dtype == torch.float32 and not x.is_cuda)
+        order, groups = conv_plan(kernels, grouped=grouped_conv(dtype, x.device))
         weights = _sorted_weights(kernels, order, dtype)
         sc, bi = scale.view(m, 2)[order].t(), bias.view(m, 2)[order].t()      # (2, M)
         a = pool_weight[order]
