@@ -14,13 +14,18 @@ derivative of each pooled output with respect to each pre-activation,
 plus its row sums. The backward pass then never touches the big tensor element-wise: the
 gradients of scale, bias and a are small products of the row sums with the output gradient, and
 the input gradient is one batched matrix product of ``f`` with the kernels scaled per sequence
-(``sum_c g_c scale_c W_c f_c``).
+(``sum_c g_c scale_c W_c f_c``). ``f`` is kept as saved tensors, which autograd frees after the
+backward pass unless ``retain_graph=True`` (one forward, one backward per output, as the TISM
+authors' ``takegrad`` and Captum do).
 
-The convolution runs as one matrix product over unfolded windows, in bf16 when
-``precision="bf16"`` (oneDNN's AMX path on recent CPUs), else in fp32. With ``compiled=True`` the
-element-wise work of a chunk is compiled by ``torch.compile`` into fused loops that read each
-score once instead of once per operation (several times faster on CPU); compilation takes
-seconds per model shape, so training turns it on and inference does not.
+The convolution is a matrix product over unfolded windows. In fp32 on CPU it skips the zero
+columns of narrow motifs (:func:`conv_plan`: motifs sorted by the kernel columns they use and
+cut into a few groups; 40% of the dense work for cisBP); in bf16 (``precision="bf16"``, oneDNN's
+AMX path) one product covers everything. Scores are laid out (strand, motif, sequence,
+position), so that a motif's two strands in one sequence form one row of the element-wise
+kernel; with ``compiled=True``, ``torch.compile`` turns that kernel into a single loop over rows
+that keeps a row in a local buffer, reading each score once and writing each derivative once.
+Compilation takes seconds per model shape, so training turns it on and inference does not.
 
 **Input attention** (:class:`AttentionCore`): ``out = v @ softmax(a^T b)``, the (L, L) matrix of
 every sequence and head built a few sequences at a time and rebuilt in the backward pass, so the
@@ -42,21 +47,13 @@ def conv_dtype(precision):
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def _windows(x, width, dtype):
-    """All windows of ``x`` (N, 4, L) as columns: (N, 4 * width, L - width + 1), row c * width + k."""
-    n, c, length = x.shape
-    return x.unfold(2, width, 1).permute(0, 1, 3, 2).reshape(n, c * width, length - width + 1).to(dtype)
-
-
-def _scores(windows, kernels):
-    """The motif convolution as one matrix product over unfolded windows: (N, C, L - K + 1)."""
-    return torch.matmul(kernels.reshape(kernels.shape[0], -1).to(windows.dtype), windows)
-
-
 def motif_conv(x, kernels, precision):
     """(N, 4, L) x (C, 4, K) -> scores (N, C, L - K + 1), fp32 and contiguous."""
-    if precision == "bf16":
-        return _scores(_windows(x, kernels.shape[2], torch.bfloat16), kernels).float()
+    if precision == "bf16":   # one bf16 product over the unfolded windows (oneDNN AMX)
+        n, _, _ = x.shape
+        width = kernels.shape[2]
+        windows = x.to(torch.bfloat16).unfold(2, width, 1).permute(0, 1, 3, 2).reshape(n, 4 * width, -1)
+        return torch.matmul(kernels.reshape(kernels.shape[0], -1).to(torch.bfloat16), windows).float()
     return F.conv1d(x, kernels)
 
 
@@ -181,7 +178,7 @@ def _input_gradient(f, gs, weights, groups, shape):
             cols[:, 4 * lo:4 * hi] += torch.bmm(wn, f[t][m0:m1].transpose(0, 1)).float()
     cols = cols.view(n, width, 4, p)
     grad = cols.new_zeros(n, 4, length)
-    for k in range(min(lo for lo, _ in spans), max(hi for _, hi in spans)):
+    for k in range(min(lo for lo, _ in spans), max(hi for _, hi in spans)) if spans else ():
         grad[:, :, k:k + p] += cols[:, k]               # column k of a window is position p + k
     return grad
 

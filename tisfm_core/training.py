@@ -62,7 +62,7 @@ class TrainSettings:
     random_state : int, default 0
     device : str, default "auto"
     precision : {"auto", "fp32", "bf16"}, default "auto"
-        Motif-convolution arithmetic on CPU ("auto": bf16 where the CPU runs it natively).
+        Motif-convolution arithmetic on CPU ("auto": bf16 where the CPU has AMX, else fp32).
         CUDA uses bf16 autocast unless "fp32".
     compile : {"auto", "on", "off"}, default "auto"
         Fuse the element-wise work of the motif block with ``torch.compile`` (about 2x faster
