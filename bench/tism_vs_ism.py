@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tisfm_core.attribution import agreement, ism, tism  # noqa: E402
+from tisfm_core.devices import cpu_description  # noqa: E402
 from tisfm_core.runs import find_runs, load_run, run_summary  # noqa: E402
 from tisfm_core.sequences import one_hot_torch  # noqa: E402
 
@@ -94,16 +95,17 @@ def from_run(path, n, rng):
     return run.model, f"run {path}", rng.integers(0, 4, size=(n, length)).astype(np.uint8)
 
 
-def fastest_ism_batch(model, idx, sizes=(32, 64, 128, 256)):
+def fastest_ism_batch(model, idx, device="cpu", sizes=(32, 64, 128, 256)):
     """The variant batch size with the best forward throughput (2 timed batches each)."""
     best, best_rate = sizes[0], 0.0
+    model.to(device)
     with torch.inference_mode():
         for size in sizes:
-            x = one_hot_torch(torch.from_numpy(np.resize(idx, (size, idx.shape[1]))))
+            x = one_hot_torch(torch.from_numpy(np.resize(idx, (size, idx.shape[1]))).to(device))
             model(x)
             started = time.perf_counter()
             for _ in range(2):
-                model(x)
+                model(x).sum().item()          # .item(): wait for the GPU too
             rate = 2 * size / (time.perf_counter() - started)
             if rate > best_rate:
                 best, best_rate = size, rate
@@ -116,6 +118,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--n", type=int, default=10, help="sequences (default 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
@@ -132,17 +135,17 @@ def main(argv=None):
     idx = idx[: args.n]
     n, length = idx.shape
 
-    n_out = tism(model, idx).shape[1]                            # warm-up
+    n_out = tism(model, idx, device=args.device).shape[1]        # warm-up
     times = []
     for _ in range(5):
         started = time.perf_counter()
-        t_values = tism(model, idx, batch_size=n * n_out)        # all pairs in one batch
+        t_values = tism(model, idx, batch_size=n * n_out, device=args.device)   # one batch
         times.append(time.perf_counter() - started)
     t_tism = statistics.median(times)
 
-    ism_batch = fastest_ism_batch(model, idx)
+    ism_batch = fastest_ism_batch(model, idx, args.device)
     started = time.perf_counter()
-    i_values = ism(model, idx, batch_size=ism_batch)
+    i_values = ism(model, idx, batch_size=ism_batch, device=args.device)
     t_ism = time.perf_counter() - started
 
     r = agreement(t_values, i_values, indices=idx)
@@ -154,8 +157,8 @@ def main(argv=None):
     if mean_r < 0.9:
         print(explain_low_agreement(model, idx[:1], t_values[:1]))
     print(f"tism_vs_ism: {t_ism / t_tism:.0f}x (TISM {t_tism * 1000:.1f} ms, ISM {t_ism:.2f} s; "
-          f"mean Pearson {mean_r:.3f}, min {min_r:.3f}; N={n}, L={length}, R={n_out}, device=cpu, "
-          f"threads={args.threads}, model: {source})")
+          f"mean Pearson {mean_r:.3f}, min {min_r:.3f}; N={n}, L={length}, R={n_out}, "
+          f"device={args.device}, model: {source}; {cpu_description()})")
 
 
 def explain_low_agreement(model, idx, t_values, eps=1e-2):

@@ -52,6 +52,7 @@ def test_read_targets_values_and_header(tmp_path):
     ("\tB\tC\np1\t1\tNA\n", r"row 'p1', column 'C' holds 'NA'"),
     ("\tB\tC\np1\t1\t2\np2\tnan\t1\n", r"row 'p2', column 'B' holds 'nan'"),
     ("\tB\tC\np1\tinf\t2\n", r"row 'p1', column 'B' holds 'inf'"),
+    ("\tB\tC\np1\t1\t2\np2\t1e39\t2\n", r"row 'p2', column 'B' holds '1e\+39'; .*within float32 range"),
     ("\tB\tC\np1\t1\t2\np1\t1\t3\n", r"region id 'p1' appears more than once"),
     ("\tB\tC\n", "no data rows"),
 ])

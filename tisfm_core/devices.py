@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import platform
 
 import torch
 
@@ -42,23 +44,52 @@ def resolve_device(device="auto"):
     raise TisfmError(f"unknown device {device!r}; use auto, cpu or cuda")
 
 
-def cpu_supports_fast_bf16():
-    """True when oneDNN can run bf16 convolutions natively (AVX512-BF16 or AMX)."""
+#: ``ONEDNN_MAX_CPU_ISA`` values that still allow oneDNN's AMX kernels (unset means all).
+_AMX_ISAS = ("", "ALL", "DEFAULT")
+
+
+def cpu_has_amx():
+    """True when oneDNN may run bf16 matrix products on AMX tiles (Intel Xeon 4th gen and later).
+
+    Honours ``ONEDNN_MAX_CPU_ISA``: capping oneDNN below AMX (say ``AVX512_CORE_BF16``, what an
+    AMD EPYC offers) reads as no AMX, so the cap emulates such a CPU.
+    """
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap not in _AMX_ISAS and "AMX" not in cap:
+        return False
     try:
-        return bool(torch.backends.mkldnn.is_available()) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return bool(torch.backends.mkldnn.is_available()) and torch.cpu._is_amx_tile_supported()
     except (AttributeError, RuntimeError):
         return False
 
 
-def conv_precision(device, precision="auto"):
-    """Precision of the motif convolution: "bf16" on CPUs that run it natively, else "fp32".
+def cpu_description():
+    """One line naming this machine's CPU for benchmark records: model, torch's vector
+    capability (``ATEN_CPU_CAPABILITY`` caps it), whether oneDNN may use AMX, torch's threads."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"AMX {'yes' if cpu_has_amx() else 'no'}{f' (ONEDNN_MAX_CPU_ISA={cap})' if cap else ''}, "
+            f"{torch.get_num_threads()} threads")
 
-    On CUDA the training loop uses bf16 autocast instead, so the module itself stays fp32.
+
+def conv_precision(device, precision="auto"):
+    """Precision of the motif convolution: "bf16" on CPUs with AMX, else "fp32".
+
+    Without AMX bf16 does not pay: with AVX512-BF16 a bf16 product is no faster than fp32 and the
+    fp32 convolution skips the motifs' zero columns (:func:`tisfm_core.fused.conv_plan`), about
+    2x fewer operations; with AVX2 only, bf16 is emulated and 20x slower. On CUDA the training
+    loop uses bf16 autocast instead, so the module itself stays fp32.
     """
     check_choice(precision, "precision", PRECISIONS)
     if precision != "auto":
         return precision
-    if torch.device(device).type == "cpu" and cpu_supports_fast_bf16():
+    if torch.device(device).type == "cpu" and cpu_has_amx():
         return "bf16"
     return "fp32"
 

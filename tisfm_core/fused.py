@@ -14,13 +14,18 @@ derivative of each pooled output with respect to each pre-activation,
 plus its row sums. The backward pass then never touches the big tensor element-wise: the
 gradients of scale, bias and a are small products of the row sums with the output gradient, and
 the input gradient is one batched matrix product of ``f`` with the kernels scaled per sequence
-(``sum_c g_c scale_c W_c f_c``).
+(``sum_c g_c scale_c W_c f_c``). ``f`` is kept as saved tensors, which autograd frees after the
+backward pass unless ``retain_graph=True`` (one forward, one backward per output, as the TISM
+authors' ``takegrad`` and Captum do).
 
-The convolution runs as one matrix product over unfolded windows, in bf16 when
-``precision="bf16"`` (oneDNN's AMX path on recent CPUs), else in fp32. With ``compiled=True`` the
-element-wise work of a chunk is compiled by ``torch.compile`` into fused loops that read each
-score once instead of once per operation (several times faster on CPU); compilation takes
-seconds per model shape, so training turns it on and inference does not.
+The convolution is a matrix product over unfolded windows. In fp32 on CPU it skips the zero
+columns of narrow motifs (:func:`conv_plan`: motifs sorted by the kernel columns they use and
+cut into a few groups; 40% of the dense work for cisBP); in bf16 (``precision="bf16"``, oneDNN's
+AMX path) one product covers everything. Scores are laid out (strand, motif, sequence,
+position), so that a motif's two strands in one sequence form one row of the element-wise
+kernel; with ``compiled=True``, ``torch.compile`` turns that kernel into a single loop over rows
+that keeps a row in a local buffer, reading each score once and writing each derivative once.
+Compilation takes seconds per model shape, so training turns it on and inference does not.
 
 **Input attention** (:class:`AttentionCore`): ``out = v @ softmax(a^T b)``, the (L, L) matrix of
 every sequence and head built a few sequences at a time and rebuilt in the backward pass, so the
@@ -29,10 +34,12 @@ every sequence and head built a few sequences at a time and rebuilt in the backw
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def conv_dtype(precision, dtype=torch.float32):
@@ -41,25 +48,13 @@ def conv_dtype(precision, dtype=torch.float32):
     return torch.bfloat16 if precision == "bf16" else dtype
 
 
-def _windows(x, width, dtype):
-    """All windows of ``x`` (N, 4, L) as columns: (N, 4 * width, L - width + 1), row c * width + k."""
-    n, c, length = x.shape
-    return x.unfold(2, width, 1).permute(0, 1, 3, 2).reshape(n, c * width, length - width + 1).to(dtype)
-
-
-def _scores(windows, kernels):
-    """The motif convolution as one matrix product over unfolded windows: (N, C, L - K + 1).
-
-    In bf16 this is oneDNN's AMX matmul, about 4x faster than a channels-last bf16 Conv2d, and its
-    output is already laid out (N, C, P), so nothing has to be transposed afterwards.
-    """
-    return torch.matmul(kernels.reshape(kernels.shape[0], -1).to(windows.dtype), windows)
-
-
 def motif_conv(x, kernels, precision):
     """(N, 4, L) x (C, 4, K) -> scores (N, C, L - K + 1), fp32 and contiguous."""
-    if precision == "bf16":
-        return _scores(_windows(x, kernels.shape[2], torch.bfloat16), kernels).float()
+    if precision == "bf16":   # one bf16 product over the unfolded windows (oneDNN AMX)
+        n, _, _ = x.shape
+        width = kernels.shape[2]
+        windows = x.to(torch.bfloat16).unfold(2, width, 1).permute(0, 1, 3, 2).reshape(n, 4 * width, -1)
+        return torch.matmul(kernels.reshape(kernels.shape[0], -1).to(torch.bfloat16), windows).float()
     return F.conv1d(x, kernels)
 
 
@@ -74,53 +69,183 @@ def _activations(s, scale, bias, n_features):
 #: below about -87. The constant shift saves a reduction pass; larger weights use the row maximum.
 CONSTANT_SHIFT_LIMIT = 80.0
 
-
-def _softmax_weights(s, scale, bias, a, row_max):
-    """Activations v (n, M, 2P) and unnormalised softmax weights e = exp(a v - shift), with
-    their row sums z (n, M)."""
-    v = _activations(s, scale, bias, a.shape[0])
-    av = v * a[:, None]
-    shift = av.amax(dim=-1, keepdim=True) if row_max else torch.relu(a)[:, None]
-    e = torch.exp(av - shift)
-    return v, e, e.sum(dim=-1)
+#: What one more matrix product of the grouped convolution costs, in motifs x kernel columns of
+#: work (chunks of 16 x 271 positions on 1-2 cores: anything from 256 to 1024 is equally fast).
+GROUP_COST = 512
 
 
-def _pool_forward(s, scale, bias, a, row_max):
-    """Pooled activations (n, M) of scores ``s`` (n, C, P); see the module docstring.
-
-    The arithmetic of :func:`_softmax_weights`, in place where it can be: without gradients
-    (inference, exact ISM) two (n, M, 2P) buffers instead of five."""
-    v = _activations(s, scale, bias, a.shape[0])
-    e = v * a[:, None]
-    shift = e.amax(dim=-1, keepdim=True) if row_max else torch.relu(a)[:, None]
-    e = e.sub_(shift).exp_()
-    z = e.sum(dim=-1)
-    return e.mul_(v).sum(dim=-1) / z
+def grouped_conv(dtype, device):
+    """Whether the convolution runs in column groups: in fp32 (or fp64) on CPU. (bf16 AMX
+    products are fastest long; on a GPU reading the column spans back would stall the step.)"""
+    return dtype in (torch.float32, torch.float64) and torch.device(device).type == "cpu"
 
 
-def _pool_forward_train(s, scale, bias, a, row_max):
-    """Pooled activations and what the backward pass needs, for one chunk of scores ``s``.
+def conv_plan(kernels, grouped=True):
+    """Motif order and column groups of the convolution.
 
-    Written as a few row reductions and one element-wise expression so that the compiled kernel
-    makes few passes over the chunk (the eager kernel computes the same numbers).
+    A motif narrower than the kernel buffer has all-zero columns (cisBP motifs fill 36% of a
+    30-column buffer). Motifs are sorted by the span of columns they use on either strand and cut
+    into groups whose product skips the columns none of them uses; the cut minimises the work
+    plus :data:`GROUP_COST` per group. Exact: only zeros are skipped.
+
+    Parameters
+    ----------
+    kernels : torch.Tensor, shape (2 M, 4, K)
+    grouped : bool, default True
+        False gives one group over all motifs and columns (see :func:`grouped_conv`).
 
     Returns
     -------
-    y : (n, M) pooled activations
-    wv2 : (n, M) ``sum_j w_j v_j^2`` (for the gradient of ``a``)
-    f_sum, fs_sum : (n, C) ``sum_j f_j`` and ``sum_j f_j s_j`` per channel (bias and scale)
-    f : (n, C, P) ``dy/dz = w v (1 + a (v - y)) (1 - v)`` in the dtype of ``s``
+    order : torch.LongTensor, shape (M,)
+        Sorted position -> motif.
+    groups : tuple of (m0, m1, lo, hi)
+        Sorted motifs ``m0 .. m1 - 1`` use only kernel columns ``lo .. hi - 1``.
     """
-    v, e, z = _softmax_weights(s, scale, bias, a, row_max)
-    ev = e * v
-    y = ev.sum(dim=-1) / z
-    wv2 = (ev * v).sum(dim=-1) / z
-    f = (ev / z[..., None] * (1 - v) * (1 + a[:, None] * (v - y[..., None]))).view_as(s)
-    return y, wv2, f.sum(dim=-1), (f * s).sum(dim=-1), f.to(s.dtype)
+    m, k = kernels.shape[0] // 2, kernels.shape[2]
+    if not grouped:
+        return torch.arange(m, device=kernels.device), ((0, m, 0, k),)
+    used = kernels.detach().reshape(m, 8, k).ne(0).any(1).cpu()          # (M, K)
+    first = torch.where(used.any(1), used.int().argmax(1), 0)
+    span = torch.where(used.any(1), k - used.flip(1).int().argmax(1), 0) - first
+    key = span * (k + 1) + first                                          # by width, then start
+    order = torch.argsort(key, stable=True)
+    keys, counts = (t.tolist() for t in torch.unique(key, return_counts=True))
+    # cheapest cut of the sorted spans into consecutive groups (a few dozen distinct spans)
+    best, cut = [0] + [None] * len(keys), [0] * (len(keys) + 1)
+    for j in range(1, len(keys) + 1):
+        lo, hi, count = k, 0, 0
+        for i in range(j - 1, -1, -1):
+            lo, hi = min(lo, keys[i] % (k + 1)), max(hi, keys[i] % (k + 1) + keys[i] // (k + 1))
+            count += counts[i]
+            cost = best[i] + count * max(hi - lo, 0) + (GROUP_COST if hi > lo else 0)
+            if best[j] is None or cost < best[j]:
+                best[j], cut[j] = cost, i
+    bounds, j = [], len(keys)
+    while j:
+        bounds.append((cut[j], j))
+        j = cut[j]
+    groups, m0 = [], 0
+    for i, j in reversed(bounds):
+        starts = [key % (k + 1) for key in keys[i:j]]
+        ends = [key % (k + 1) + key // (k + 1) for key in keys[i:j]]
+        m1 = m0 + sum(counts[i:j])
+        groups.append((m0, m1, min(starts), max(ends)))
+        m0 = m1
+    return order.to(kernels.device), tuple(groups)
+
+
+def _sorted_weights(kernels, order, dtype):
+    """Kernels (2 M, 4, K) -> (2, M, 4 K): strand t of sorted motif m, column k * 4 + base."""
+    m, k = kernels.shape[0] // 2, kernels.shape[2]
+    return kernels.detach().view(m, 2, 4, k)[order].permute(1, 0, 3, 2).reshape(2, m, 4 * k).to(dtype)
+
+
+def _strand_windows(x, width, dtype):
+    """Windows of ``x`` (n, 4, L): (4 K, n P), row k * 4 + base, column sequence * P + position."""
+    n, _, length = x.shape
+    p = length - width + 1
+    return x.to(dtype).transpose(0, 1).unfold(2, width, 1).permute(3, 0, 1, 2).reshape(4 * width, n * p)
+
+
+def _strand_scores(x, weights, groups):
+    """Scores of the sorted motifs, (2, M, n, P), of ``x`` (n, 4, L): one product per group and
+    strand over the group's columns, written in place."""
+    win = _strand_windows(x, weights.shape[2] // 4, weights.dtype)
+    s = win.new_empty((2, weights.shape[1], win.shape[1]))
+    for m0, m1, lo, hi in groups:
+        for t in range(2):
+            if hi > lo:
+                torch.mm(weights[t, m0:m1, 4 * lo:4 * hi], win[4 * lo:4 * hi], out=s[t, m0:m1])
+            else:   # motifs without columns: the padding channels
+                s[t, m0:m1] = 0
+    return s.view(2, weights.shape[1], x.shape[0], -1)
+
+
+def _input_gradient(f, gs, weights, groups, shape):
+    """dL/dx (n, 4, L) of one chunk: ``sum_m gs_m W_m f_m`` per sequence and strand.
+
+    ``f`` is the two strands' (M, n, P) derivatives of the sorted motifs, ``gs`` (2, M, n) the
+    output gradient times the scale. The kernels are scaled per sequence (n x 4 w x M numbers)
+    rather than ``f`` (M x n x P), so ``f`` is only read, by one batched product per group.
+    """
+    n, _, length = shape
+    width = weights.shape[2] // 4
+    p = length - width + 1
+    acc = torch.promote_types(f[0].dtype, torch.float32)     # bf16 sums in fp32, fp64 stays fp64
+    cols = f[0].new_zeros((n, 4 * width, p), dtype=acc)
+    spans = [(lo, hi) for _, _, lo, hi in groups if hi > lo]
+    for m0, m1, lo, hi in groups:
+        for t in range(2) if hi > lo else ():
+            wn = weights[t, m0:m1, 4 * lo:4 * hi].t()[None] * gs[t, m0:m1].t()[:, None, :]
+            cols[:, 4 * lo:4 * hi] += torch.bmm(wn, f[t][m0:m1].transpose(0, 1)).to(acc)
+    cols = cols.view(n, width, 4, p)
+    grad = cols.new_zeros(n, 4, length)
+    for k in range(min(lo for lo, _ in spans), max(hi for _, hi in spans)) if spans else ():
+        grad[:, :, k:k + p] += cols[:, k]               # column k of a window is position p + k
+    return grad
+
+
+def _rows_softmax(s0, s1, params, row_max):
+    """Activations v and unnormalised softmax weights e of rows of both strands (R, P) each."""
+    sc0, sc1, b0, b1, a, shift = params
+    v0 = torch.sigmoid(s0 * sc0 + b0)
+    v1 = torch.sigmoid(s1 * sc1 + b1)
+    if row_max:
+        shift = torch.maximum(v0 * a, v1 * a).amax(dim=-1, keepdim=True)
+    return v0, v1, torch.exp(v0 * a - shift), torch.exp(v1 * a - shift)
+
+
+def _pool_rows(s0, s1, params, row_max):
+    """Pooled activations (R,) of rows (motif, sequence) of both strands' scores (R, P)."""
+    v0, v1, e0, e1 = _rows_softmax(s0, s1, params, row_max)
+    return (e0 * v0 + e1 * v1).sum(dim=-1) / (e0 + e1).sum(dim=-1)
+
+
+def _pool_rows_train(s0, s1, params, row_max):
+    """Row sums and derivatives for the backward pass, rows as in :func:`_pool_rows`.
+
+    Every reduction spans both strands at once and only row sums feed the derivative, so the
+    compiled kernel is one loop over rows that keeps a row's v and e in a local buffer: each score
+    is read once and each derivative written once. (The eager kernel computes the same numbers.)
+
+    Returns
+    -------
+    z, evs, ev2 : (R, 1), (R, 1), (R,)
+        ``sum e``, ``sum e v`` and ``sum e v^2``.
+    f0_sum, f1_sum, fs0_sum, fs1_sum : (R,)
+        ``sum_j f_j`` and ``sum_j f_j s_j`` per strand (gradients of bias and scale).
+    f0, f1 : (R, P)
+        ``dy/dz = e v (1 - v) (1 + a (v - y)) / z`` per strand, in the dtype of the scores.
+    """
+    v0, v1, e0, e1 = _rows_softmax(s0, s1, params, row_max)
+    a = params[4]
+    ev0, ev1 = e0 * v0, e1 * v1
+    z = (e0 + e1).sum(dim=-1, keepdim=True)
+    evs = (ev0 + ev1).sum(dim=-1, keepdim=True)
+    ev2 = (ev0 * v0 + ev1 * v1).sum(dim=-1)
+    iz = 1 / z
+    c, q = (1 - a * evs * iz) * iz, a * iz                # f = e v (1 - v) (c + q v)
+    f0 = ev0 * (1 - v0) * (c + q * v0)
+    f1 = ev1 * (1 - v1) * (c + q * v1)
+    return (z, evs, ev2, f0.sum(dim=-1), f1.sum(dim=-1), (f0 * s0).sum(dim=-1),
+            (f1 * s1).sum(dim=-1), f0.to(s0.dtype), f1.to(s1.dtype))
 
 
 _compiled_kernels = {}
 _compile_failed = []
+
+
+def _compile_cache_per_isa():
+    """Give a capped ``ATEN_CPU_CAPABILITY`` its own Inductor cache folder.
+
+    torch 2.13's FX graph cache does not key CPU kernels on the vector ISA: C++ generated for
+    AVX-512 (16 floats a step) is found again under ``ATEN_CPU_CAPABILITY=avx2`` and compiled
+    for 8-float vectors, which gives wrong numbers. An explicit ``TORCHINDUCTOR_CACHE_DIR`` wins.
+    """
+    cap = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if cap and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}_{cap}"
 
 
 def _run_kernel(compiled, fn, *args):
@@ -129,6 +254,8 @@ def _run_kernel(compiled, fn, *args):
     if not compiled or _compile_failed:
         return fn(*args)
     if fn not in _compiled_kernels:
+        if not _compiled_kernels:
+            _compile_cache_per_isa()
         _compiled_kernels[fn] = torch.compile(fn, dynamic=False)
     try:
         return _compiled_kernels[fn](*args)
@@ -146,71 +273,91 @@ def _pad_rows(t, n):
     return torch.cat([t, t.new_zeros((n - t.shape[0],) + tuple(t.shape[1:]))])
 
 
+def _unsort_channels(t, order):
+    """(2, M) per strand of the sorted motifs -> (2 M,) in the kernel stack's channel order."""
+    out = t.new_empty(t.shape[1], 2)
+    out[order] = t.t()
+    return out.view(-1)
+
+
 class MotifBlock(torch.autograd.Function):
     """Pooled motif activations (N, M) of an augmented input (N, 4, L); see the module docstring."""
 
     @staticmethod
     def forward(ctx, x, kernels, scale, bias, pool_weight, chunk_size, precision, compiled):
+        m = pool_weight.shape[0]
         dtype = conv_dtype(precision, x.dtype)
-        width = kernels.shape[2]
+        if x.is_cuda and torch.is_autocast_enabled("cuda"):
+            dtype = torch.get_autocast_dtype("cuda")
         train = any(ctx.needs_input_grad[:5])
         # reading |a| back is free on CPU; on a GPU it would stall the step, so the row maximum
         # (one more reduction, cheap there) is always used
         row_max = x.is_cuda or bool(pool_weight.detach().abs().max() > CONSTANT_SHIFT_LIMIT)
+        order, groups = conv_plan(kernels, grouped=grouped_conv(dtype, x.device))
+        weights = _sorted_weights(kernels, order, dtype)
+        sc, bi = scale.view(m, 2)[order].t(), bias.view(m, 2)[order].t()      # (2, M)
+        a = pool_weight[order]
+        kernel = _pool_rows_train if train else _pool_rows
         parts = []
         for xc in x.split(chunk_size):
             n = xc.shape[0]
             if compiled:   # one chunk shape for the compiled kernels
                 xc = _pad_rows(xc, chunk_size)
-            s = _scores(_windows(xc, width, dtype), kernels)
-            if train:
-                parts.append([t[:n] for t in _run_kernel(compiled, _pool_forward_train, s, scale,
-                                                         bias, pool_weight, row_max)])
-            else:
-                parts.append([_run_kernel(compiled, _pool_forward, s, scale, bias, pool_weight,
-                                          row_max)[:n]])
+            s = _strand_scores(xc, weights, groups)                           # (2, M, n', P)
+            rows = [t.repeat_interleave(xc.shape[0])[:, None]                 # row = (motif, seq)
+                    for t in (sc[0], sc[1], bi[0], bi[1], a, torch.relu(a))]
+            out = _run_kernel(compiled, kernel, s[0].reshape(-1, s.shape[3]),
+                              s[1].reshape(-1, s.shape[3]), rows, row_max)
+            parts.append([t.reshape(m, xc.shape[0], *t.shape[1:])[:, :n] for t in
+                          (out if train else (out,))])
+        inverse = torch.argsort(order)
         if not train:
-            return torch.cat([p[0] for p in parts])
-        y, wv2, f_sum, fs_sum = [torch.cat(p) for p in list(zip(*parts))[:4]]
-        ctx.save_for_backward(x, kernels, scale, y, wv2, f_sum, fs_sum)
-        # the (n, C, P) derivatives stay in their chunks: concatenating would copy 240 MB
-        ctx.f_chunks = [p[4] for p in parts]
-        ctx.chunk_size = chunk_size
-        return y
+            return torch.cat([p[0] for p in parts], dim=1).t()[:, inverse]
+        z, evs, ev2, f0_sum, f1_sum, fs0_sum, fs1_sum = [torch.cat(p, dim=1) for p in
+                                                         list(zip(*parts))[:7]]
+        y, wv2 = evs[..., 0] / z[..., 0], ev2 / z[..., 0]                     # (M, N)
+        f_sum, fs_sum = torch.stack([f0_sum, f1_sum]), torch.stack([fs0_sum, fs1_sum])
+        # the (M, n, P) derivatives stay in their chunks: concatenating would copy 240 MB. As
+        # saved tensors autograd frees them after a backward pass unless retain_graph=True.
+        ctx.save_for_backward(x, kernels, order, sc, y, wv2, f_sum, fs_sum,
+                              *[f for p in parts for f in p[7:]])
+        ctx.chunk_size, ctx.groups = chunk_size, groups
+        return y.t()[:, inverse]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_y):
-        x, kernels, scale, y, wv2, f_sum, fs_sum = ctx.saved_tensors
-        f_chunks = ctx.f_chunks
-        if f_chunks is None:
-            raise RuntimeError("the motif block's saved derivatives were freed by an earlier "
-                               "backward pass; retain_graph=True is not supported through it")
+        x, kernels, order, sc, y, wv2, f_sum, fs_sum, *f = ctx.saved_tensors
+        m = y.shape[0]
+        gy = grad_y[:, order].t()                                             # (M, N)
+        grad_a = torch.empty_like(y[:, 0])
+        grad_a[order] = (gy * (wv2 - y * y)).sum(1)
+        grad_bias = _unsort_channels((gy * f_sum).sum(2), order)
+        grad_scale = _unsort_channels((gy * fs_sum).sum(2), order)
         need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_a = (grad_y * (wv2 - y * y)).sum(0)
-        g = grad_y.repeat_interleave(2, dim=1)                    # (N, C): channel 2m, 2m+1 -> m
-        grad_bias = (g * f_sum).sum(0)
-        grad_scale = (g * fs_sum).sum(0)
         grad_x, grad_k = None, None
         if need_x or need_k:
-            c, _, width = kernels.shape
-            dtype = f_chunks[0].dtype
-            wt = kernels.reshape(c, -1).t().to(dtype)              # (4K, C)
-            gs = (g * scale).to(dtype)                             # dL/ds = gs * f
-            grad_x = [] if need_x else None
-            grad_k = torch.zeros_like(kernels) if need_k else None
-            chunk = ctx.chunk_size
-            for xc, gc, fc in zip(x.split(chunk), gs.split(chunk), f_chunks):
-                if need_x:   # per-sequence kernels W * gs, so f is read once and never scaled
-                    wn = wt[None] * gc[:, None, :]                 # (n, 4K, C)
-                    cols = torch.bmm(wn, fc).float()               # (n, 4K, P)
-                    grad_x.append(F.fold(cols, (1, xc.shape[2]), (1, width)).view_as(xc))
+            dtype = f[0].dtype
+            width = kernels.shape[2]
+            weights = _sorted_weights(kernels, order, dtype)
+            gs = (gy[None] * sc[:, :, None]).to(dtype)                        # dL/ds = gs * f
+            grad_x, grad_w, start = [], 0, 0
+            for i, xc in enumerate(x.split(ctx.chunk_size)):
+                n = xc.shape[0]
+                fc, gc = f[2 * i:2 * i + 2], gs[:, :, start:start + n]
+                start += n
+                if need_x:
+                    grad_x.append(_input_gradient(fc, gc, weights, ctx.groups, xc.shape))
                 if need_k:
-                    windows = _windows(xc, width, fc.dtype)        # (n, 4K, P)
-                    per_seq = torch.bmm(fc, windows.transpose(1, 2)).float()   # (n, C, 4K)
-                    grad_k += (per_seq * gc[..., None]).sum(0).view_as(kernels)
+                    win = _strand_windows(xc, width, dtype).t()               # (n P, 4 K)
+                    grad_w = grad_w + torch.stack([torch.mm((fc[t] * gc[t, :, :, None]).reshape(m, -1), win)
+                                                   for t in (0, 1)]).to(kernels.dtype)
             if need_x:
                 grad_x = torch.cat(grad_x)
-        ctx.f_chunks = None   # free 240 MB now, not when the graph is dropped
+            if need_k:
+                grad_k = torch.empty_like(kernels).view(m, 2, 4, width)
+                grad_k[order] = grad_w.view(2, m, width, 4).permute(1, 0, 3, 2)
+                grad_k = grad_k.view_as(kernels)
         return grad_x, grad_k, grad_scale, grad_bias, grad_a, None, None, None
 
 
@@ -243,8 +390,10 @@ def motif_block(x, kernels, scale, bias, pool_weight, *, chunk_size=16, precisio
 class AttentionCore(torch.autograd.Function):
     """``out = v @ P`` with ``P = softmax(a^T b, dim=-1)`` (or ``v @ P^T`` when ``transpose``).
 
-    a, b, v: (N, heads, e, L). Processed ``chunk_size`` sequences at a time; the backward pass
-    rebuilds P per chunk and uses ``dS = P * (dP - rowsum(P * dP))``.
+    a, b, v: (N, heads, e, L). Processed ``chunk_size`` sequences at a time. The backward pass
+    rebuilds P per chunk; ``dS = P * (dP - rowsum(P * dP))`` with ``dP`` of rank e (2 in tiSFM),
+    so every product with ``dS`` is a product of P with 3 e + e^2 rows and neither ``dP`` nor
+    ``dS`` is formed: two passes over each (L, L) matrix instead of six.
     """
 
     @staticmethod
@@ -258,20 +407,27 @@ class AttentionCore(torch.autograd.Function):
         return torch.cat(outs)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         a, b, v = ctx.saved_tensors
-        chunk = ctx.chunk_size
+        e, chunk = a.shape[2], ctx.chunk_size
         ga, gb, gv = [], [], []
         for ac, bc, vc, go in zip(a.split(chunk), b.split(chunk), v.split(chunk),
                                   grad_out.split(chunk)):
-            p = torch.softmax(ac.transpose(-1, -2) @ bc, dim=-1)
-            pt = p.transpose(-1, -2) if ctx.transpose else p
-            gv.append(go @ pt.transpose(-1, -2))
-            dpt = vc.transpose(-1, -2) @ go
-            dp = dpt.transpose(-1, -2) if ctx.transpose else dpt
-            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
-            ga.append(bc @ ds.transpose(-1, -2))
-            gb.append(ac @ ds)
+            p = torch.softmax(ac.transpose(-1, -2) @ bc, dim=-1)          # (n, h, L, L)
+            # dP_ij = sum_k alpha_ki beta_kj
+            alpha, beta = (go, vc) if ctx.transpose else (vc, go)
+            pairs = lambda s, t: (s[:, :, :, None] * t[:, :, None]).flatten(2, 3)   # noqa: E731
+            rows = torch.cat([beta, pairs(bc, beta), bc], dim=2) @ p.transpose(-1, -2)
+            p_beta = rows[:, :, :e]                                        # P beta^T
+            r = (alpha * p_beta).sum(2, keepdim=True)                      # rowsum(P * dP)
+            ga.append((alpha[:, :, None] * rows[:, :, e:e + e * e].unflatten(2, (e, e))).sum(3)
+                      - r * rows[:, :, e + e * e:])
+            cols = torch.cat([pairs(ac, alpha), ac * r] + ([alpha] if ctx.transpose else []),
+                             dim=2) @ p                                    # (P^T w^T)^T
+            gb.append((beta[:, :, None] * cols[:, :, :e * e].unflatten(2, (e, e))).sum(3)
+                      - cols[:, :, e * e:e * e + e])
+            gv.append(cols[:, :, e * e + e:] if ctx.transpose else p_beta)
         return torch.cat(ga), torch.cat(gb), torch.cat(gv), None, None
 
 

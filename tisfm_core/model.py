@@ -269,9 +269,10 @@ class TISFM(nn.Module):
     Attributes
     ----------
     precision : {"fp32", "bf16"}
-        Arithmetic of the motif convolution. "bf16" runs it as a channels-last bf16 Conv2d,
-        which is 2-4x faster on CPUs with AMX/AVX512-BF16 and stays within about 4e-3 relative
-        error; everything else stays fp32.
+        Arithmetic of the motif convolution. "bf16" runs its matrix product in bf16, about 3x
+        faster on CPUs with AMX (:func:`tisfm_core.devices.conv_precision` picks it there) and
+        within about 4e-3 relative error; "fp32" skips the zero columns of narrow motifs
+        instead (:func:`tisfm_core.fused.conv_plan`). Everything else stays fp32.
     chunk_size : int or None
         Sequences per chunk of the convolution-pooling block (None: the whole batch at once).
     compiled : bool

@@ -38,15 +38,17 @@ def _check_frame(frame, source):
     if repeated.any():
         raise TisfmError(f"{source}: region id '{ids[np.argmax(repeated)]}' appears more than "
                          "once; ids must be unique")
-    values = frame.to_numpy(dtype=np.float64)
-    # targets are trained in float32: 1e39 is finite here but infinite there
-    bad = ~(np.abs(values) <= np.finfo(np.float32).max)
+    # targets are trained in float32: cast first (one float32 copy, no float64 one), so that a
+    # value beyond float32's range (1e39) is infinite and refused like inf itself
+    with np.errstate(over="ignore"):
+        table = frame.astype(np.float32)
+    bad = ~np.isfinite(table.to_numpy())
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise TisfmError(f"{source}: row '{ids[row]}', column '{frame.columns[col]}' holds "
-                         f"'{values[row, col]:g}'; expected a finite number within float32 range "
-                         f"(|value| <= {np.finfo(np.float32).max:.3g})")
-    return frame.astype(np.float32)
+                         f"'{float(frame.iat[row, col]):g}'; expected a finite number within float32 "
+                         f"range (|value| <= {np.finfo(np.float32).max:.3g})")
+    return table
 
 
 def read_targets(path):
@@ -114,9 +116,16 @@ def read_targets(path):
 
     # Second pass: the C parser. No NA conversion, so empty or "NA" cells make a column
     # non-numeric and are reported below with their text.
-    table = pd.read_csv(path, sep="\t", header=None, skiprows=header_line, names=range(n_fields),
-                        index_col=0, dtype={0: str}, na_filter=False, encoding="utf-8-sig",
-                        compression="gzip" if is_gzip(path) else None)
+    options = dict(sep="\t", header=None, skiprows=header_line, names=range(n_fields), index_col=0,
+                   na_filter=False, encoding="utf-8-sig", compression="gzip" if is_gzip(path) else None)
+    try:   # float32 straight from the parser: half the memory of float64 for an atlas
+        with np.errstate(over="ignore"):      # beyond float32 becomes inf, refused below
+            table = pd.read_csv(path, dtype={0: str, **dict.fromkeys(range(1, n_fields), np.float32)},
+                                **options)
+        if not np.isfinite(table.to_numpy()).all():
+            raise ValueError("not finite")   # read again in float64 to quote the cell as written
+    except ValueError:   # a cell that is not a number: read again untyped to say which, below
+        table = pd.read_csv(path, dtype={0: str}, **options)
     table.columns = names
     table.index = table.index.astype(str)
     table.index.name = index_name

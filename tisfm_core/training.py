@@ -71,7 +71,7 @@ class TrainSettings:
     device : str, optional
         "cpu", "cuda" or "cuda:N"; None (or "auto") uses CUDA when present.
     precision : {"auto", "fp32", "bf16"}, default "auto"
-        Motif-convolution arithmetic on CPU ("auto": bf16 where the CPU runs it natively).
+        Motif-convolution arithmetic on CPU ("auto": bf16 where the CPU has AMX, else fp32).
         CUDA uses bf16 autocast unless "fp32".
     compile : {"auto", "on", "off"}, default "auto"
         Fuse the element-wise work of the motif block with ``torch.compile`` (about 2x faster
@@ -287,15 +287,16 @@ def initialize_from_data(model, indices, targets, *, n_samples=2048, quantile=0.
     n_channels = model.kernels.shape[0]
     sd = torch.empty(n_channels, dtype=torch.float64, device=device)
     q = torch.empty(n_channels, dtype=torch.float64, device=device)
-    # a block of channels at a time: all scores of 862 motifs in float64 would take 8 GB
-    for start in range(0, n_channels, 64):
-        kernels = model.kernels[start:start + 64]
+    # a block of channels at a time: all scores of 862 motifs in float64 would take 8 GB, and a
+    # block of 16 keeps the transient (scores, their transpose, quantile's copy) near 300 MB
+    for start in range(0, n_channels, 16):
+        kernels = model.kernels[start:start + 16]
         scores = torch.cat([motif_conv(c, kernels, model.precision).double() for c in xa.split(256)])
         flat = scores.transpose(0, 1).reshape(kernels.shape[0], -1)   # (channels, n * Lc)
         if flat.shape[1] > 2 ** 20:  # torch.quantile's size limit; a strided subsample is plenty
             flat = flat[:, :: math.ceil(flat.shape[1] / 2 ** 20)]
-        sd[start:start + 64] = flat.std(dim=1)
-        q[start:start + 64] = torch.quantile(flat, quantile, dim=1)
+        sd[start:start + 16] = flat.std(dim=1)
+        q[start:start + 16] = torch.quantile(flat, quantile, dim=1)
     real = sd > 1e-6  # the zero padding channels keep scale 1, bias 0
     scale = torch.where(real, sharpness / sd.clamp(min=1e-6), torch.ones_like(sd))
     model.scale.copy_(scale.float())
