@@ -24,7 +24,7 @@ from .model import SOFTMAX_AXES, VARIANTS
 from .motifs import ERAS
 
 #: Every model a run can hold: the paper's tiSFM ablations, then the baselines.
-MODEL_VARIANTS = (*VARIANTS, "aitac")
+MODEL_VARIANTS = (*VARIANTS, "linear", "aitac")
 #: Target transforms; "lineage" and "tree-diff" take a table: ``lineage:MAP.tsv``.
 TRANSFORMS = ("none", "zscore", "lineage", "tree-diff")
 TASK_FORMAT = "tisfm-train-task"
@@ -190,7 +190,8 @@ class ModelSpec:
     Parameters
     ----------
     variant : str, default "full"
-        One of :data:`MODEL_VARIANTS`.
+        One of :data:`MODEL_VARIANTS`: a tiSFM variant, "linear" (ridge regression on per-motif
+        max score and site count, :mod:`tisfm_core.linear`) or "aitac" (the AI-TAC CNN).
     motifs : str, default "jaspar:2024"
         A motif file (MEME, JASPAR, TRANSFAC, HOMER) or ``jaspar:RELEASE``; not used by the
         AI-TAC baseline.
@@ -235,6 +236,10 @@ class ModelSpec:
         if self.variant == "aitac":
             torch.manual_seed(random_state)
             return AITAC(n_outputs=n_outputs, length=length)
+        if self.variant == "linear":
+            from .linear import LinearBaseline
+
+            return LinearBaseline.from_motifs(motifs, n_outputs=n_outputs, length=length)
         config = TISFMConfig.for_variant(self.variant, n_motifs=len(motifs), n_outputs=n_outputs,
                                          length=length, kernel_width=max(motifs.max_width, 1),
                                          era=self.era, attention_softmax=self.attention_softmax)
@@ -288,8 +293,9 @@ class TrainTask:
             raise TisfmError(f"group must be a name, got {self.group!r}")
         if not isinstance(self.half, bool):
             raise TisfmError(f"half must be true or false, got {self.half!r}")
-        if self.training.finetune_epochs and self.model.variant == "aitac":
-            raise TisfmError("the AI-TAC baseline has no motif kernels to fine-tune "
+        if self.training.finetune_epochs and self.model.variant in ("aitac", "linear"):
+            name = "AI-TAC" if self.model.variant == "aitac" else "linear"
+            raise TisfmError(f"the {name} baseline has no motif kernels to fine-tune "
                              "(set finetune_epochs to 0)")
 
     def replace(self, **changes):
