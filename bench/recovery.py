@@ -46,8 +46,8 @@ from tisfm_core.path import load_path, parse_lambdas, regularization_path  # noq
 from tisfm_core.recovery import inclusion_scores, path_scores, planted_hits, recall  # noqa: E402
 from tisfm_core.runs import is_run, load_run, read_run_config  # noqa: E402
 from tisfm_core.specs import DataSpec, ModelSpec, PathSpec, TrainTask  # noqa: E402
-from tisfm_core.training import TrainSettings  # noqa: E402
-from tisfm_core.workflows import train_run  # noqa: E402
+from tisfm_core.training import CHECKPOINT, TrainSettings  # noqa: E402
+from tisfm_core.workflows import resume_run, train_run  # noqa: E402
 
 CISBP = ROOT.parent / "shared" / "data" / "motifs" / "cisBP_mouse.meme"
 PATH_LAMBDAS = "1e-5:1e-1:16"
@@ -84,6 +84,9 @@ def atlas_folder(work, recipe):
 def train(folder, atlas, variant, fold, settings, group=None):
     if is_run(folder):
         return folder
+    if (folder / CHECKPOINT / "state.json").exists() and (folder / "request.json").exists():
+        say(f"resuming {folder}")
+        return resume_run(folder, verbose=False)
     say(f"training {variant} fold {fold} -> {folder}")
     task = TrainTask(data=DataSpec(sequences=str(atlas / "sequences.fa"), targets=str(atlas / "targets.tsv"),
                                    folds=10, fold=fold),
@@ -232,7 +235,9 @@ def main(argv=None):
     parser.add_argument("--settings", default="{}",
                         help="JSON of TrainSettings fields to change from the defaults (a variant)")
     parser.add_argument("--tag", default="defaults", help="name of the settings variant (run folder)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared, oversubscribed machine two "
+                             "threads spend most of their time waiting for each other)")
     parser.add_argument("--readme", help="write the table into this markdown file (between markers)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
