@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +83,31 @@ def atlas_folder(work, recipe):
     return folder
 
 
+def _owner(lock):
+    """The live process that holds ``lock`` (another invocation training the same run), or None."""
+    try:
+        pid = int(lock.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() else None
+
+
 def train(folder, atlas, variant, fold, settings, group=None):
+    lock = folder.parent / f".{folder.name}.lock"
+    while not is_run(folder) and _owner(lock):
+        time.sleep(60)   # another invocation (--only-fold) trains this run: wait for it
     if is_run(folder):
         return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(str(os.getpid()))
+    try:
+        return _train(folder, atlas, variant, fold, settings, group)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train(folder, atlas, variant, fold, settings, group):
     if (folder / CHECKPOINT / "state.json").exists() and (folder / "request.json").exists():
         say(f"resuming {folder}")
         return resume_run(folder, verbose=False)
@@ -121,6 +145,21 @@ def feature_sd(run, n_samples=2048):
     return feats[:, :run.model.config.n_motifs].std(dim=0).numpy().astype(np.float64)
 
 
+def initial_layer(run):
+    """The final layer of tiSFM's data-driven initialisation (calibrated sigmoids and a ridge fit,
+    no training epoch) on the run's own training split: what training starts from."""
+    from tisfm_core.path import load_run_data
+    from tisfm_core.training import initialize_from_data
+    from tisfm_core.workflows import build_untrained
+
+    run = load_run(run, device="cpu")
+    idx, y = load_run_data(run)["train"]
+    model = build_untrained("full", motifs=run.motifs, n_outputs=len(run.outputs),
+                            length=run.model.config.length)
+    initialize_from_data(model, idx, y)
+    return pd.DataFrame(model.final_weights.numpy().T, index=run.motif_ids, columns=run.outputs)
+
+
 def scores_row(W, truth, hits, groups=None):
     row = {}
     for label, sign in (("act", 1), ("rep", -1)):
@@ -148,7 +187,7 @@ def study_atlas(work, recipe, *, folds, big, settings, tag):
     inclusion = {sign: inclusion_scores(weights, k=10, sign=sign) for sign in (1, -1)}
     rows = []
 
-    def add(model, source, tables, config):
+    def add(model, source, tables, config, trained=True):
         ranked = {}
         for grouping, groups in (("motif", None), ("cluster", clusters)):
             if isinstance(tables, dict):   # signed inclusion: one table per sign
@@ -159,12 +198,15 @@ def study_atlas(work, recipe, *, folds, big, settings, tag):
                 ranked[grouping] = scores_row(tables, truth, hits, groups)
         metrics = config["metrics"]["test"]
         rows.append({"atlas": recipe.name, "model": model, "source": source, "recall": ranked,
-                     "test_r2": metrics["mean_r2"], "best_epoch": config["training"]["best"].get("epoch"),
-                     "epochs": len(config.get("history", []))})
+                     "test_r2": metrics["mean_r2"] if trained else None,
+                     "best_epoch": config["training"]["best"].get("epoch") if trained else 0,
+                     "epochs": len(config.get("history", [])) if trained else 0})
 
     add("tisfm", "final layer", weights[0], read_run_config(tisfm[0]))
     add("tisfm", "final layer x feature sd", weights[0] * feature_sd(tisfm[0])[:, None],
         read_run_config(tisfm[0]))
+    add("tisfm", "data initialisation (epoch 0)", initial_layer(tisfm[0]), read_run_config(tisfm[0]),
+        trained=False)
     add("tisfm", f"inclusion ({n_folds} folds)", inclusion, read_run_config(tisfm[0]))
     add("tisfm", "MCP path, best lambda", path_scores(path), read_run_config(tisfm[0]))
     add("linear", "final layer", lin_w, read_run_config(linear))
@@ -188,6 +230,10 @@ def fmt(value):
     return "-" if value is None else f"{value:.2f}"
 
 
+def fmt3(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
 def table(results, grouping):
     lines = ["| atlas | model | ranking | act R@5 | act R@10 | rep R@5 | rep R@10 | all R@5 | test R2 | best epoch |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -198,7 +244,7 @@ def table(results, grouping):
             lines.append(f"| {res['atlas']} | {row['model']} | {row['source']} | "
                          f"{fmt(fraction(rec['act@5']))} | {fmt(fraction(rec['act@10']))} | "
                          f"{fmt(fraction(rec['rep@5']))} | {fmt(fraction(rec['rep@10']))} | "
-                         f"{fmt(pooled(rec, 5))} | {row['test_r2']:.3f} | {epoch} |")
+                         f"{fmt(pooled(rec, 5))} | {fmt3(row['test_r2'])} | {epoch} |")
     return "\n".join(lines)
 
 
@@ -239,14 +285,24 @@ def main(argv=None):
                         help="torch threads (default 1: on a shared, oversubscribed machine two "
                              "threads spend most of their time waiting for each other)")
     parser.add_argument("--readme", help="write the table into this markdown file (between markers)")
+    parser.add_argument("--only-fold", type=int, default=None,
+                        help="only train this tiSFM fold of the atlases (a parallel helper "
+                             "process; no table)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     settings = TrainSettings(**{"device": "cpu", **json.loads(args.settings)})
     cpu = cpu_model()
     say(f"CPU: {cpu}; settings {args.tag}: {json.dumps(settings.to_dict())}")
+    names = [a.strip() for a in args.atlases.split(",") if a.strip()]
+    if args.only_fold is not None:
+        for name in names:
+            atlas = atlas_folder(work, get_recipe(name))
+            train(work / "runs" / args.tag / name / "tisfm" / f"fold_{args.only_fold}", atlas, "full",
+                  args.only_fold, settings, group="tisfm")
+        return
     results = []
-    for name in [a.strip() for a in args.atlases.split(",") if a.strip()]:
+    for name in names:
         res = study_atlas(work, get_recipe(name), folds=args.folds, big=args.big, settings=settings,
                           tag=args.tag)
         (work / "results").mkdir(parents=True, exist_ok=True)
