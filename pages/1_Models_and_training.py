@@ -156,6 +156,11 @@ def finetune_form(row):
     if row is None or "error" in row:
         st.info("Pick a usable run in the sidebar to fine-tune it.")
         return
+    if row.get("kind") == "linear":
+        st.info(f"{ui.md_escape(row['display'])} is a linear baseline, fitted in closed form: there is no "
+                "training to continue. Train a new linear run on other data with the form on the Train tab "
+                "(model variant *linear*).")
+        return
     parent = Path(row["path"])
     st.markdown(f"Fine-tune the active run **{ui.md_escape(row['display'])}**: a new run starts from its weights and "
                 "trains the parameters you choose on the data you give, as a **background job**. The "

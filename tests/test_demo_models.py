@@ -18,10 +18,12 @@ def test_demo_models_builds_every_run_and_resumes(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     steps = set(manifest["steps"])
     assert steps == {"atlas", "cv_full", "path_mcp_fold0", "treediff_full", "ablation_base",
-                     "ablation_attention", "ablation_interaction", "ablation_maxpool", "ablation_aitac"}
+                     "ablation_attention", "ablation_interaction", "ablation_maxpool", "ablation_linear",
+                     "ablation_aitac"}
     runs = {str(p.relative_to(out)) for p in find_runs(out)}
     assert runs == {"cv_full/fold_0", "cv_full/fold_1", "cv_full/fold_2", "treediff_full",
-                    *(f"ablations/{v}" for v in ("base", "attention", "interaction", "maxpool", "aitac"))}
+                    *(f"ablations/{v}" for v in ("base", "attention", "interaction", "maxpool", "linear",
+                                                 "aitac"))}
     tree = load_run(out / "treediff_full")
     assert tree.config["transform"]["kind"] == "tree-diff" and len(tree.outputs) == 80
     assert load_run(out / "cv_full" / "fold_1").config["group"] == "cv_full"

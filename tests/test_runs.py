@@ -37,7 +37,7 @@ def _x(n=6, length=50):
     return one_hot_torch(torch.randint(0, 4, (n, length), generator=torch.Generator().manual_seed(0)))
 
 
-@pytest.mark.parametrize("variant", ["full", "base", "maxpool", "aitac"])
+@pytest.mark.parametrize("variant", ["full", "base", "maxpool", "linear", "aitac"])
 def test_round_trip_reproduces_predictions(tmp_path, variant):
     path, model, motifs = _save(tmp_path, variant=variant)
     run = load_run(path)

@@ -76,12 +76,25 @@ def test_best_validation_weights_are_restored(planted):
 
 def test_learning_rate_divided_by_10_after_patience_then_stop(planted):
     motifs, parts = planted
-    _, result = _fit(motifs, parts, variant="base", epochs=40, lr_patience=0, lr=1e-3, min_lr=2e-6)
+    _, result = _fit(motifs, parts, variant="base", epochs=40, lr_patience=0, lr=1e-3, min_lr=2e-6,
+                     patience=None)
     lrs = [row["lr"] for row in result["history"]]
     # every drop is a factor 10 and training stops once lr < min_lr (1e-3 -> ... -> 1e-6)
     drops = [b / a for a, b in zip(lrs, lrs[1:]) if b != a]
     assert all(d == pytest.approx(0.1) for d in drops)
     assert len(result["history"]) < 40 and min(lrs) == pytest.approx(1e-5)
+
+
+def test_early_stopping_ends_a_stage_patience_epochs_after_the_best(planted):
+    motifs, parts = planted
+    # lr 0.3 overshoots the data-driven start: the validation loss stops improving early
+    _, result = _fit(motifs, parts, variant="base", epochs=30, lr=0.3, patience=2)
+    history, best = result["history"], result["best"]
+    assert len(history) < 30
+    assert len(history) - best["epoch"] == 2
+    assert all(row["val_loss"] >= best["val_loss"] for row in history[best["epoch"]:])
+    _, unstopped = _fit(motifs, parts, variant="base", epochs=len(history) + 2, lr=0.3, patience=None)
+    assert len(unstopped["history"]) == len(history) + 2
 
 
 def test_l1_penalty_zeroes_the_final_layer_and_leaves_other_parameters(planted):

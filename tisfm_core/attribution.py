@@ -316,7 +316,18 @@ def tism(model, indices_or_onehot, *, outputs=None, output_names=None, batch_siz
     -------
     np.ndarray, float32, shape (N, R, 4, L)
         R = ``len(outputs)``.
+
+    Raises
+    ------
+    TisfmError
+        For a model that declares ``supports_tism = False`` (the linear baseline, whose site
+        counts have no useful gradient; use :func:`ism`).
     """
+    if not getattr(model, "supports_tism", True):
+        raise TisfmError("TISM needs the model's gradient, and the linear baseline's site-count "
+                         "features are step functions (gradient 0 almost everywhere): a Taylor "
+                         "estimate would show only its max-score term. Use exact ISM (tisfm ism) "
+                         "for this model")
     idx = as_indices(indices_or_onehot)
     batch_size = check_integer(batch_size, "batch_size")
     with evaluation(model, device) as dev:

@@ -257,8 +257,8 @@ def background_chain(gc=GC_CONTENT, cpg_depletion=CPG_DEPLETION):
     return base, pairs, transition
 
 
-def _markov_sequences(n, length, rng):
-    base, _, transition = background_chain()
+def _markov_sequences(n, length, rng, gc=GC_CONTENT, cpg_depletion=CPG_DEPLETION):
+    base, _, transition = background_chain(gc, cpg_depletion)
     start = np.cumsum(base)
     step = np.cumsum(transition, axis=1)
     start[-1] = step[:, -1] = 1.0
@@ -282,17 +282,27 @@ def _sample_sites(matrix, n, rng):
     return sites
 
 
-def _plant(seq, occupied, rows, sites, rng):
-    """Write ``sites`` into ``seq[rows]`` at free, centre-biased positions; True where placed."""
+def _plant(seq, occupied, rows, sites, rng, propose=None):
+    """Write ``sites`` into ``seq[rows]`` at free positions; True where placed.
+
+    Start positions are drawn around the centre, or by ``propose(pending, width)`` (pending:
+    positions in ``rows`` still to place; returns one start per entry), up to
+    MAX_PLACEMENT_TRIES draws per site. Returns the placed mask and the start of every placed
+    site (-1 where dropped).
+    """
     length = seq.shape[1]
     width = sites.shape[1]
     placed = np.zeros(len(rows), dtype=bool)
+    starts = np.full(len(rows), -1, dtype=np.int64)
     pending = np.arange(len(rows))
     offsets = np.arange(width)
     for _ in range(MAX_PLACEMENT_TRIES):
         if not pending.size:
             break
-        start = np.rint(rng.normal((length - width) / 2, length * POSITION_SD, size=pending.size))
+        if propose is None:
+            start = np.rint(rng.normal((length - width) / 2, length * POSITION_SD, size=pending.size))
+        else:
+            start = propose(pending, width)
         start = np.clip(start, 0, length - width).astype(np.int64)
         region = rows[pending][:, None]
         window = start[:, None] + offsets
@@ -300,8 +310,9 @@ def _plant(seq, occupied, rows, sites, rng):
         seq[region[free], window[free]] = sites[pending[free]]
         occupied[region[free], window[free]] = True
         placed[pending[free]] = True
+        starts[pending[free]] = start[free]
         pending = pending[~free]
-    return placed
+    return placed, starts
 
 
 def _saturating(counts):
@@ -476,7 +487,7 @@ def make_demo_atlas(out, *, n_regions=20000, length=300, random_state=0, verbose
         for regulator in REGULATORS:
             rows = np.flatnonzero(wanted[regulator.name] > slot)
             sites = _sample_sites(profiles[regulator.name][2], len(rows), rng)
-            counts[regulator.name][rows[_plant(seq, occupied, rows, sites, rng)]] += 1
+            counts[regulator.name][rows[_plant(seq, occupied, rows, sites, rng)[0]]] += 1
     say(f"sequences: {n_regions} x {length} bp")
 
     # Effects per cell type (the cooperative pair shares one vector) and the activity table.

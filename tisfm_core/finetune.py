@@ -332,6 +332,9 @@ def _load_parent(parent, motifs):
     if not parent.is_dir():
         raise TisfmError(f"the parent run {parent} does not exist")
     run = load_run(parent)
+    if run.kind == "linear":   # fitted in closed form: there is no gradient training to continue
+        raise TisfmError(f"{run.name} is a linear baseline (ridge fitted in closed form): it cannot be "
+                         "fine-tuned; train a new one with tisfm train --variant linear")
     if run.kind == "aitac":
         if motifs:
             raise TisfmError(f"{run.name} is an AI-TAC baseline: it uses no motifs; drop --motifs")

@@ -531,6 +531,11 @@ def _fit_lambda(backend, settings, generator, *, patience, index, callback):
     return best[0], best[1], best[2], epoch
 
 
+_LINEAR = ("the linear baseline is fitted in closed form on max scores and site counts (ridge "
+           "strength chosen on the validation split); the regularization path is for tiSFM's "
+           "final layer")
+
+
 def path_from_arrays(model: nn.Module, train: tuple, val: tuple, test: tuple, spec: PathSpec, *,
                      verbose: bool = False, callback=None, motif_ids=None,
                      motif_names=None, outputs=None):
@@ -569,6 +574,8 @@ def path_from_arrays(model: nn.Module, train: tuple, val: tuple, test: tuple, sp
     lr = 0.01 if spec.lr is None else spec.lr
     step_lr = lr / 10 if spec.step_lr is None else spec.step_lr
     batch_size, epochs = spec.batch_size, spec.epochs
+    if getattr(getattr(model, "config", None), "variant", None) == "linear":
+        raise TisfmError(_LINEAR)
     if not (hasattr(model, "features") and isinstance(getattr(model, "final", None), nn.Linear)
             and hasattr(getattr(model, "config", None), "n_motifs")):
         raise TisfmError("the regularization path needs a tiSFM model (motif features and a final "
@@ -736,6 +743,8 @@ def regularization_path(run, spec: PathSpec, *, verbose: bool = False, callback=
     from .runs import load_run
 
     run = run if hasattr(run, "model") else load_run(run)
+    if run.kind == "linear":
+        raise TisfmError(f"{run.path}: {_LINEAR}")
     if run.kind != "tisfm":
         raise TisfmError(f"{run.path} is an AI-TAC baseline: it has no motif final layer for a "
                          "regularization path")

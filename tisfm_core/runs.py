@@ -34,6 +34,7 @@ from . import __version__
 from .aitac import AITAC
 from .atomic import atomic_write, check_format, read_json, write_json
 from .errors import TisfmError
+from .linear import LinearBaseline, LinearConfig
 from .model import TISFM, TISFMConfig
 from .motifs import MotifSet, read_meme, write_meme
 from .server import readable_here, redact, server_path
@@ -46,6 +47,8 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MOTIFS = "motifs.meme"
 SPLIT = "split.json"
+#: Model kinds with one final-layer weight per motif and output (the motif views read them).
+MOTIF_KINDS = ("tisfm", "linear")
 
 
 def package_versions():
@@ -65,6 +68,8 @@ def model_spec(model):
     """JSON description from which :func:`build_model` rebuilds an untrained twin of ``model``."""
     if isinstance(model, TISFM):
         return {"kind": "tisfm", "config": model.config.to_dict()}
+    if isinstance(model, LinearBaseline):
+        return {"kind": "linear", "config": model.config.to_dict()}
     if isinstance(model, AITAC):
         return {"kind": "aitac", "config": model.init_args()}
     raise TypeError(f"cannot save a {type(model).__name__}")
@@ -79,12 +84,15 @@ def build_model(spec):
         config = TISFMConfig.from_dict(cfg)
         kernels = torch.zeros(config.n_channels, 4, config.kernel_width)
         return TISFM(config, kernels)
+    if kind == "linear":
+        return LinearBaseline(LinearConfig.from_dict(cfg))
     if kind == "aitac":
         try:
             return AITAC(**cfg)
         except TypeError as exc:
             raise TisfmError(f"config.json AI-TAC settings are invalid: {exc}") from None
-    raise TisfmError(f"config.json names an unknown model kind {kind!r} (expected 'tisfm' or 'aitac')")
+    raise TisfmError(f"config.json names an unknown model kind {kind!r} (expected 'tisfm', "
+                     "'linear' or 'aitac')")
 
 
 # -- saving -------------------------------------------------------------------------------------
@@ -110,10 +118,10 @@ def save_run(path: str | Path, model: torch.nn.Module, *, outputs: list, motifs:
     ----------
     path : str or Path
         The run folder (created if needed; files in it are replaced atomically).
-    model : TISFM or AITAC
+    model : TISFM, LinearBaseline or AITAC
     outputs : list of str, length n_outputs
     motifs : MotifSet, optional
-        Required for tiSFM models: ids, names, source and fingerprint go to config.json and the
+        Required for tiSFM and linear models: ids, names, source and fingerprint go to config.json and the
         PWMs to motifs.meme.
     meta : dict, optional
         Extra JSON fields (data, transform, training, history, metrics, ...).
@@ -131,9 +139,9 @@ def save_run(path: str | Path, model: torch.nn.Module, *, outputs: list, motifs:
         raise TisfmError(f"{len(outputs)} output names for a model with {n_out} outputs")
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": now_iso(),
               "model": spec, "outputs": outputs, "versions": package_versions()}
-    if isinstance(model, TISFM):
+    if spec["kind"] in MOTIF_KINDS:
         if motifs is None:
-            raise TisfmError("a tiSFM run needs its motif set")
+            raise TisfmError(f"a {spec['kind']} run needs its motif set")
         if len(motifs) != model.config.n_motifs:
             raise TisfmError(f"{len(motifs)} motifs for a model built with {model.config.n_motifs}")
         config["motifs"] = {"ids": list(motifs.ids), "names": list(motifs.names),
@@ -163,10 +171,10 @@ def read_run_config(path: str | Path) -> dict:
     spec = config["model"]
     if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
         raise TisfmError(f"{path / CONFIG}: 'model' must be an object with 'kind' and 'config'")
-    if spec.get("kind") == "tisfm":
+    if spec.get("kind") in MOTIF_KINDS:
         motifs = config.get("motifs")
         if not isinstance(motifs, dict) or not isinstance(motifs.get("ids"), list):
-            raise TisfmError(f"{path / CONFIG}: a tiSFM run needs 'motifs' with a list of 'ids'")
+            raise TisfmError(f"{path / CONFIG}: a {spec['kind']} run needs 'motifs' with a list of 'ids'")
     _check_field_types(config, path / CONFIG)
     for part in ("val", "test"):
         metrics = config.get("metrics", {}).get(part) or {}
@@ -243,12 +251,17 @@ class Run:
         return self.config["model"]["kind"]
 
     @property
+    def has_motif_layer(self):
+        """True for runs with one final-layer weight per motif (tiSFM and the linear baseline)."""
+        return self.kind in MOTIF_KINDS
+
+    @property
     def motif_ids(self):
-        return list(self.config["motifs"]["ids"]) if self.kind == "tisfm" else []
+        return list(self.config["motifs"]["ids"]) if self.has_motif_layer else []
 
     @property
     def motif_names(self):
-        if self.kind != "tisfm":
+        if not self.has_motif_layer:
             return []
         return list(self.config["motifs"].get("names") or self.config["motifs"]["ids"])
 
@@ -339,7 +352,7 @@ def load_run(path: str | Path, *, device: str | None = None) -> Run:
         raise TisfmError(f"{path / CONFIG}: {len(config['outputs'])} output names for a model with "
                          f"{n_out} outputs")
     motifs = None
-    if config["model"]["kind"] == "tisfm":
+    if config["model"]["kind"] in MOTIF_KINDS:
         ids = config["motifs"]["ids"]
         if len(ids) != model.config.n_motifs:
             raise TisfmError(f"{path / CONFIG}: {len(ids)} motif ids for a model built with "
@@ -508,7 +521,7 @@ def run_summary(path):
     try:
         config = read_run_config(path)
         spec = config["model"]
-        variant = TISFMConfig.from_dict(spec["config"]).variant if spec["kind"] == "tisfm" else "aitac"
+        variant = TISFMConfig.from_dict(spec["config"]).variant if spec["kind"] == "tisfm" else spec["kind"]
     except TisfmError as exc:
         return {**row, "error": str(exc)}
     cfg = spec["config"]

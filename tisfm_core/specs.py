@@ -25,7 +25,33 @@ from .model import SOFTMAX_AXES, VARIANTS
 from .motifs import ERAS
 
 #: Every model a run can hold: the paper's tiSFM ablations, then the baselines.
-MODEL_VARIANTS = (*VARIANTS, "aitac")
+MODEL_VARIANTS = (*VARIANTS, "linear", "aitac")
+#: What each baseline is and is not, in a paragraph the app can show next to a comparison.
+BASELINE_NOTES = {
+    "linear": (
+        "Linear baseline: ridge regression of each output on two features per motif of the run's "
+        "own motif collection, the best log-odds match anywhere in the sequence (either strand) "
+        "and the number of sites above a fixed null p-value (1e-3), standardised on the training "
+        "split and fitted in closed form with the ridge strength chosen on the validation split "
+        "(same split as every other run). It is the simplest model that shares tiSFM's motif "
+        "vocabulary, so it shows what a final-layer ranking would look like without learned "
+        "calibration, pooling, positions, attention or TF-TF interactions. It is not a sequence "
+        "model beyond those features: it cannot see where a site lies, its spacing to another "
+        "site or any motif outside the collection, and its one weight per motif (the sum of the "
+        "two standardised coefficients) is an association, not an effect that holds the other "
+        "motifs fixed. Use exact ISM for its attributions (TISM is refused: the site counts have "
+        "no gradient)."),
+    "aitac": (
+        "AI-TAC baseline (Maslova et al. 2020): the three-layer CNN of the paper's comparison "
+        "(3.2 million parameters at 300 bp), learning its own filters from one-hot sequence, "
+        "trained here with the same data, split, loss (MSE) and best-validation rule as tiSFM, "
+        "AdamW at lr 1e-3 as in the tiSFM repository's script. It is the paper's reference for "
+        "prediction accuracy, not an interpretable model: no parameter is named by a TF. It was "
+        "designed for ~300,000 ImmGen OCRs; on the few thousand regions of the synthetic demo "
+        "atlas it memorises the training split within an epoch or two (training MSE falls while "
+        "validation MSE rises), so its test R2 there says how little it can learn from so few "
+        "regions, not how AI-TAC performs on real data."),
+}
 #: Target transforms; "lineage" and "tree-diff" take a table: ``lineage:MAP.tsv``.
 TRANSFORMS = ("none", "zscore", "lineage", "tree-diff")
 TASK_FORMAT = "tisfm-train-task"
@@ -196,7 +222,8 @@ class ModelSpec:
     Parameters
     ----------
     variant : str, default "full"
-        One of :data:`MODEL_VARIANTS`.
+        One of :data:`MODEL_VARIANTS`: a tiSFM variant, "linear" (ridge regression on per-motif
+        max score and site count, :mod:`tisfm_core.linear`) or "aitac" (the AI-TAC CNN).
     motifs : str, default "jaspar:2024"
         A motif file (MEME, JASPAR, TRANSFAC, HOMER) or ``jaspar:RELEASE``; not used by the
         AI-TAC baseline.
@@ -241,6 +268,10 @@ class ModelSpec:
         if self.variant == "aitac":
             torch.manual_seed(random_state)
             return AITAC(n_outputs=n_outputs, length=length)
+        if self.variant == "linear":
+            from .linear import LinearBaseline
+
+            return LinearBaseline.from_motifs(motifs, n_outputs=n_outputs, length=length)
         config = TISFMConfig.for_variant(self.variant, n_motifs=len(motifs), n_outputs=n_outputs,
                                          length=length, kernel_width=max(motifs.max_width, 1),
                                          era=self.era, attention_softmax=self.attention_softmax)
@@ -291,8 +322,9 @@ class TrainTask:
             raise TisfmError(f"group must be a name, got {self.group!r}")
         if not isinstance(self.half, bool):
             raise TisfmError(f"half must be true or false, got {self.half!r}")
-        if self.training.finetune_epochs and self.model.variant == "aitac":
-            raise TisfmError("the AI-TAC baseline has no motif kernels to fine-tune "
+        if self.training.finetune_epochs and self.model.variant in ("aitac", "linear"):
+            name = "AI-TAC" if self.model.variant == "aitac" else "linear"
+            raise TisfmError(f"the {name} baseline has no motif kernels to fine-tune "
                              "(set finetune_epochs to 0)")
 
     def replace(self, **changes):

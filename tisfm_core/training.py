@@ -35,6 +35,9 @@ from .sequences import one_hot_torch
 MIN_LR = 5e-7
 #: Most epochs a stage may be asked for (a typed 10**9 would never end).
 MAX_EPOCHS = 10_000
+#: Default early-stopping patience (epochs without a lower validation loss), chosen by the
+#: recovery study (bench/README.md).
+PATIENCE = 3
 INITS = ("data", "reference")
 COMPILE_CHOICES = ("auto", "on", "off")
 
@@ -66,6 +69,9 @@ class TrainSettings:
         Epochs without validation gain before the learning rate is divided by 10.
     min_lr : float, default 5e-7
         Training stops once the learning rate is below this.
+    patience : int or None, default PATIENCE
+        Early stopping: a stage ends after this many epochs without a lower validation loss
+        (its best weights are kept). None leaves stopping to ``min_lr`` and ``epochs``.
     random_state : int, default 0
         Seeds the initialisation, the batch order and the k-fold split.
     device : str, optional
@@ -98,6 +104,7 @@ class TrainSettings:
     mcp_b: float = 3.0
     lr_patience: int = 10
     min_lr: float = MIN_LR
+    patience: int | None = PATIENCE
     random_state: int = 0
     device: str | None = None
     precision: str = "auto"
@@ -124,6 +131,8 @@ class TrainSettings:
         self.mcp_b = check_number(self.mcp_b, "mcp_b", low=1, low_open=True)
         self.lr_patience = check_integer(self.lr_patience, "lr_patience", 0)
         self.min_lr = check_number(self.min_lr, "min_lr", low=0, low_open=True)
+        if self.patience is not None:
+            self.patience = check_integer(self.patience, "patience")
         self.random_state = check_integer(self.random_state, "random_state", 0)
         if self.device is not None and not isinstance(self.device, str):
             raise TisfmError(f"device must be a name such as cpu or cuda, got {self.device!r}")
@@ -629,7 +638,8 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
                    "samples_per_s": round(len(train_b) / seconds, 1)}
             history.append(row)
             new_lr = optimizer.param_groups[0]["lr"]
-            done = new_lr < settings.min_lr or epoch + 1 == n_epochs
+            stale = settings.patience is not None and epoch + 1 - best["epoch"] >= settings.patience
+            done = new_lr < settings.min_lr or stale or epoch + 1 == n_epochs
             if ckpt is not None and rank == 0:
                 _save_checkpoint(ckpt, model, best_state, optimizer, scheduler, generator,
                                  {"stage": stage, "epoch": epoch + 1, "stage_done": done,
@@ -640,10 +650,11 @@ def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callb
                       f"{seconds:.1f} s ({row['samples_per_s']:.0f} seq/s)", flush=True)
             if callback is not None:
                 callback({"event": "epoch", **row, "best_val_loss": best["val_loss"]})
-            if new_lr < settings.min_lr:
+            if new_lr < settings.min_lr or stale:
                 if verbose and rank == 0:
-                    print(f"[{stage}] learning rate {new_lr:.1e} < {settings.min_lr:.0e}: stage done",
-                          flush=True)
+                    reason = (f"learning rate {new_lr:.1e} < {settings.min_lr:.0e}" if not stale else
+                              f"{settings.patience} epochs without a lower validation loss")
+                    print(f"[{stage}] {reason}: stage done", flush=True)
                 break
     model.load_state_dict(best_state)
     model.eval()

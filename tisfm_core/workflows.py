@@ -20,6 +20,7 @@ from .claims import claim_output
 from .dataset import load_dataset, load_sequences
 from .devices import resolve_device
 from .errors import TisfmError
+from .linear import fit_linear
 from .metrics import format_metric
 from .motifs import MotifSet, kernel_slots, load_motifs
 from .runs import (
@@ -205,9 +206,12 @@ def _train(out, task, *, resume, force, verbose, callback, distributed, motif_se
         # the old run's files go only now that the new inputs proved readable
         prepare_output_folder(out, force=force)
         write_json(out / REQUEST, task.to_dict(base=out))
-    result = fit(model, (tr.indices, tr.targets), (va.indices, va.targets), settings,
-                 checkpoint_dir=out, resume=resume, callback=callback, verbose=verbose,
-                 distributed=distributed)
+    if variant == "linear":
+        result = _fit_linear_run(model, tr, va, settings, verbose=verbose and rank == 0)
+    else:
+        result = fit(model, (tr.indices, tr.targets), (va.indices, va.targets), settings,
+                     checkpoint_dir=out, resume=resume, callback=callback, verbose=verbose,
+                     distributed=distributed)
     if rank != 0:
         return out
     return save_trained(out, model, data=data, data_spec=task.data, split=split, settings=settings,
@@ -263,6 +267,7 @@ def save_trained(out, model, *, data, data_spec, split, settings, result, varian
                   **{f"n_{k}": int(len(v)) for k, v in split.items()}},
         "training": {**settings.to_dict(), "variant": variant, **{k: result[k] for k in
                      ("best", "seconds", "device", "precision", "world_size")},
+                     **({"ridge": result["ridge"]} if "ridge" in result else {}),
                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "history": result["history"],
         "metrics": metrics,
@@ -271,6 +276,16 @@ def save_trained(out, model, *, data, data_spec, split, settings, result, varian
     save_run(out, model, outputs=data.outputs, motifs=motifs, meta=meta, split=split, half=half)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return out
+
+
+def _fit_linear_run(model, train, val, settings, *, verbose):
+    """Closed-form fit of the linear baseline, reported like :func:`fit`'s result (no epochs)."""
+    device = resolve_device(settings.device)
+    ridge = fit_linear(model, (train.indices, train.targets), (val.indices, val.targets),
+                       batch_size=min(settings.batch_size, 64), device=device, verbose=verbose)
+    return {"history": [], "best": {"stage": "ridge", "epoch": 0, **ridge["best"]},
+            "seconds": ridge["seconds"], "device": str(device), "precision": "fp32", "world_size": 1,
+            "ridge": {k: ridge[k] for k in ("alphas", "val_mse", "train_mse", "feature_seconds")}}
 
 
 def cv_runs(out: str | Path, task: TrainTask, *, verbose: bool = True, callback=None,
@@ -346,7 +361,9 @@ def kernel_motifs(run) -> MotifSet:
     outside [0, 1]).
     """
     if run.kind != "tisfm":
-        raise TisfmError(f"{run.name} is an AI-TAC baseline: it has no motif kernels")
+        what = "a linear baseline (its log-odds kernels are never trained)" if run.kind == "linear" \
+            else "an AI-TAC baseline"
+        raise TisfmError(f"{run.name} is {what}: it has no tiSFM motif kernels")
     if run.motifs is None:
         raise TisfmError(f"{run.name} has no {MOTIFS}; the motif widths are unknown")
     cfg = run.model.config
@@ -386,7 +403,7 @@ def summary(run) -> dict:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info = {"run": str(run.path), "kind": run.kind,
-            "variant": model.config.variant if run.kind == "tisfm" else "aitac",
+            "variant": model.config.variant if run.has_motif_layer else "aitac",
             "outputs": run.outputs, "parameters_total": total, "parameters_trainable": trainable,
             "length": _run_length(run)}
     if run.kind == "tisfm":
@@ -395,6 +412,11 @@ def summary(run) -> dict:
                      "motif_fingerprint": run.config["motifs"].get("fingerprint"), "era": cfg.era,
                      "attention": cfg.attention, "interaction": cfg.interaction, "pooling": cfg.pooling,
                      "attention_softmax": cfg.attention_softmax})
+    if run.kind == "linear":
+        cfg = model.config
+        info.update({"motifs": len(run.motif_ids), "motif_source": run.config["motifs"].get("source"),
+                     "motif_fingerprint": run.config["motifs"].get("fingerprint"),
+                     "ridge": cfg.ridge, "count_pvalue": cfg.count_pvalue})
     training = run.config.get("training", {})
     info["device"] = training.get("device")
     info["seconds"] = training.get("seconds")

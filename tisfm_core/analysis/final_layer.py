@@ -30,10 +30,19 @@ def as_run(run):
     raise TisfmError(f"expected a run directory or a loaded Run, got {type(run).__name__}")
 
 
-def require_tisfm(run, what):
-    """TisfmError unless ``run`` is a tiSFM run (AI-TAC baselines have no motif layer)."""
-    if run.kind != "tisfm":
+def require_motif_layer(run, what):
+    """TisfmError unless ``run`` has one final-layer weight per motif and output (tiSFM or the
+    linear baseline; the AI-TAC baseline has none)."""
+    if not run.has_motif_layer:
         raise TisfmError(f"run {run.name} is an AI-TAC baseline: it has no {what}")
+
+
+def require_tisfm(run, what):
+    """TisfmError unless ``run`` is a tiSFM run (the baselines have no pooling weights,
+    interaction gate or trainable kernels)."""
+    if run.kind != "tisfm":
+        kind = "a linear baseline" if run.kind == "linear" else "an AI-TAC baseline"
+        raise TisfmError(f"run {run.name} is {kind}: it has no {what}")
 
 
 def require_motifs(run):
@@ -55,10 +64,12 @@ def final_layer(run):
     -------
     pandas.DataFrame
         Shape (n_motifs, n_outputs): index = motif ids in motif-file order (named "motif"; the
-        padding features are excluded), columns = output names, float32 values.
+        padding features are excluded), columns = output names, float32 values. For a linear
+        baseline each value is the sum of the motif's standardised max-score and site-count
+        coefficients (:attr:`tisfm_core.linear.LinearBaseline.final_weights`).
     """
     run = as_run(run)
-    require_tisfm(run, "motif final layer")
+    require_motif_layer(run, "motif final layer")
     w = run.model.final_weights.cpu().numpy().T
     return pd.DataFrame(w, index=pd.Index(run.motif_ids, name="motif"), columns=run.outputs)
 
@@ -106,7 +117,7 @@ def motif_table(run):
         For an AI-TAC run or a run without its motifs.meme.
     """
     run = as_run(run)
-    require_tisfm(run, "motifs")
+    require_motif_layer(run, "motifs")
     motifs = require_motifs(run)
     return pd.DataFrame({"id": list(motifs.ids), "name": list(motifs.names),
                          "ic": motifs.information_content(), "width": motifs.widths})

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TisfmError
-from .final_layer import as_run, final_layer
+from .final_layer import as_run, final_layer, require_tisfm
 
 
 def interaction_influence(run):
@@ -31,9 +31,10 @@ def interaction_influence(run):
     Raises
     ------
     TisfmError
-        For an AI-TAC run or a variant without the interaction gate (named in the message).
+        For a baseline run (AI-TAC, linear) or a variant without the interaction gate (named in the message).
     """
     run = as_run(run)
+    require_tisfm(run, "TF-TF interaction layer")
     W = final_layer(run)
     A = run.model.interaction_weights
     if A is None:

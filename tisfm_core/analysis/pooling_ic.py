@@ -13,7 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import TisfmError, check_outputs
-from .final_layer import as_run, final_layer, motif_table
+from .final_layer import as_run, final_layer, motif_table, require_tisfm
 
 
 def pooling_vs_ic(run, output=None):
@@ -38,10 +38,11 @@ def pooling_vs_ic(run, output=None):
     Raises
     ------
     TisfmError
-        For an AI-TAC run, a run without motifs.meme, a max-pooling run (its pooling weights are
+        For a baseline run (AI-TAC, linear), a run without motifs.meme, a max-pooling run (its pooling weights are
         unused) or an unknown output.
     """
     run = as_run(run)
+    require_tisfm(run, "pooling weights")
     table = motif_table(run)
     if run.model.config.pooling != "programmable":
         raise TisfmError(f"run {run.name} is the {run.model.config.variant} variant with max pooling: "
