@@ -15,6 +15,7 @@ from tisfm_core.finetune import describe_outputs, lineage
 from tisfm_core.metrics import format_metric
 from tisfm_core.plots import r2_bar
 from tisfm_core.runs import data_paths, run_origin
+from tisfm_core.specs import BASELINE_NOTES
 from tisfm_core.workflows import summary
 
 INTRO = (
@@ -74,21 +75,29 @@ def card(row):
         st.markdown(data_lines(path, config, info))
         st.markdown("**Model**")
         lines = [f"- variant **{info['variant']}** ({info['kind']})"]
-        if info["kind"] == "tisfm":
+        if info["kind"] in ("tisfm", "linear"):
             lines.append(f"- motif set: {info['motifs']} motifs from {ui.md_escape(info['motif_source'])}")
+        if info["kind"] == "tisfm":
             lines.append(f"- layers: attention {info['attention']}, interaction {info['interaction']}, "
                          f"pooling {info['pooling']}, era {info['era']}")
         lines.append(f"- parameters: **{info['parameters_total']:,}** total, "
                      f"**{info['parameters_trainable']:,}** trainable")
         st.markdown("\n".join(lines))
+        if info["kind"] in BASELINE_NOTES:   # what the baseline is and is not, next to its numbers
+            st.caption(BASELINE_NOTES[info["kind"]])
     with right:
         st.markdown("**Training**")
         split = config.get("split", {})
         e = ui.md_escape
         lines = [f"- {e(run_origin(config))}"]
-        if not config.get("imported"):
+        best = training.get("best") or {}
+        if info["kind"] == "linear":
+            lines.append(f"- fitted in closed form: ridge, strength {e(format_metric(best.get('alpha')))} chosen "
+                         "on the validation split")
+        elif not config.get("imported"):
             lines.append(f"- epochs: {e(training.get('epochs', '?'))} (+ {e(training.get('finetune_epochs', 0))} "
                          f"fine-tuning), penalty {e(training.get('penalty', 'none'))}")
+        if not config.get("imported"):
             lines.append(f"- split: fold {e(split.get('fold'))} of {e(split.get('n_folds'))} "
                          f"({e(split.get('n_train'))} train / {e(split.get('n_val'))} val / "
                          f"{e(split.get('n_test'))} test)" if split else "- no split recorded")

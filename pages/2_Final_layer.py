@@ -28,6 +28,7 @@ from tisfm_core.finetune import parent_path
 from tisfm_core.motifs import motif_url
 from tisfm_core.plots import SEQUENTIAL, motif_logo, weight_heatmap
 from tisfm_core.runs import read_run_config
+from tisfm_core.specs import BASELINE_NOTES
 from tisfm_core.workflows import kernel_motifs
 
 INTRO = ("Each cell is the final-layer weight of a TF (row) for an output (column), divided by the "
@@ -165,6 +166,9 @@ def logo_section(path, shown, clicked):
         fig = motif_logo(pwm, title=f"{names[motif]} ({motif}): PWM")
         ui.show_matplotlib(fig, key="logo_pwm", name=f"{motif}_pwm", data=pd.DataFrame(pwm, columns=list("ACGT")),
                            caption="The motif's position weight matrix as a logo (information content in bits).")
+    if run.kind != "tisfm":   # a linear baseline scans with fixed log-odds of the PWMs
+        cols[1].caption("A linear baseline scans with the log-odds of the PWM as is (never trained).")
+        return
     tuned = np.asarray(kernel_motifs(run).matrices[k])
     if np.abs(tuned - pwm).max() > 1e-4:
         with cols[1]:
@@ -228,7 +232,7 @@ def drift_table(path, stamp, parent_stamp):
 def drift_section(path):
     """How far fine-tuned kernels moved from the PWMs (and from the parent's kernels)."""
     run = ui.get_run(str(path))
-    if run.motifs is None or not kernels_moved(run):
+    if run.kind != "tisfm" or run.motifs is None or not kernels_moved(run):
         return
     st.subheader("Kernel drift")
     df, problem = drift_table(str(path), ui.run_stamp(path), _parent_stamp(path))
@@ -252,8 +256,10 @@ def drift_section(path):
 
 def main():
     row = ui.setup("Final layer", INTRO)
-    path = ui.require_run(row)
+    path = ui.require_run(row, kinds=("tisfm", "linear"))   # a linear run's coefficients, like any run's
     truth = ui.synthetic_note(path)
+    if row.get("kind") in BASELINE_NOTES:
+        st.caption(BASELINE_NOTES[row["kind"]])
     result = ui.guarded(heatmap_section, path, truth)
     ui.guarded(parent_section, path)
     ui.guarded(inclusion_section, path)

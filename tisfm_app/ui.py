@@ -261,8 +261,13 @@ def setup(title, intro=None):
     return row
 
 
-def require_run(row, *, tisfm=True):
-    """The active run's path, or stop the page with a message saying what is missing."""
+_KIND_WORDS = {"aitac": "an AI-TAC baseline: it has no motif layer",
+               "linear": "a linear baseline: it has no motif layer, pooling or attention"}
+
+
+def require_run(row, *, tisfm=True, kinds=("tisfm",)):
+    """The active run's path, or stop the page with a message saying what is missing.
+    ``tisfm=False`` takes a run of any kind, else only one of ``kinds``."""
     if row is None:
         st.info("Choose a run in the sidebar first (or make one on *Models and training*).")
         st.stop()
@@ -270,9 +275,10 @@ def require_run(row, *, tisfm=True):
         st.error(f"The active run {md_escape(row['display'])} is broken: {md_escape(row['error'])}. Pick "
                  "another run in the sidebar.")
         st.stop()
-    if tisfm and row.get("kind") != "tisfm":
-        st.info(f"{md_escape(row['display'])} is an AI-TAC baseline: it has no motif layer, so this page has "
-                "nothing to show. Pick a tiSFM run in the sidebar.")
+    if tisfm and row.get("kind") not in kinds:
+        what = _KIND_WORDS.get(row.get("kind"), f"a {row.get('kind')} run")
+        st.info(f"{md_escape(row['display'])} is {what}, so this page has nothing to show. Pick a tiSFM run "
+                "in the sidebar.")
         st.stop()
     return Path(row["path"])
 
