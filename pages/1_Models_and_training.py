@@ -129,7 +129,8 @@ def training_form():
         kind = "cv" if mode.startswith("Cross") else "train"
         label = (f"{out.name}: {variant} on {data_label} with {motif_label}"
                  + (f", {int(folds)}-fold CV" if kind == "cv" else ""))
-        job = jobs.launch(kind, ["--out", str(out)], jobs_dir(), label=label, spec=task)
+        job = jobs.launch(kind, ["--out", str(out)], jobs_dir(), label=label, spec=task,
+                          hide_contents=forms.reads_server_files(data, motifs, transform))
         st.session_state["_page_notice"] = (
             f"Started job {job.id}: {label} ({summary['n_regions']:,} regions x "
             f"{summary['n_outputs']} outputs, {summary['length']} bp"
@@ -210,7 +211,8 @@ def finetune_form(row):
                     contents_hidden(data is None or forms.reads_server_files(data, {"kind": None}, transform)):
                 summary = check_finetune_inputs(task, parent)
         label = f"{out.name}: fine-tune {parent.name} ({TRAIN_LABELS[train]}) on {data_label}"
-        job = jobs.launch("finetune", [str(parent), "--out", str(out)], jobs_dir(), label=label, spec=task)
+        job = jobs.launch("finetune", [str(parent), "--out", str(out)], jobs_dir(), label=label, spec=task,
+                          hide_contents=data is None or forms.reads_server_files(data, {"kind": None}, transform))
         st.session_state["_page_notice"] = (
             f"Started job {job.id}: {label} ({summary['n_regions']:,} regions, {summary['length']} bp, "
             f"{summary['n_parameters']:,} parameters train; {describe_outputs(summary['outputs'])}).")

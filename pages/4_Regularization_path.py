@@ -51,7 +51,7 @@ def launch_form(run_path, expanded):
             with st.spinner("Checking the run's data ..."), contents_hidden():
                 check_path_inputs(ui.get_run(run_path))
             out = user_runs_dir() / "paths" / f"{Path(run_path).name}_{penalty}_{time.strftime('%Y%m%d-%H%M%S')}"
-            job = jobs.launch("path", [str(run_path), "--out", str(out)], jobs_dir(), spec=spec,
+            job = jobs.launch("path", [str(run_path), "--out", str(out)], jobs_dir(), spec=spec, hide_contents=True,
                               label=f"{penalty} path of {Path(run_path).name}")
             st.success(f"Started job {job.id}. Follow it on *Models and training*; the path appears here "
                        "when it is done.")

@@ -423,9 +423,9 @@ def test_regularization_path_linear_grid_and_url(env, fixture_root, tmp_path, mo
 
 
 def test_regularization_path_missing_offers_a_job(env, monkeypatch):
-    calls = []
-    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None:
-                        calls.append((kind, args, spec)) or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
+    calls, calls_hidden = [], []
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None, hide_contents=False:
+                        calls.append((kind, args, spec)) or calls_hidden.append(hide_contents) or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
     at = page("pages/4_Regularization_path.py", env / "treediff_base")
     assert any("No regularization path" in i for i in texts(at.info))
     at.button(key="start_path").click().run()
@@ -433,6 +433,7 @@ def test_regularization_path_missing_offers_a_job(env, monkeypatch):
     parsed = build_parser().parse_args([kind, *map(str, args)])
     assert parsed.run == str(env / "treediff_base") and spec.penalty == "mcp" and spec.log_grid
     assert np.allclose(spec.lambdas, np.r_[0, np.geomspace(1e-4, 1e-1, 12)])
+    assert calls_hidden == [True]   # it reads the run's recorded data: no contents in its messages
 
 
 # -- lineage tree -------------------------------------------------------------------------------
@@ -681,8 +682,8 @@ def test_training_form_builds_a_valid_job(env, fixture_root, monkeypatch):
 
     calls = []
 
-    def fake_launch(kind, args, jobs_dir, label="", spec=None):
-        calls.append((kind, [str(a) for a in args], label, spec))
+    def fake_launch(kind, args, jobs_dir, label="", spec=None, hide_contents=False):
+        calls.append((kind, [str(a) for a in args], label, spec, hide_contents))
         return jobs.Job(path=Path(jobs_dir), id="fake", kind=kind)
 
     monkeypatch.setattr(jobs, "launch", fake_launch)
@@ -700,9 +701,10 @@ def test_training_form_builds_a_valid_job(env, fixture_root, monkeypatch):
     at.text_input(key="run_name").input("my tree run!").run()
     at.button(key="start_training").click().run()
     assert not texts(at.error), texts(at.error)
-    kind, args, label, task = calls[0]
+    kind, args, label, task, hidden = calls[0]
     parsed = build_parser().parse_args([kind, *args])
     assert kind == "train" and parsed.out.endswith("/runs/my_tree_run")
+    assert hidden is True   # typed server files: the job's messages hide their contents
     # the job's task survives its JSON round trip (what the job process reads)
     task = TrainTask.from_dict(json.loads(json.dumps(task.to_dict(base=REPO))), base=REPO)
     assert task.model.variant == "base" and task.training.epochs == 3 and task.training.finetune_epochs == 2
@@ -717,7 +719,7 @@ def test_training_form_builds_a_valid_job(env, fixture_root, monkeypatch):
 def test_training_form_makes_the_demo_atlas(env, tmp_path, monkeypatch):
 
     calls = []
-    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None:
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None, hide_contents=False:
                         calls.append((kind, spec)) or jobs.Job(path=Path(jobs_dir), id="f", kind=kind))
     at = page("pages/1_Models_and_training.py")
     at.number_input(key="demo_regions").set_value(200)

@@ -242,14 +242,15 @@ def test_good_uploads_start_a_job_on_copies_under_app_chosen_names(bad, env, tmp
     from tisfm_core.cli import build_parser
 
     launched = []
-    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None:
-                        launched.append((kind, [str(a) for a in args], label, spec))
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None, hide_contents=None:
+                        launched.append((kind, [str(a) for a in args], label, spec, hide_contents))
                         or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
     at = page("pages/1_Models_and_training.py")
     _, act = train_upload(run_name="from_uploads")
     act(at, bad)
     assert not texts(at.error), texts(at.error)
-    (kind, args, label, task), = launched
+    (kind, args, label, task, hidden), = launched
+    assert hidden is False   # the user's own uploads: their messages may quote them
     parsed = build_parser().parse_args([kind, *args])
     uploads = tmp_path / "home" / "data" / "uploads"
     for given, original in ((task.data.sequences, bad["seq"]), (task.data.targets, bad["targets"]),
@@ -569,7 +570,7 @@ def test_markdown_in_an_upload_name_shows_as_text_in_the_job_list(bad, env, tmp_
 
     from tisfm_core.atomic import write_json
 
-    def launch(kind, args, jobs_dir, label="", spec=None):   # a job folder as launch writes it
+    def launch(kind, args, jobs_dir, label="", spec=None, hide_contents=False):   # as launch writes it
         path = Path(jobs_dir) / "20260101-000000-train-fake"
         path.mkdir(parents=True)
         job = jobs.Job(path=path, id=path.name, kind=kind, args=list(args), created=time.time(), label=label)
@@ -637,3 +638,33 @@ def test_redact_hides_quoted_contents_but_keeps_upload_names_and_words():
         "'my file.fa' (uploaded), line 2: motif '…' has"
     assert redact('found "it\'s" here') == 'found "…" here'
     assert redact("nothing quoted") == "nothing quoted"
+
+
+@pytest.mark.parametrize("linked", ["config.json", "model.safetensors", "whole folder"])
+def test_a_run_in_an_allowed_folder_that_links_outside_is_not_read(env, tmp_path, monkeypatch, linked):
+    """A run found in an allowed runs folder whose files are links to a folder outside
+    TISFM_SERVER_ROOTS is listed as broken and never loaded (a linked run folder is not even
+    listed); the same run inside is fine."""
+    from tisfm_core.errors import TisfmError
+    from tisfm_core.runs import list_runs, load_run
+
+    outside, allowed = tmp_path / "outside", tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copytree(env / "lineages_full", outside / "run")
+    if linked == "whole folder":
+        (allowed / "run").symlink_to(outside / "run", target_is_directory=True)
+    else:
+        shutil.copytree(outside / "run", allowed / "run")
+        (allowed / "run" / linked).unlink()
+        (allowed / "run" / linked).symlink_to(outside / "run" / linked)
+    assert load_run(allowed / "run").outputs   # without roots: any readable file
+    monkeypatch.setenv("TISFM_SERVER_ROOTS", str(allowed))
+    if linked != "whole folder":
+        with pytest.raises(TisfmError, match="leads outside the folders this app may read"):
+            load_run(allowed / "run")
+    rows = list_runs([allowed])   # the search does not follow linked folders at all
+    assert len(rows) == (linked != "whole folder")
+    assert all("leads outside the folders this app may read" in r["error"] for r in rows)
+    monkeypatch.setenv("TISFM_SERVER_ROOTS", os.pathsep.join([str(allowed), str(outside)]))
+    assert load_run(allowed / "run").outputs
+    assert not any("error" in r for r in list_runs([allowed]))

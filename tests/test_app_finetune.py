@@ -52,9 +52,9 @@ def child(fixture_root, tmp_path_factory):
 
 
 def _fake_launch(monkeypatch):
-    calls = []
-    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None:
-                        calls.append((kind, args, spec)) or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
+    calls, calls_hidden = [], []
+    monkeypatch.setattr(jobs, "launch", lambda kind, args, jobs_dir, label="", spec=None, hide_contents=False:
+                        calls.append((kind, args, spec)) or calls_hidden.append(hide_contents) or jobs.Job(path=Path(jobs_dir), id="fake", kind=kind))
     return calls
 
 

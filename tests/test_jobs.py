@@ -268,6 +268,27 @@ def test_vanished_process_without_result_is_died(tmp_path):
         jobs.cancel(row["job"])
 
 
+@pytest.mark.parametrize("hidden", [True, False])
+def test_a_job_reading_server_files_reports_without_their_contents(tmp_path, hidden):
+    """A job launched with hide_contents (it reads typed server paths or a run's recorded data)
+    shows its failure message and log with quoted file contents hidden; the flag survives
+    job.json; other jobs show their messages as written."""
+    folder = tmp_path / "jobs" / "j"
+    folder.mkdir(parents=True)
+    job = jobs.Job(path=folder, id="j", kind="path", created=time.time(), hide_contents=hidden)
+    (folder / "job.json").write_text(json.dumps(job.to_dict()))
+    secret = "targets.tsv line 2: row 'SECRET-ID', column 'B' holds 'top-secret'; expected a number"
+    (folder / "status.json").write_text(json.dumps({"state": "failed", "message": secret}))
+    (folder / "exit.json").write_text(json.dumps({"returncode": 2, "ended": time.time()}))
+    (folder / "log.txt").write_text(f"reading\ntisfm path: error: {secret}\n")
+    row = jobs.list_jobs(tmp_path / "jobs")[0]
+    assert row["job"].hide_contents is hidden and row["state"] == "failed"
+    shown = [row["message"], jobs.log_tail(row["job"])]
+    assert all(("SECRET-ID" in text) is not hidden and ("top-secret" in text) is not hidden for text in shown)
+    if hidden:
+        assert row["message"] == "targets.tsv line 2: row '…', column '…' holds '…'; expected a number"
+
+
 def test_unwritable_jobs_folder_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -57,6 +57,7 @@ from . import claims
 from .atomic import read_json, write_json, write_text
 from .errors import TisfmError, check_choice, check_integer
 from .processes import alive, group_alive, start_ticks
+from .server import redact
 from .specs import store_path, stored_path
 
 JOB = "job.json"
@@ -252,6 +253,9 @@ class Job:
     out: str | None = None
     cancelled: float | None = None
     cwd: str = ""
+    #: The job reads files the user did not upload (typed server paths, a run's recorded data):
+    #: what it reports is shown with quoted contents hidden (:func:`tisfm_core.server.redact`).
+    hide_contents: bool = False
 
     @property
     def status_path(self):
@@ -273,7 +277,8 @@ class Job:
                 "threads": self.threads, "slurm_id": self.slurm_id, "created": self.created,
                 "started": self.started, "label": self.label,
                 "out": store_path(self.out, self.path), "cancelled": self.cancelled,
-                "cwd": self.cwd, "host": socket.gethostname(), "command": self.command()}
+                "cwd": self.cwd, "hide_contents": self.hide_contents, "host": socket.gethostname(),
+                "command": self.command()}
 
 
 def load_job(path):
@@ -289,7 +294,7 @@ def load_job(path):
                    slurm_id=data.get("slurm_id"), created=float(data.get("created") or 0.0),
                    started=data.get("started"), label=str(data.get("label") or ""),
                    out=None if out is None else str(out), cancelled=data.get("cancelled"),
-                   cwd=str(data.get("cwd") or path))
+                   cwd=str(data.get("cwd") or path), hide_contents=bool(data.get("hide_contents")))
     except (KeyError, TypeError, ValueError, TisfmError) as exc:
         raise TisfmError(f"job file {path / JOB} is missing or has a bad field ({exc})") from None
 
@@ -448,7 +453,7 @@ def job_ended(path, returncode):
 
 # -- launching ------------------------------------------------------------------------------------
 
-def launch(kind, args, jobs_dir, *, label="", spec=None, backend=None, config=None):
+def launch(kind, args, jobs_dir, *, label="", spec=None, backend=None, config=None, hide_contents=False):
     """Queue ``python -m tisfm_core <kind> ARGS --status-file JOB/status.json`` as a job.
 
     Parameters
@@ -468,6 +473,9 @@ def launch(kind, args, jobs_dir, *, label="", spec=None, backend=None, config=No
         Default: the configured one (:func:`load_config`).
     config : JobConfig, optional
         Default: :func:`load_config`.
+    hide_contents : bool, default False
+        The job reads files the user did not upload: :func:`shown_message` and :func:`shown_log`
+        hide the file contents its messages quote.
 
     Returns
     -------
@@ -490,7 +498,7 @@ def launch(kind, args, jobs_dir, *, label="", spec=None, backend=None, config=No
     out = _out_of(args)
     # the command runs where it was asked for, so relative paths mean what they meant here
     job = Job(path=path, id=job_id, kind=kind, args=args, backend=backend, spec=spec is not None,
-              created=time.time(), label=label, cwd=os.getcwd(),
+              created=time.time(), label=label, cwd=os.getcwd(), hide_contents=bool(hide_contents),
               out=None if out is None else os.path.abspath(out))
     try:
         if spec is not None:
@@ -737,6 +745,8 @@ def job_state(job, *, scheduler=None, queue=None):
         state = "died"
     over = state not in ACTIVE_STATES and live is False
     message = status.get("message") or ""
+    if job.hide_contents:   # what the job read was not the user's upload: no quoted contents
+        message = redact(message)
     if state == "failed" and reported != "failed":
         # the command did not live to say why: its exit tells
         message = (_signal_message(returncode) if returncode is not None
@@ -903,7 +913,8 @@ def cancel(job, *, timeout=5.0):
 def log_tail(job, n=40):
     """The last ``n`` lines of the job's log ("" when there is none yet).
 
-    Progress bars that redraw with carriage returns keep only their last state.
+    Progress bars that redraw with carriage returns keep only their last state; a job that
+    reads files the user did not upload (``hide_contents``) has their quoted contents hidden.
     """
     try:
         with open(job.log_path, "rb") as handle:
@@ -916,7 +927,7 @@ def log_tail(job, n=40):
     lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
     if lines and not lines[-1]:
         lines.pop()
-    return "\n".join(lines[-n:])
+    return "\n".join(redact(line) if job.hide_contents else line for line in lines[-n:])
 
 
 def progress_text(row):

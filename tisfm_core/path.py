@@ -38,6 +38,7 @@ from .devices import resolve_device
 from .errors import TisfmError, check_indices, check_outputs
 from .prox import PATH_PENALTIES
 from .sequences import one_hot_torch
+from .server import check_inside_roots
 from .specs import MAX_LAMBDAS, PathSpec, is_log_grid, store_path, stored_path
 from .training import MIN_LR, Batches, TrainSettings, make_optimizer
 
@@ -289,6 +290,7 @@ def find_paths(run_path, folders):
     for folder in folders:
         for path_dir in find_folders(folder, PATH_JSON):
             try:
+                check_inside_roots(path_dir, (PATH_JSON,))
                 stored = read_json(path_dir / PATH_JSON, what="path summary").get("run")
                 run = stored_path(stored, path_dir) if isinstance(stored, (str, dict)) else None
             except TisfmError:
@@ -309,6 +311,7 @@ def load_path(path_dir: str | Path) -> PathResult:
     path_dir = Path(path_dir)
     if not path_dir.is_dir():
         raise TisfmError(f"path folder {path_dir} does not exist")
+    check_inside_roots(path_dir, (PATH_JSON, PATH_NPZ))
     meta = read_json(path_dir / PATH_JSON, what="path summary")
     check_format(meta, fmt=FORMAT, version=FORMAT_VERSION, where=path_dir / PATH_JSON,
                  what="regularization path")

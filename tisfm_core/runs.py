@@ -37,7 +37,7 @@ from .errors import TisfmError
 from .linear import LinearBaseline, LinearConfig
 from .model import TISFM, TISFMConfig
 from .motifs import MotifSet, read_meme, write_meme
-from .server import readable_here, redact, server_path
+from .server import check_inside_roots, readable_here, redact, server_path
 from .specs import store_path, stored_path
 from .splits import save_split
 
@@ -160,6 +160,7 @@ def read_run_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_dir():
         raise TisfmError(f"run directory {path} does not exist")
+    check_inside_roots(path, (CONFIG, WEIGHTS, MOTIFS, SPLIT))   # every file load_run reads
     config = read_json(path / CONFIG, what="run config")
     check_format(config, fmt=FORMAT, version=FORMAT_VERSION, where=path / CONFIG,
                  what="tiSFM run config")

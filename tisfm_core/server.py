@@ -65,6 +65,22 @@ def readable_here(path):
     return any(real == root or root in real.parents for root in roots)
 
 
+def check_inside_roots(folder, names):
+    """Refuse ``folder``'s files ``names`` that are links out of the folder to a file outside
+    ``TISFM_SERVER_ROOTS``: a run or path folder in an allowed folder may hold a link to a file
+    elsewhere. (The configured runs folders may lie outside the roots: their runs' own files
+    are read.) Nothing is refused when no roots are set."""
+    if server_roots() is None:
+        return
+    home = Path(folder).resolve()
+    for name in names:
+        file = Path(folder) / name
+        if not (file.exists() or file.is_symlink()):
+            continue
+        if file.resolve().parent != home and not readable_here(file):
+            raise TisfmError(f"{file} leads outside the folders this app may read (a link?); refused")
+
+
 def server_path(text, what):
     """A path typed into the app, as a Path; refused outside ``TISFM_SERVER_ROOTS`` when that is set."""
     text = str(text).strip()
