@@ -88,7 +88,7 @@ class ReferenceStyleTISFM(nn.Module):
         return self.linreg(y)
 
 
-def train_step(model, optimizer, batch, autocast=False):
+def train_step(model, optimizer, autocast, batch):
     x, y = batch
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         pred = model(x)
@@ -170,7 +170,7 @@ def main(argv=None):
     assert err_fast < 1e-2, f"our fast forward differs by {err_fast} relative"
 
     ways = {"plain": (plain, torch.optim.AdamW([p for p in plain.parameters() if p.requires_grad],
-                                               lr=0.01)),
+                                               lr=0.01), False),
             "ours": (ours, ProxAdam([p for p in ours.parameters() if p.requires_grad], lr=0.01,
                                     weight_decay=0.01), cuda)}
     ours.compiled = use_compile("auto", ours, device)
