@@ -244,15 +244,39 @@ def test_without_a_compiler_the_block_warns_once_and_runs_eagerly(monkeypatch):
         fused.motif_block(*inputs, chunk_size=8, compiled=True)
 
 
-def test_a_capped_cpu_capability_compiles_into_its_own_cache(monkeypatch):
-    """Inductor's cache reuses AVX-512 kernels under ATEN_CPU_CAPABILITY=avx2, wrongly."""
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "AVX2")
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    fused._compile_cache_per_isa()
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].endswith("_avx2")
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/chosen")
-    fused._compile_cache_per_isa()
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/chosen"
+_CAPPED_CHECK = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from tisfm_core import fused
+g = torch.Generator().manual_seed(0)
+x = torch.nn.functional.one_hot(torch.randint(0, 4, (8, 40), generator=g), 4).permute(0, 2, 1).float()
+kernels = torch.rand(10, 4, 6, generator=g)
+scale, bias, a = torch.rand(10, generator=g) + 0.5, torch.randn(10, generator=g), torch.randn(5, generator=g)
+with torch.no_grad():
+    y = fused.motif_block(x, kernels, scale, bias, a, chunk_size=8, compiled=True)
+    y0 = fused.motif_block(x, kernels, scale, bias, a, chunk_size=8)
+assert not fused._compile_failed, fused._compile_failed
+print(float((y - y0).abs().max()))
+"""
+
+
+@pytest.mark.slow
+def test_a_capped_cpu_capability_never_reuses_other_isas_compiled_code(tmp_path):
+    """Inductor's FX graph cache does not key CPU code on the vector ISA: after an AVX-512
+    process filled the cache, an ATEN_CPU_CAPABILITY=avx2 process reusing it got wrong numbers.
+    A capped process compiles afresh, so both give the eager numbers."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")   # one cache for both
+    repo = str(Path(__file__).resolve().parents[1])
+    for extra in ({}, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}):
+        out = subprocess.run([sys.executable, "-c", _CAPPED_CHECK, repo], env={**env, **extra},
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert float(out.stdout.split()[-1]) < 1e-5, (extra, out.stdout)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -236,14 +236,24 @@ _compile_failed = []
 
 
 def _compile_cache_per_isa():
-    """Give a capped ``ATEN_CPU_CAPABILITY`` its own Inductor cache folder.
+    """Keep a capped ``ATEN_CPU_CAPABILITY`` away from Inductor's caches of generated code.
 
     torch 2.13's FX graph cache does not key CPU kernels on the vector ISA: C++ generated for
     AVX-512 (16 floats a step) is found again under ``ATEN_CPU_CAPABILITY=avx2`` and compiled
-    for 8-float vectors, which gives wrong numbers. An explicit ``TORCHINDUCTOR_CACHE_DIR`` wins.
+    for 8-float vectors, which gives wrong numbers (and the reverse). A capped process therefore
+    neither reads nor writes the FX graph and AOT autograd caches (it compiles afresh, a few
+    seconds) and keeps its compiled objects in its own folder unless ``TORCHINDUCTOR_CACHE_DIR``
+    is set.
     """
     cap = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
-    if cap and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    if not cap:
+        return
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = False
+    functorch_config.enable_autograd_cache = False
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         from torch._inductor.runtime.cache_dir_utils import default_cache_dir
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}_{cap}"
 
