@@ -1,6 +1,8 @@
 """Training: finds planted regulators, follows the paper's schedule, restores the best weights,
 applies penalties, fine-tunes kernels only in stage 2, and resumes exactly."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -78,11 +80,20 @@ def test_learning_rate_divided_by_10_after_patience_then_stop(planted):
     motifs, parts = planted
     _, result = _fit(motifs, parts, variant="base", epochs=40, lr_patience=0, lr=1e-3, min_lr=2e-6,
                      patience=None)
-    lrs = [row["lr"] for row in result["history"]]
-    # every drop is a factor 10 and training stops once lr < min_lr (1e-3 -> ... -> 1e-6)
-    drops = [b / a for a, b in zip(lrs, lrs[1:]) if b != a]
-    assert all(d == pytest.approx(0.1) for d in drops)
-    assert len(result["history"]) < 40 and min(lrs) == pytest.approx(1e-5)
+    history = result["history"]
+    # the rule replayed from the validation losses (how many epochs improve depends on the CPU's
+    # kernels): with patience 0 an epoch that does not beat the best by ReduceLROnPlateau's
+    # relative threshold (1e-4) divides the next epoch's lr by 10; a stage stops below min_lr
+    best, lr, expected = math.inf, 1e-3, []
+    for row in history:
+        expected.append(lr)
+        if row["val_loss"] < best * (1 - 1e-4):
+            best = row["val_loss"]
+        else:
+            lr /= 10
+    assert [row["lr"] for row in history] == pytest.approx(expected, rel=1e-9)
+    assert (len(history) < 40) == (lr < 2e-6)
+    assert min(expected) < 1e-3   # the rule was exercised: at least one drop
 
 
 def test_early_stopping_ends_a_stage_patience_epochs_after_the_best(planted):
