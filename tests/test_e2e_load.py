@@ -168,6 +168,8 @@ async def attacker(browser, url, weapons, refusals):
     await page.get_by_role("tab", name="Upload a run").click()
     for name, needle in (("bomb.zip", "expands more than 200-fold"), ("huge.zip", "refused before building")):
         await (await uploader("Run zip")).set_input_files(str(weapons[name]))
+        # the button must act on this file, not the one before it: wait until the uploader lists it
+        await page.get_by_test_id("stFileUploader").filter(has_text="Run zip").filter(has_text=name).wait_for()
         await settle(page)
         await page.get_by_role("button", name="Add this run").click()
         await refused(name, needle)
