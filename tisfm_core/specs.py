@@ -529,7 +529,8 @@ class PathSpec:
         return {**asdict(self), "lambdas": list(self.lambdas)}
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data, base=None):
+        """``base`` is accepted as by every task spec; a path spec holds no paths."""
         return cls(**_known(cls, _object(data, "path settings"), "path settings"))
 
 

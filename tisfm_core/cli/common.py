@@ -144,17 +144,25 @@ def data_spec(a):
                     transform=a.transform, outputs=outputs_list(a.outputs), folds=a.folds, fold=a.fold)
 
 
-def task_from_args(a):
-    """The TrainTask of ``train`` / ``cv``: from ``--spec`` or from the flags (not both)."""
+def spec_or_flags(a, spec, build, missing=None):
+    """A command's task: ``spec.from_dict`` of ``--spec`` (see :func:`spec_file`), else
+    ``build()`` from the flags; ``missing`` is the usage error when a flag the task needs is
+    absent."""
     given = spec_file(a)
     if given:
-        return TrainTask.from_dict(given[0], base=given[1])
-    if a.targets is None:
-        raise UsageError("needs --targets (or --spec TASK.json)")
-    return TrainTask(data=data_spec(a).check_complete(),
-                     model=ModelSpec(variant=a.variant, motifs=a.motifs, era=a.era,
-                                     attention_softmax=a.attention_softmax),
-                     training=training_settings(a), half=a.half)
+        return spec.from_dict(given[0], base=given[1])
+    if missing:
+        raise UsageError(missing)
+    return build()
+
+
+def task_from_args(a):
+    """The TrainTask of ``train`` / ``cv``: from ``--spec`` or from the flags (not both)."""
+    return spec_or_flags(a, TrainTask, lambda: TrainTask(
+        data=data_spec(a).check_complete(),
+        model=ModelSpec(variant=a.variant, motifs=a.motifs, era=a.era, attention_softmax=a.attention_softmax),
+        training=training_settings(a), half=a.half),
+        missing=None if a.targets is not None else "needs --targets (or --spec TASK.json)")
 
 
 def add_path_flags(p):
@@ -182,15 +190,11 @@ def path_spec(a):
     """The PathSpec of ``path``: from ``--spec`` or from the flags (not both)."""
     from ..path import parse_lambdas
 
-    given = spec_file(a)
-    if given:
-        return PathSpec.from_dict(given[0])
-    if not a.lambdas:
-        raise UsageError("needs --lambdas START:STOP:NUM (or --spec PATH.json)")
-    return PathSpec(lambdas=tuple(parse_lambdas(a.lambdas, log=a.log)), penalty=a.penalty,
-                    mcp_b=a.mcp_b, epochs=a.epochs, lr=a.lr, step_lr=a.step_lr,
-                    batch_size=a.batch_size, mode=a.mode, device=device_arg(a.device),
-                    random_state=a.seed)
+    return spec_or_flags(a, PathSpec, lambda: PathSpec(
+        lambdas=tuple(parse_lambdas(a.lambdas, log=a.log)), penalty=a.penalty, mcp_b=a.mcp_b,
+        epochs=a.epochs, lr=a.lr, step_lr=a.step_lr, batch_size=a.batch_size, mode=a.mode,
+        device=device_arg(a.device), random_state=a.seed),
+        missing=None if a.lambdas else "needs --lambdas START:STOP:NUM (or --spec PATH.json)")
 
 
 def status(a):

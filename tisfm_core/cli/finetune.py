@@ -11,7 +11,7 @@ from .common import (
     add_status,
     add_training,
     data_spec,
-    spec_file,
+    spec_or_flags,
     status,
     task_flag,
     training_settings,
@@ -20,14 +20,10 @@ from .common import (
 
 def finetune_task(a):
     """The FinetuneTask of ``finetune``: from ``--spec`` or from the flags (not both)."""
-    given = spec_file(a)
-    if given:
-        return FinetuneTask.from_dict(given[0], base=given[1])
-    if a.targets is None:
-        raise UsageError("needs --targets (or --spec TASK.json)")
-    return FinetuneTask(data=data_spec(a).check_complete(), train=a.train,
-                        training=training_settings(a, init="reference"), motifs=a.motifs,
-                        half=a.half)
+    return spec_or_flags(a, FinetuneTask, lambda: FinetuneTask(
+        data=data_spec(a).check_complete(), train=a.train, training=training_settings(a, init="reference"),
+        motifs=a.motifs, half=a.half),
+        missing=None if a.targets is not None else "needs --targets (or --spec TASK.json)")
 
 
 def cmd_finetune(a):
