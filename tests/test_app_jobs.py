@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from app_fixtures import app_runs_folder
 from conftest import planted_dataset
 from test_app import texts
@@ -168,6 +169,17 @@ def test_restart_with_jobs_queued_and_cancel_from_the_panel(home, sleepers, monk
 def test_two_users_asking_for_one_run_name_at_once(home, tmp_path, monkeypatch):
     fasta, tsv, meme, _ = planted_dataset(tmp_path, n=160, length=60, n_outputs=2)
     monkeypatch.setattr(jobs, "_start_local", lambda job, config: job)   # keep them queued
+    # A served app compiles each page once, under its script cache's lock; every AppTest run has a
+    # cache of its own, so two threads would compile at once, which CPython 3.11 can
+    # fail ("AST constructor recursion depth mismatch", gh-106905). One lock, as on the server.
+    compile_lock = threading.Lock()
+    get_bytecode = ScriptCache.get_bytecode
+
+    def locked(self, script_path):
+        with compile_lock:
+            return get_bytecode(self, script_path)
+
+    monkeypatch.setattr(ScriptCache, "get_bytecode", locked)
     sessions = []
     for _ in range(2):
         at = page()
