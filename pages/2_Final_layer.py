@@ -21,6 +21,7 @@ from tisfm_core.analysis.final_layer import (
     normalise_rows,
     top_k_union,
 )
+from tisfm_core.analysis.groups import grouped_final_layer
 from tisfm_core.analysis.inclusion import cv_siblings, inclusion_filter, inclusion_ratio
 from tisfm_core.demo import planted_marks
 from tisfm_core.errors import TisfmError
@@ -28,12 +29,17 @@ from tisfm_core.finetune import parent_path
 from tisfm_core.motifs import motif_url
 from tisfm_core.plots import SEQUENTIAL, motif_logo, weight_heatmap
 from tisfm_core.runs import read_run_config
+from tisfm_core.server import cache_dir
 from tisfm_core.specs import BASELINE_NOTES
 from tisfm_core.workflows import kernel_motifs
 
 INTRO = ("Each cell is the final-layer weight of a TF (row) for an output (column), divided by the "
          "largest |weight| of that output, so every output spans -1 to 1 (red: the TF raises the "
          "output, blue: lowers it). Rows are the union of each output's top-k TFs.")
+#: What a heatmap row is: one motif, or the motifs of one TF name or of one similarity cluster,
+#: their weights pooled, as the paper pools the coefficients of the motifs of one TF.
+ROWS = {"motif": "motifs", "tf": "TFs", "cluster": "similarity clusters"}
+POOLS = {"sum": "sum", "max_abs": "largest |w|"}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -42,22 +48,65 @@ def weights(path, stamp):
     return final_layer(run), dict(zip(run.motif_ids, run.motif_names))
 
 
+@st.cache_data(max_entries=16, show_spinner="Grouping the motifs ...")
+def grouped(path, stamp, by, how):
+    """Final layer pooled per group, the group of every motif, and each group's motifs."""
+    W, groups = grouped_final_layer(ui.get_run(path), by=by, how=how,
+                                    cache_dir=cache_dir() / "similarity")
+    return W, groups, W.attrs["members"]
+
+
 @st.cache_data(max_entries=16, show_spinner="Reading the cross-validation runs ...")
-def inclusion(paths, stamps, k):
-    return inclusion_ratio([ui.get_run(p) for p in paths], k=k)
+def inclusion(paths, stamps, k, by="motif", how="sum"):
+    runs = [ui.get_run(p) for p in paths]
+    groups = None if by == "motif" else grouped(paths[0], stamps[0], by, how)[1]
+    return inclusion_ratio(runs, k=k, groups=groups, how=how)
 
 
-def heatmap_section(path, truth):
+def grouping():
+    """The page's row choice (motifs, TFs or similarity clusters) and pooling, kept in the URL."""
+    c1, c2 = st.columns([2, 1])
+    by = c1.radio("Rows", tuple(ROWS), horizontal=True, format_func=ROWS.get,
+                  key=ui.url_key("rows_by", "rows", "motif", valid=tuple(ROWS)),
+                  help="TFs: the motifs of one TF name (Cebpb, Cebpb_2) in one row; similarity "
+                       "clusters: motifs whose Tomtom p-value is below 1e-5 on average (the ETS or "
+                       "bZIP families), between which a model may split one effect.")
+    how = "sum"
+    if by != "motif":
+        how = c2.radio("Pool a group's weights by", tuple(POOLS), horizontal=True, format_func=POOLS.get,
+                       key=ui.url_key("rows_pool", "pool", "sum", valid=tuple(POOLS)))
+        ui.to_url("pool", how)
+    ui.to_url("rows", by)
+    return by, how
+
+
+def table_weights(path, by, how):
+    """Weights (rows = motifs or groups), the row names for labels and hovers, the group of
+    every motif (None for motifs) and each row's motifs."""
     W, names = weights(str(path), ui.run_stamp(path))
+    if by == "motif":
+        return W, names, None, {m: [m] for m in W.index}
+    G, groups, members = grouped(str(path), ui.run_stamp(path), by, how)
+    labels = {g: ", ".join(ui.tf_label(m, names) for m in ms[:4]) + (f" +{len(ms) - 4}" if len(ms) > 4 else "")
+              for g, ms in members.items()}
+    return G, labels, groups, members
+
+
+def heatmap_section(path, truth, by, how):
+    W, names, groups, members = table_weights(path, by, how)
+    motif_names = weights(str(path), ui.run_stamp(path))[1]
+    row = "motif" if by == "motif" else {"tf": "TF", "cluster": "cluster"}[by]
     outputs = list(W.columns)
-    searched = ui.tf_search(W.index, names, key="final")
+    searched = ui.tf_search(weights(str(path), ui.run_stamp(path))[0].index, motif_names, key="final")
+    if groups is not None:   # a searched motif shows as its group
+        searched = list(dict.fromkeys(groups[m] for m in searched))
     c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
     most = min(30, len(W))
     k = c1.slider("Top k per output", 1, most, key=ui.url_key("topk", "k", min(5, most), kind=int,
                                                            valid=lambda v: 1 <= v <= most))
-    by = c2.radio("Rank by", ("abs", "positive"), horizontal=True, key=ui.url_key("rank_by", "by", "abs",
-                                                                               valid=("abs", "positive")),
-                  format_func=lambda b: "|weight|" if b == "abs" else "weight > 0")
+    by_sign = c2.radio("Rank by", ("abs", "positive"), horizontal=True,
+                       key=ui.url_key("rank_by", "by", "abs", valid=("abs", "positive")),
+                       format_func=lambda b: "|weight|" if b == "abs" else "weight > 0")
     order = c3.radio("Order", ("clustered", "fixed"), horizontal=True,
                      key=ui.url_key("order", "order", "clustered", valid=("clustered", "fixed")),
                      help="clustered: rows and columns by average-linkage clustering (correlation); "
@@ -71,8 +120,10 @@ def heatmap_section(path, truth):
         st.info("Choose at least one output.")
         return None
     norm = normalise_rows(W)
-    rows = top_k_union(W[shown], k=k, by=by)
-    marks = [m for m in planted_marks(truth, shown) if m[0] in W.index]
+    rows = top_k_union(W[shown], k=k, by=by_sign)
+    marks = [m for m in planted_marks(truth, shown) if m[0] in motif_names]
+    if groups is not None:
+        marks = [(groups[m], o, sign, name) for m, o, sign, name in marks]
     if marks and st.checkbox("Also show the planted regulators of the synthetic demo", value=True,
                              key="with_planted"):
         rows += [m for m in dict.fromkeys(m[0] for m in marks) if m not in rows]
@@ -85,33 +136,44 @@ def heatmap_section(path, truth):
         r, c = cluster_order(values)
         values = values.iloc[r, c]
     raw = W.loc[values.index, values.columns]
-    fig = weight_heatmap(values, raw=raw, names=names, colorbar="normalised weight",
-                         title=f"Final layer: top {k} TFs per output ({len(values)} TFs)",
+    what = "TFs" if by == "motif" else ROWS[by]
+    fig = weight_heatmap(values, raw=raw, names=names, colorbar="normalised weight", rows=row,
+                         title=f"Final layer: top {k} {what} per output ({len(values)} {what})",
                          marks=[(m, o) for m, o, _, _ in marks], highlight=searched)
     data = values.copy()
-    data.insert(0, "tf", [names.get(m, "") for m in data.index])
+    data.insert(0, "tf" if by == "motif" else "motifs", [names.get(m, "") for m in data.index])
+    pooled = "" if by == "motif" else f"; each row pools the weights of its motifs ({POOLS[how]})"
     event = ui.show_plotly(fig, key="final_heatmap", name=f"{path.name}_final_layer_normalised", data=data,
                            select=True,
                            caption="Final-layer weights divided by each output's max |weight| "
-                                   f"(top {k} by {'|w|' if by == 'abs' else 'w > 0'} per output"
+                                   f"(top {k} by {'|w|' if by_sign == 'abs' else 'w > 0'} per output"
+                                   + pooled
                                    + ("; circles: planted regulators" if marks else "")
                                    + ("; ▶: the TFs you searched for" if searched else "") + "). Click a cell "
                                    "to see the TF's logo.")
     with st.expander("Table of the shown weights (raw and normalised)"):
-        table = pd.DataFrame({"motif": values.index, "tf": [names.get(m, "") for m in values.index]})
+        if by == "motif":
+            table = pd.DataFrame({"motif": values.index, "tf": [names.get(m, "") for m in values.index]})
+        else:
+            table = pd.DataFrame({row: values.index, "motifs": [", ".join(members[g]) for g in values.index]})
         if marks:
             planted = {(m, o) for m, o, _, _ in marks}
             table["planted in"] = [", ".join(o for o in values.columns if (m, o) in planted) for m in values.index]
         for kind, frame in (("normalised", values), ("raw", raw)):
             for output in values.columns:
                 table[f"{output} ({kind})"] = frame[output].to_numpy()
-        ui.motif_table(table)
-    labels = {ui.tf_label(m, names): m for m in values.index}
+        if by == "motif":
+            ui.motif_table(table)
+        else:
+            st.dataframe(table, hide_index=True, width="stretch")
+    labels = {ui.tf_label(m, names) if by == "motif" else str(m): m for m in values.index}
     clicked = [labels.get(p.get("y")) for p in ui.selected_points(event) if p.get("y") in labels]
-    return list(values.index), clicked[:1]
+    # the logo section offers the motifs of the shown rows first; a clicked group shows its first motif
+    shown_motifs = list(dict.fromkeys(m for g in values.index for m in members[g]))
+    return shown_motifs, [members[g][0] for g in clicked[:1]]
 
 
-def inclusion_section(path):
+def inclusion_section(path, by, how):
     st.subheader("Stability across cross-validation folds")
     config = read_run_config(path)
     if not config.get("group"):
@@ -122,23 +184,27 @@ def inclusion_section(path):
     siblings = cv_siblings(path)
     c1, c2 = st.columns(2)
     k = c1.slider("Top k for inclusion", 1, 30, 10, key="incl_k")
-    threshold = c2.slider("Show TFs included in more than this fraction of folds (any output)", 0.0, 1.0, 0.5,
-                          0.05, key="incl_threshold")
-    ratio = inclusion(tuple(str(p) for p in siblings), tuple(ui.run_stamp(p) for p in siblings), k)
+    what = "TFs" if by == "motif" else ROWS[by]
+    threshold = c2.slider(f"Show {what} included in more than this fraction of folds (any output)", 0.0, 1.0,
+                          0.5, 0.05, key="incl_threshold")
+    ratio = inclusion(tuple(str(p) for p in siblings), tuple(ui.run_stamp(p) for p in siblings), k, by, how)
     kept = inclusion_filter(ratio, threshold)
-    _, names = weights(str(path), ui.run_stamp(path))
+    _, names, _, members = table_weights(path, by, how)
     st.markdown(f"CV set **{ui.md_escape(config['group'])}**: {len(siblings)} fold run(s); {len(kept)} of {len(ratio)} "
-                f"TFs pass the threshold.")
+                f"{what} pass the threshold.")
     if kept.empty:
-        st.info("No TF passes this threshold; lower it.")
+        st.info(f"No {what[:-1] if what.endswith('s') else what} passes this threshold; lower it.")
         return
-    fig = weight_heatmap(kept, names=names, colorbar="inclusion ratio", zmin=0.0, zmax=1.0,
+    row = "motif" if by == "motif" else {"tf": "TF", "cluster": "cluster"}[by]
+    fig = weight_heatmap(kept, names=names, colorbar="inclusion ratio", zmin=0.0, zmax=1.0, rows=row,
                          colorscale=SEQUENTIAL, title=f"Inclusion ratio over {len(siblings)} folds (top {k})")
     data = kept.copy()
-    data.insert(0, "tf", [names.get(m, "") for m in data.index])
+    data.insert(0, "tf" if by == "motif" else "motifs",
+                [names.get(m, "") if by == "motif" else ", ".join(members[m]) for m in data.index])
+    pooled = "" if by == "motif" else f" (a row's weights pooled by {POOLS[how]} before ranking)"
     ui.show_plotly(fig, key="inclusion_heatmap", name=f"{config['group']}_inclusion_ratio", data=data,
-                   caption=f"Fraction of the {len(siblings)} fold runs in which the TF is among the output's "
-                           f"top {k} by |weight|; TFs above {threshold:.2f} for at least one output.")
+                   caption=f"Fraction of the {len(siblings)} fold runs in which the row is among the output's "
+                           f"top {k} by |weight|{pooled}; rows above {threshold:.2f} for at least one output.")
 
 
 def logo_section(path, shown, clicked):
@@ -260,9 +326,10 @@ def main():
     truth = ui.synthetic_note(path)
     if row.get("kind") in BASELINE_NOTES:
         st.caption(BASELINE_NOTES[row["kind"]])
-    result = ui.guarded(heatmap_section, path, truth)
+    by, how = ui.guarded(grouping) or ("motif", "sum")
+    result = ui.guarded(heatmap_section, path, truth, by, how)
     ui.guarded(parent_section, path)
-    ui.guarded(inclusion_section, path)
+    ui.guarded(inclusion_section, path, by, how)
     shown, clicked = result if result else ([], [])
     ui.guarded(logo_section, path, shown, clicked)
     ui.guarded(drift_section, path)

@@ -1,5 +1,6 @@
 """Interpretation analyses, each checked against a small independent computation."""
 
+import io
 import json
 import math
 from pathlib import Path
@@ -429,3 +430,44 @@ def test_analyze_command(tmp_path, capsys):
     args = parser.parse_args(["analyze", "interaction", str(base)])
     with pytest.raises(TisfmError, match="no TF-TF interaction"):
         args.func(args)
+
+
+def test_grouped_inclusion_and_final_layer_pool_a_tfs_motifs(tmp_path, capsys):
+    """Motifs of one TF name are one row: their weights summed (or the largest |w|) per fold
+    before the top-k ranking; by hand on three folds."""
+    base = random_motifs(6)
+    names = ("Cebpb", "CEBPB_2", "Spi1", "Gata3", "Spi1_3", "Pax5")
+    motifs = MotifSet(base.ids, names, base.matrices, "named")
+    tf = ["CEBPB", "CEBPB", "SPI1", "GATA3", "SPI1", "PAX5"]
+    rng = np.random.default_rng(3)
+    weights = [rng.normal(size=(2, 6)) for _ in range(3)]
+    paths = [make_run(tmp_path / f"cv/fold_{i}", motifs, W=W,
+                      meta={"group": "cv", "split": {"n_folds": 3, "fold": i}})
+             for i, W in enumerate(weights)]
+    groups = pd.Series(tf, index=list(motifs.ids))
+    order = list(dict.fromkeys(tf))
+    for how in ("sum", "max_abs"):
+        want = np.zeros((len(order), 2))
+        for W in weights:
+            pooled = np.zeros((len(order), 2))
+            for g, name in enumerate(order):
+                block = W[:, [j for j in range(6) if tf[j] == name]].T        # members x outputs
+                pooled[g] = block.sum(0) if how == "sum" else block[np.abs(block).argmax(0), [0, 1]]
+            for out in range(2):
+                for g in sorted(range(len(order)), key=lambda g: -abs(pooled[g, out]))[:2]:
+                    want[g, out] += 1 / 3
+        got = inclusion_ratio(paths, k=2, groups=groups, how=how)
+        assert list(got.index) == order
+        np.testing.assert_allclose(got.to_numpy(), want)
+    # the command line: final-layer by TF name, summed, normalised per output
+    parser = build_parser()
+    args = parser.parse_args(["analyze", "final-layer", str(paths[0]), "--group", "tf", "--k", "4"])
+    args.func(args)
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out), sep="\t", index_col=0)
+    summed = pd.DataFrame(weights[0].T, index=tf, columns=["o0", "o1"]).groupby(level=0, sort=False).sum()
+    expected = summed / summed.abs().max()
+    assert sorted(table.index) == sorted(order)
+    np.testing.assert_allclose(table.to_numpy(), expected.loc[table.index].to_numpy(), rtol=1e-3, atol=1e-4)
+    with pytest.raises(TisfmError, match="--group applies to final-layer and inclusion"):
+        bad = parser.parse_args(["analyze", "interaction", str(paths[0]), "--group", "tf"])
+        bad.func(bad)

@@ -182,6 +182,76 @@ def test_inclusion_ratio_over_cv_folds(env):
     assert any("not part of a cross-validation set" in i for i in texts(at.info))
 
 
+@pytest.fixture
+def shipped_cv(tmp_path, monkeypatch):
+    """The shipped 10-fold CV set of the full model (163 motifs, families of similar ones)."""
+    fold0 = REPO / "trained_models" / "cv_full" / "fold_0"
+    if not (fold0 / "config.json").exists():
+        pytest.skip("the shipped CV runs are absent")
+    monkeypatch.setenv("TISFM_RUNS", str(REPO / "trained_models"))
+    monkeypatch.setenv("TISFM_HOME", str(tmp_path / "home"))
+    return fold0
+
+
+def _pooled(W, groups, how):
+    """Final-layer weights pooled per group by hand: sum, or the member weight of largest |w|."""
+    label = groups.loc[W.index].to_numpy()
+    rows = {}
+    for g in dict.fromkeys(label):
+        block = W.to_numpy()[label == g]
+        rows[g] = block.sum(0) if how == "sum" else block[np.abs(block).argmax(0), np.arange(W.shape[1])]
+    return pd.DataFrame(rows, index=W.columns).T
+
+
+def _top_union(W, k):
+    top = []
+    for output in W.columns:
+        col = np.abs(W[output].to_numpy())
+        top += [W.index[i] for i in np.argsort(-col, kind="stable")[:k] if col[i] > 0]
+    return list(dict.fromkeys(top))
+
+
+def test_final_layer_rows_can_be_similarity_clusters(shipped_cv):
+    """Rows = motif-similarity clusters: a cluster's weights pooled (sum, or largest |w|),
+    normalised per output, the top 5 per output; the inclusion heatmap ranks the same rows."""
+    from tisfm_core.analysis.groups import motif_groups
+
+    at = page("pages/2_Final_layer.py", shipped_cv)
+    at.radio(key="order").set_value("fixed").run()
+    at.checkbox(key="with_planted").uncheck().run()
+    at.radio(key="rows_by").set_value("cluster").run()
+    assert not at.exception and not at.error, (at.exception, texts(at.error))
+    W, _ = weights(shipped_cv)
+    groups = motif_groups(read_meme(shipped_cv / "motifs.meme"), by="cluster")
+    assert groups.value_counts().max() >= 2            # some cluster holds several motifs
+    for how in ("sum", "max_abs"):
+        if how == "max_abs":
+            at.radio(key="rows_pool").set_value("max_abs").run()
+        heat = charts(at)[0]["data"][0]
+        pooled = _pooled(W, groups, how)
+        top = _top_union(pooled, 5)
+        assert [c[0][0] for c in heat["customdata"]] == top
+        assert np.allclose(arr(heat["z"]), (pooled / pooled.abs().max(axis=0)).loc[top].to_numpy(), atol=1e-6)
+    assert charts(at)[0]["layout"]["yaxis"]["title"]["text"] == "cluster"
+    assert any("pools the weights of its motifs (largest |w|)" in c for c in texts(at.caption))
+    at.slider(key="incl_threshold").set_value(0.0).run()
+    incl = charts(at)[1]["data"][0]
+    folds = sorted(shipped_cv.parent.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
+    ratio = 0
+    for fold in folds:
+        pooled = _pooled(weights(fold)[0], groups, "max_abs")
+        hit = np.zeros(pooled.shape)
+        for j in range(pooled.shape[1]):
+            col = np.abs(pooled.iloc[:, j].to_numpy())
+            best = np.argsort(-col, kind="stable")[:10]
+            hit[best[col[best] > 0], j] = 1
+        ratio = ratio + hit / len(folds)
+    ratio = pd.DataFrame(ratio, index=pooled.index, columns=pooled.columns)
+    kept = ratio.loc[(ratio > 0).any(axis=1)]
+    assert [c[0][0] for c in incl["customdata"]] == list(kept.index)
+    assert np.allclose(arr(incl["z"]), kept.to_numpy())
+
+
 # -- pooling and interaction --------------------------------------------------------------------
 
 def test_pooling_vs_information_content(env):

@@ -126,7 +126,7 @@ def history_table(history):
 
 def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight", zmin=-1.0,
                    zmax=1.0, colorscale=DIVERGING, marks=None, mark_label="planted",
-                   highlight=(), xaxis="output"):
+                   highlight=(), xaxis="output", rows="motif"):
     """Motif x output heatmap (rows top to bottom in the given order).
 
     Parameters
@@ -147,6 +147,9 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
         Rows whose label is drawn bold with a marker (the TFs the user searched for).
     xaxis : str, default "output"
         Title of the column axis.
+    rows : str, default "motif"
+        What a row is. Rows other than motifs (motif groups: "TF", "cluster") are labelled by
+        their index alone and ``names`` gives the hover's second line (the group's motifs).
 
     The margins are sized from the longest row and column labels (columns are slanted when
     they would not fit side by side), so no label is cut off.
@@ -154,7 +157,8 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
     names = dict(names or {})
     motifs = [str(m) for m in values.index]
     outputs = [str(o) for o in values.columns]
-    labels = [_label(m, names.get(m, "")) for m in motifs]
+    labels = [_label(m, names.get(m, "") if rows == "motif" else "") for m in motifs]
+    second = "TF" if rows == "motif" else "motifs"
     hot = {str(m) for m in highlight}
     raw_values = (raw.loc[values.index, values.columns] if raw is not None else values).to_numpy(
         dtype=np.float64)
@@ -163,7 +167,7 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
     custom[..., 0] = np.array(motifs, dtype=object)[:, None]
     custom[..., 1] = np.array([names.get(m, "") for m in motifs], dtype=object)[:, None]
     custom[..., 2] = raw_values
-    template = ("motif %{customdata[0]}<br>TF %{customdata[1]}<br>" + xaxis + " %{x}<br>"
+    template = (f"{rows} %{{customdata[0]}}<br>{second} %{{customdata[1]}}<br>" + xaxis + " %{x}<br>"
                 f"raw weight %{{customdata[2]:.4g}}<br>{colorbar} %{{z:.3f}}")
     fig = go.Figure(go.Heatmap(
         z=z, x=outputs, y=labels, zmin=zmin, zmax=zmax,
@@ -171,14 +175,14 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
         hovertemplate=template + "<extra></extra>", xgap=1, ygap=1))
     marks = [(str(m), str(o)) for m, o in (marks or []) if str(m) in motifs and str(o) in outputs]
     if marks:
-        rows = [motifs.index(m) for m, _ in marks]
+        at = [motifs.index(m) for m, _ in marks]
         cols = [outputs.index(o) for _, o in marks]
         fig.add_trace(go.Scatter(
-            x=[outputs[c] for c in cols], y=[labels[r] for r in rows], mode="markers",
+            x=[outputs[c] for c in cols], y=[labels[r] for r in at], mode="markers",
             marker=dict(symbol="circle-open", size=14, color="black", line=dict(width=2)),
             name=mark_label, customdata=[[motifs[r], names.get(motifs[r], ""), raw_values[r, c], z[r, c]]
-                                         for r, c in zip(rows, cols)],
-            hovertemplate=(f"{mark_label}<br>motif %{{customdata[0]}}<br>TF %{{customdata[1]}}<br>{xaxis} "
+                                         for r, c in zip(at, cols)],
+            hovertemplate=(f"{mark_label}<br>{rows} %{{customdata[0]}}<br>{second} %{{customdata[1]}}<br>{xaxis} "
                            f"%{{x}}<br>raw weight %{{customdata[2]:.4g}}<br>{colorbar} "
                            "%{customdata[3]:.3f}<extra></extra>")))
     ticks = [f"<b>▶ {label}</b>" if m in hot else label for m, label in zip(motifs, labels)]
@@ -191,7 +195,7 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
     bottom = (longest * 0.71 + tick + 30 if slant else tick + 30) + 24
     left = max(left, longest * 0.71 + 10 if slant else 0)
     top = 50 + (24 if marks else 0)
-    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title="motif",
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=rows,
                       yaxis=dict(autorange="reversed", type="category", tickmode="array",
                                  tickvals=labels, ticktext=ticks, automargin=True),
                       xaxis=dict(type="category", tickangle=-45 if slant else 0, automargin=True),

@@ -31,6 +31,11 @@ def data_dir():
     return home_dir() / "data"
 
 
+def cache_dir():
+    """Recomputable results kept between sessions (motif similarity of a motif set)."""
+    return home_dir() / "cache"
+
+
 def split_folders(text):
     """Folders from a list typed as ``a; b`` or separated by ``os.pathsep`` or new lines."""
     parts = []

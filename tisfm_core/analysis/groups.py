@@ -28,10 +28,10 @@ from scipy.spatial.distance import squareform
 from ..atomic import read_arrays, write_npz
 from ..errors import TisfmError
 from ..motifs import MotifSet
-from .final_layer import as_run, require_motif_layer, require_motifs
+from .final_layer import as_run, final_layer, require_motif_layer, require_motifs
 
 __all__ = ["motif_similarity", "motif_clusters", "motif_groups", "run_motif_groups", "group_weights",
-           "CLUSTER_PVALUE", "GROUPINGS", "POOLINGS"]
+           "grouped_final_layer", "CLUSTER_PVALUE", "GROUPINGS", "POOLINGS"]
 
 #: Tomtom p-value under which two motifs count as near-identical (clusters, recovery hits).
 CLUSTER_PVALUE = 1e-5
@@ -235,3 +235,28 @@ def group_weights(W, groups, how="sum"):
     table = pd.DataFrame(out, index=pd.Index(order, name="group"), columns=W.columns)
     table.attrs["members"] = members
     return table
+
+
+def grouped_final_layer(run, by="tf", how="sum", *, cache_dir=None):
+    """A run's final layer with one row per motif group (:func:`group_weights` of
+    :func:`run_motif_groups`).
+
+    Parameters
+    ----------
+    run : Run or path
+        A tiSFM or linear run with its motifs.meme.
+    by : {"tf", "cluster"}, default "tf"
+    how : {"sum", "mean", "max_abs"}, default "sum"
+    cache_dir : str or Path, optional
+        Where the Tomtom p-values of ``by="cluster"`` are kept.
+
+    Returns
+    -------
+    W : pandas.DataFrame, shape (n_groups, n_outputs)
+        As :func:`group_weights` (``attrs["members"]`` lists each group's motif ids).
+    groups : pandas.Series
+        The group of every motif (index = motif ids).
+    """
+    run = as_run(run)
+    groups = run_motif_groups(run, by=by, cache_dir=cache_dir)
+    return group_weights(final_layer(run), groups, how=how), groups

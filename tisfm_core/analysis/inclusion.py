@@ -15,10 +15,11 @@ import pandas as pd
 from ..errors import TisfmError
 from ..runs import is_run, read_run_config
 from .final_layer import as_run, final_layer, top_k
+from .groups import group_weights
 
 
-def inclusion_ratio(runs, k=10):
-    """Fraction of runs in which each motif is among an output's top-k by |w|.
+def inclusion_ratio(runs, k=10, *, groups=None, how="sum"):
+    """Fraction of runs in which each motif (or motif group) is among an output's top-k by |w|.
 
     Parameters
     ----------
@@ -26,12 +27,18 @@ def inclusion_ratio(runs, k=10):
         Typically the folds of one CV set (:func:`cv_siblings`). They must share motif ids
         (same order) and outputs.
     k : int, default 10
+    groups : pandas.Series, optional
+        The group of every motif (:func:`~tisfm_core.analysis.groups.motif_groups`): each run's
+        weights are pooled per group (``how``) before ranking, so the rows are groups.
+    how : {"sum", "mean", "max_abs"}, default "sum"
+        Pooling of a group's weights (see :func:`~tisfm_core.analysis.groups.group_weights`).
 
     Returns
     -------
     pandas.DataFrame
-        Shape (n_motifs, n_outputs), index = motif ids (named "motif"), columns = outputs,
-        values in [0, 1] (multiples of 1 / len(runs)).
+        Shape (n_motifs, n_outputs), index = motif ids (named "motif"; group names, named
+        "group", with ``groups``), columns = outputs, values in [0, 1] (multiples of
+        1 / len(runs)).
 
     Raises
     ------
@@ -46,6 +53,8 @@ def inclusion_ratio(runs, k=10):
     for item in runs:
         run = as_run(item)
         W = final_layer(run)
+        if groups is not None:
+            W = group_weights(W, groups, how=how)
         if first is None:
             first = (run.name, W.index, W.columns)
             counts = np.zeros(W.shape)

@@ -18,6 +18,7 @@ from ..analysis import (
     pooling_vs_ic,
     top_k_union,
 )
+from ..analysis.groups import GROUPINGS, POOLINGS, grouped_final_layer
 from ..errors import TisfmError
 
 ANALYSES = ("final-layer", "inclusion", "pooling-ic", "interaction", "tree-diff", "drift",
@@ -39,6 +40,13 @@ def add_parsers(sub):
                    help="inclusion: keep motifs with ratio above it (0.5); tree-diff: R2 to keep "
                         "an edge (0.05)")
     p.add_argument("--output", help="pooling-ic: output whose coefficient is reported (default first)")
+    p.add_argument("--group", choices=("motif",) + GROUPINGS, default="motif",
+                   help="final-layer and inclusion: one row per motif (default), per TF name (tf: "
+                        "Cebpb and Cebpb_2 together) or per motif-similarity cluster (cluster: "
+                        "Tomtom p < 1e-5 on average), the weights of a row's motifs pooled")
+    p.add_argument("--pool", choices=POOLINGS, default="sum",
+                   help="how --group pools a row's weights: sum (default), mean, or max_abs (the "
+                        "weight of largest |w|, sign kept)")
     p.add_argument("--out", help="write the table as TSV instead of printing it")
     p.set_defaults(func=cmd_analyze)
     return p
@@ -49,13 +57,18 @@ def _table(a):
 
     if a.analysis != "inclusion" and len(a.runs) != 1:
         raise TisfmError(f"analyze {a.analysis} takes one run, got {len(a.runs)}")
+    if a.group != "motif" and a.analysis not in ("final-layer", "inclusion"):
+        raise TisfmError(f"--group applies to final-layer and inclusion, not {a.analysis}")
+    grouped = a.group != "motif"
     if a.analysis == "final-layer":
-        W = normalise_rows(final_layer(a.runs[0]))
+        W = grouped_final_layer(a.runs[0], by=a.group, how=a.pool)[0] if grouped else final_layer(a.runs[0])
+        W = normalise_rows(W)
         return W.loc[top_k_union(W, k=a.k or 5)], None
     if a.analysis == "inclusion":
         runs = cv_siblings(a.runs[0]) if len(a.runs) == 1 else a.runs
         threshold = 0.5 if a.threshold is None else a.threshold
-        ratio = inclusion_ratio(runs, k=a.k or 10)
+        groups = grouped_final_layer(runs[0], by=a.group, how=a.pool)[1] if grouped else None
+        ratio = inclusion_ratio(runs, k=a.k or 10, groups=groups, how=a.pool)
         return inclusion_filter(ratio, threshold), f"{len(runs)} runs, ratio > {threshold}"
     if a.analysis == "pooling-ic":
         df = pooling_vs_ic(a.runs[0], output=a.output)
