@@ -38,17 +38,18 @@ def _free_port():
 
 
 @contextlib.contextmanager
-def _serve(runs, home):
-    """``streamlit run app.py`` on a free port with these runs and home folders; yields its URL."""
+def _serve(runs, home, env=None, startup_s=60, with_pid=False):
+    """``streamlit run app.py`` on a free port with these runs and home folders (and ``env``
+    added); yields its URL, or (URL, server pid) ``with_pid``."""
     port = _free_port()
-    env = {**os.environ, "TISFM_RUNS": str(runs), "TISFM_HOME": str(home)}
+    env = {**os.environ, "TISFM_RUNS": str(runs), "TISFM_HOME": str(home), **(env or {})}
     log = open(home / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + startup_s
     try:
         while True:
             try:
@@ -60,7 +61,7 @@ def _serve(runs, home):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
             time.sleep(0.3)
-        yield url
+        yield (url, proc.pid) if with_pid else url
     finally:
         proc.terminate()
         try:

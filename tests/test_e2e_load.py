@@ -12,21 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from app_fixtures import app_runs_folder
 from conftest import deflate_bomb, gzip_bomb, make_zip
+from test_e2e import ARGS, CHROMIUM, _serve
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MAX_SERVER_RSS = 2 * 10**9
 NORMAL_USERS = 3
 ROUNDS = 2
@@ -47,41 +40,11 @@ def _status(pid, key):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import socket
-
     fixture = app_runs_folder()
     home = tmp_path_factory.mktemp("load_home")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "TISFM_RUNS": str(fixture / "runs"), "TISFM_HOME": str(home),
-           "TISFM_SERVER_ROOTS": os.pathsep.join([str(fixture), str(home)])}
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield {"url": url, "fixture": fixture, "home": home, "pid": proc.pid}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    roots = {"TISFM_SERVER_ROOTS": os.pathsep.join([str(fixture), str(home)])}
+    with _serve(fixture / "runs", home, env=roots, startup_s=90, with_pid=True) as (url, pid):
+        yield {"url": url, "fixture": fixture, "home": home, "pid": pid}
 
 
 @pytest.fixture(scope="module")
