@@ -130,21 +130,6 @@ def mcp_path(folder, run):
     return result
 
 
-def feature_sd(run, n_samples=2048):
-    """Standard deviation of each motif's final-layer input over (a seeded subset of) the run's
-    training sequences: raw weight x sd is the change of the output per standard deviation."""
-    from tisfm_core.path import load_run_data
-    from tisfm_core.sequences import one_hot_torch
-
-    run = load_run(run, device="cpu")
-    idx = load_run_data(run)["train"][0]
-    pick = np.sort(np.random.default_rng(0).choice(len(idx), min(n_samples, len(idx)), replace=False))
-    with torch.inference_mode():
-        feats = torch.cat([run.model.features(one_hot_torch(torch.from_numpy(idx[pick[s:s + 256]])))
-                           for s in range(0, len(pick), 256)])
-    return feats[:, :run.model.config.n_motifs].std(dim=0).numpy().astype(np.float64)
-
-
 def initial_layer(run):
     """The final layer of tiSFM's data-driven initialisation (calibrated sigmoids and a ridge fit,
     no training epoch) on the run's own training split: what training starts from."""
@@ -203,7 +188,7 @@ def study_atlas(work, recipe, *, folds, big, settings, tag):
                      "epochs": len(config.get("history", [])) if trained else 0})
 
     add("tisfm", "final layer", weights[0], read_run_config(tisfm[0]))
-    add("tisfm", "final layer x feature sd", weights[0] * feature_sd(tisfm[0])[:, None],
+    add("tisfm", "final layer x feature sd", final_layer(load_run(tisfm[0], device="cpu"), scale="sd"),
         read_run_config(tisfm[0]))
     add("tisfm", "data initialisation (epoch 0)", initial_layer(tisfm[0]), read_run_config(tisfm[0]),
         trained=False)
@@ -285,6 +270,9 @@ def main(argv=None):
                         help="torch threads (default 1: on a shared, oversubscribed machine two "
                              "threads spend most of their time waiting for each other)")
     parser.add_argument("--readme", help="write the table into this markdown file (between markers)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: write the table of the atlases whose results are in "
+                             "--workdir (an unfinished study; the missing atlases are named)")
     parser.add_argument("--only-fold", type=int, default=None,
                         help="only train this tiSFM fold of the atlases (a parallel helper "
                              "process; no table)")
@@ -301,14 +289,23 @@ def main(argv=None):
             train(work / "runs" / args.tag / name / "tisfm" / f"fold_{args.only_fold}", atlas, "full",
                   args.only_fold, settings, group="tisfm")
         return
-    results = []
+    results, missing = [], []
     for name in names:
+        saved = work / "results" / f"{args.tag}-{name}.json"
+        if args.table_only:
+            if saved.is_file():
+                results.append(json.loads(saved.read_text()))
+            else:
+                missing.append(name)
+            continue
         res = study_atlas(work, get_recipe(name), folds=args.folds, big=args.big, settings=settings,
                           tag=args.tag)
-        (work / "results").mkdir(parents=True, exist_ok=True)
-        (work / "results" / f"{args.tag}-{name}.json").write_text(json.dumps(res, indent=1))
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(res, indent=1))
         results.append(res)
         say(f"{name}: done ({res['seconds']:.0f} s of training this call)")
+    if not results:
+        raise SystemExit(f"no finished atlas in {work / 'results'} for settings {args.tag}")
     motif_table, cluster_table = table(results, "motif"), table(results, "cluster")
     checks = verdict(results, "motif")
     lines = [f"Recovery study, settings `{args.tag}` ({cpu}); recall of planted regulators "
@@ -316,6 +313,8 @@ def main(argv=None):
              "linear baseline, same split (fold 0; inclusion over the folds shown).", "",
              "Ranking by motif:", "", motif_table, "",
              "Ranking by motif-similarity cluster (coefficients summed per cluster):", "", cluster_table]
+    if missing:
+        lines += ["", f"Not finished yet (the study resumes where it stopped): {', '.join(missing)}."]
     text = "\n".join(lines)
     print(text)
     if args.readme:

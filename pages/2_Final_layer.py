@@ -15,6 +15,8 @@ from tisfm_core.analysis.drift import (
     lineage_drift,
 )
 from tisfm_core.analysis.final_layer import (
+    DEFAULT_SCALE,
+    SCALES,
     cluster_order,
     final_layer,
     final_layer_difference,
@@ -40,27 +42,48 @@ INTRO = ("Each cell is the final-layer weight of a TF (row) for an output (colum
 #: their weights pooled, as the paper pools the coefficients of the motifs of one TF.
 ROWS = {"motif": "motifs", "tf": "TFs", "cluster": "similarity clusters"}
 POOLS = {"sum": "sum", "max_abs": "largest |w|"}
+SCALE_NAMES = {"sd": "per s.d. of the motif's feature", "raw": "raw"}
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def weights(path, stamp):
+@st.cache_data(max_entries=32, show_spinner="Reading the final layer ...")
+def weights(path, stamp, scale="raw"):
     run = ui.get_run(path)
-    return final_layer(run), dict(zip(run.motif_ids, run.motif_names))
+    return final_layer(run, scale=scale), dict(zip(run.motif_ids, run.motif_names))
 
 
 @st.cache_data(max_entries=16, show_spinner="Grouping the motifs ...")
-def grouped(path, stamp, by, how):
+def grouped(path, stamp, by, how, scale="raw"):
     """Final layer pooled per group, the group of every motif, and each group's motifs."""
-    W, groups = grouped_final_layer(ui.get_run(path), by=by, how=how,
+    W, groups = grouped_final_layer(ui.get_run(path), by=by, how=how, scale=scale,
                                     cache_dir=cache_dir() / "similarity")
     return W, groups, W.attrs["members"]
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the cross-validation runs ...")
-def inclusion(paths, stamps, k, by="motif", how="sum"):
+def inclusion(paths, stamps, k, by="motif", how="sum", scale="raw"):
     runs = [ui.get_run(p) for p in paths]
     groups = None if by == "motif" else grouped(paths[0], stamps[0], by, how)[1]
-    return inclusion_ratio(runs, k=k, groups=groups, how=how)
+    return inclusion_ratio(runs, k=k, groups=groups, how=how, scale=scale)
+
+
+def weight_scale(path):
+    """The page's weight scale: per standard deviation of each motif's feature (default) or as
+    trained; per s.d. falls back to raw, saying why, for a run that cannot provide the scale."""
+    scale = st.radio("Weights", SCALES, horizontal=True, format_func=SCALE_NAMES.get,
+                     key=ui.url_key("weight_scale", "scale", DEFAULT_SCALE, valid=SCALES),
+                     help="per s.d.: each motif's weight times the standard deviation of its feature "
+                          "over the training sequences, the change of the output when the motif's "
+                          "activation moves by one standard deviation; raw: the weights as trained. "
+                          "A motif whose feature hardly varies can carry a large raw weight that "
+                          "moves no prediction.")
+    ui.to_url("scale", scale)
+    if scale == "sd":
+        try:
+            weights(str(path), ui.run_stamp(path), "sd")
+        except TisfmError as exc:
+            st.info(f"Raw weights shown: {ui.md_escape(exc)}")
+            return "raw"
+    return scale
 
 
 def grouping():
@@ -80,20 +103,21 @@ def grouping():
     return by, how
 
 
-def table_weights(path, by, how):
+def table_weights(path, by, how, scale="raw"):
     """Weights (rows = motifs or groups), the row names for labels and hovers, the group of
     every motif (None for motifs) and each row's motifs."""
-    W, names = weights(str(path), ui.run_stamp(path))
+    W, names = weights(str(path), ui.run_stamp(path), scale)
     if by == "motif":
         return W, names, None, {m: [m] for m in W.index}
-    G, groups, members = grouped(str(path), ui.run_stamp(path), by, how)
+    G, groups, members = grouped(str(path), ui.run_stamp(path), by, how, scale)
     labels = {g: ", ".join(ui.tf_label(m, names) for m in ms[:4]) + (f" +{len(ms) - 4}" if len(ms) > 4 else "")
               for g, ms in members.items()}
     return G, labels, groups, members
 
 
-def heatmap_section(path, truth, by, how):
-    W, names, groups, members = table_weights(path, by, how)
+def heatmap_section(path, truth, by, how, scale):
+    W, names, groups, members = table_weights(path, by, how, scale)
+    trained = W if scale == "raw" else table_weights(path, by, how, "raw")[0]   # hovers show these
     motif_names = weights(str(path), ui.run_stamp(path))[1]
     row = "motif" if by == "motif" else {"tf": "TF", "cluster": "cluster"}[by]
     outputs = list(W.columns)
@@ -135,7 +159,7 @@ def heatmap_section(path, truth, by, how):
     if order == "clustered":
         r, c = cluster_order(values)
         values = values.iloc[r, c]
-    raw = W.loc[values.index, values.columns]
+    raw = trained.loc[values.index, values.columns]
     what = "TFs" if by == "motif" else ROWS[by]
     fig = weight_heatmap(values, raw=raw, names=names, colorbar="normalised weight", rows=row,
                          title=f"Final layer: top {k} {what} per output ({len(values)} {what})",
@@ -143,6 +167,7 @@ def heatmap_section(path, truth, by, how):
     data = values.copy()
     data.insert(0, "tf" if by == "motif" else "motifs", [names.get(m, "") for m in data.index])
     pooled = "" if by == "motif" else f"; each row pools the weights of its motifs ({POOLS[how]})"
+    pooled += "; weights per standard deviation of each motif's feature" if scale == "sd" else ""
     event = ui.show_plotly(fig, key="final_heatmap", name=f"{path.name}_final_layer_normalised", data=data,
                            select=True,
                            caption="Final-layer weights divided by each output's max |weight| "
@@ -173,7 +198,7 @@ def heatmap_section(path, truth, by, how):
     return shown_motifs, [members[g][0] for g in clicked[:1]]
 
 
-def inclusion_section(path, by, how):
+def inclusion_section(path, by, how, scale):
     st.subheader("Stability across cross-validation folds")
     config = read_run_config(path)
     if not config.get("group"):
@@ -187,7 +212,15 @@ def inclusion_section(path, by, how):
     what = "TFs" if by == "motif" else ROWS[by]
     threshold = c2.slider(f"Show {what} included in more than this fraction of folds (any output)", 0.0, 1.0,
                           0.5, 0.05, key="incl_threshold")
-    ratio = inclusion(tuple(str(p) for p in siblings), tuple(ui.run_stamp(p) for p in siblings), k, by, how)
+    try:
+        ratio = inclusion(tuple(str(p) for p in siblings), tuple(ui.run_stamp(p) for p in siblings), k, by,
+                          how, scale)
+    except TisfmError as exc:   # a fold without its feature scale: rank every fold as trained
+        if scale == "raw":
+            raise
+        st.info(f"Raw weights ranked: {ui.md_escape(exc)}")
+        scale = "raw"
+        ratio = inclusion(tuple(str(p) for p in siblings), tuple(ui.run_stamp(p) for p in siblings), k, by, how)
     kept = inclusion_filter(ratio, threshold)
     _, names, _, members = table_weights(path, by, how)
     st.markdown(f"CV set **{ui.md_escape(config['group'])}**: {len(siblings)} fold run(s); {len(kept)} of {len(ratio)} "
@@ -202,6 +235,7 @@ def inclusion_section(path, by, how):
     data.insert(0, "tf" if by == "motif" else "motifs",
                 [names.get(m, "") if by == "motif" else ", ".join(members[m]) for m in data.index])
     pooled = "" if by == "motif" else f" (a row's weights pooled by {POOLS[how]} before ranking)"
+    pooled += ", weights per standard deviation of each motif's feature" if scale == "sd" else ""
     ui.show_plotly(fig, key="inclusion_heatmap", name=f"{config['group']}_inclusion_ratio", data=data,
                    caption=f"Fraction of the {len(siblings)} fold runs in which the row is among the output's "
                            f"top {k} by |weight|{pooled}; rows above {threshold:.2f} for at least one output.")
@@ -327,9 +361,10 @@ def main():
     if row.get("kind") in BASELINE_NOTES:
         st.caption(BASELINE_NOTES[row["kind"]])
     by, how = ui.guarded(grouping) or ("motif", "sum")
-    result = ui.guarded(heatmap_section, path, truth, by, how)
+    scale = ui.guarded(weight_scale, path) or "raw"
+    result = ui.guarded(heatmap_section, path, truth, by, how, scale)
     ui.guarded(parent_section, path)
-    ui.guarded(inclusion_section, path, by, how)
+    ui.guarded(inclusion_section, path, by, how, scale)
     shown, clicked = result if result else ([], [])
     ui.guarded(logo_section, path, shown, clicked)
     ui.guarded(drift_section, path)

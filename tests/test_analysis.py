@@ -461,13 +461,65 @@ def test_grouped_inclusion_and_final_layer_pool_a_tfs_motifs(tmp_path, capsys):
         np.testing.assert_allclose(got.to_numpy(), want)
     # the command line: final-layer by TF name, summed, normalised per output
     parser = build_parser()
-    args = parser.parse_args(["analyze", "final-layer", str(paths[0]), "--group", "tf", "--k", "4"])
+    args = parser.parse_args(["analyze", "final-layer", str(paths[0]), "--group", "tf", "--k", "4",
+                              "--scale", "raw"])
     args.func(args)
     table = pd.read_csv(io.StringIO(capsys.readouterr().out), sep="\t", index_col=0)
     summed = pd.DataFrame(weights[0].T, index=tf, columns=["o0", "o1"]).groupby(level=0, sort=False).sum()
     expected = summed / summed.abs().max()
     assert sorted(table.index) == sorted(order)
     np.testing.assert_allclose(table.to_numpy(), expected.loc[table.index].to_numpy(), rtol=1e-3, atol=1e-4)
+    # by default the weights per feature s.d.; these runs record no data, so raw ones and a note
+    args = parser.parse_args(["analyze", "final-layer", str(paths[0]), "--group", "tf", "--k", "4"])
+    args.func(args)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1].startswith("raw weights: run fold_0 stores no feature scale")
+    assert printed[:-1] == table.to_csv(sep="\t", float_format="%.4g").splitlines()
+    with pytest.raises(TisfmError, match="stores no feature scale"):
+        args = parser.parse_args(["analyze", "final-layer", str(paths[0]), "--scale", "sd"])
+        args.func(args)
     with pytest.raises(TisfmError, match="--group applies to final-layer and inclusion"):
         bad = parser.parse_args(["analyze", "interaction", str(paths[0]), "--group", "tf"])
         bad.func(bad)
+
+
+def test_training_stores_each_motifs_feature_sd_and_final_layer_scales_by_it(tmp_path):
+    """The stored standard deviations are those of the model's features over the training split
+    (all of it: fewer than 2048 sequences), computed here from the split file; a run without them
+    recomputes the same from its recorded data; "sd" scaling multiplies each motif's row."""
+    from conftest import planted_dataset
+
+    from tisfm_core.analysis.final_layer import feature_sd
+    from tisfm_core.dataset import load_dataset
+    from tisfm_core.sequences import one_hot_torch
+    from tisfm_core.specs import DataSpec, ModelSpec, TrainTask
+    from tisfm_core.training import TrainSettings
+    from tisfm_core.workflows import train_run
+
+    fasta, tsv, meme, _ = planted_dataset(tmp_path, n=300, length=40, n_outputs=2)
+    task = TrainTask(data=DataSpec(sequences=str(fasta), targets=str(tsv), folds=5, fold=0),
+                     model=ModelSpec(variant="base", motifs=str(meme)),
+                     training=TrainSettings(epochs=2, batch_size=64, device="cpu"))
+    run_dir = train_run(tmp_path / "run", task, verbose=False)
+    config = json.loads((run_dir / "config.json").read_text())
+    run = load_run(run_dir)
+    split = json.loads((run_dir / "split.json").read_text())
+    data = load_dataset(fasta, tsv)
+    rows = np.sort(split["train"])                      # row numbers of the training sequences
+    with torch.inference_mode():
+        feats = run.model.features(one_hot_torch(torch.from_numpy(data.indices[rows]))).double()
+    want = feats[:, :len(run.motif_ids)].std(dim=0).numpy()
+    assert config["feature_sd"]["n_samples"] == len(rows)
+    np.testing.assert_allclose(config["feature_sd"]["values"], want, rtol=1e-5, atol=1e-7)
+    raw, scaled = final_layer(run), final_layer(run, scale="sd")
+    np.testing.assert_allclose(scaled.to_numpy(), raw.to_numpy() * want[:, None], rtol=1e-5, atol=1e-7)
+    # a run made before runs stored the scale: recomputed from its recorded training data
+    del config["feature_sd"]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    np.testing.assert_allclose(feature_sd(load_run(run_dir)).to_numpy(), want, rtol=1e-5, atol=1e-7)
+    # ... and refused with the reason when those data are gone
+    Path(tsv).unlink()
+    with pytest.raises(TisfmError, match="stores no feature scale and its training data cannot be read"):
+        final_layer(load_run(run_dir), scale="sd")
+    with pytest.raises(TisfmError, match="scale must be one of raw, sd"):
+        final_layer(run, scale="z")

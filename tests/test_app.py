@@ -130,6 +130,7 @@ def test_run_picker_lists_broken_runs_with_their_error(env):
 def test_final_layer_heatmap_is_the_normalised_final_layer(env):
     run_dir = env / "lineages_full"
     at = page("pages/2_Final_layer.py", run_dir)
+    at.radio(key="weight_scale").set_value("raw").run()
     at.radio(key="order").set_value("fixed").run()
     at.checkbox(key="with_planted").uncheck().run()
     heat = charts(at)[0]["data"][0]
@@ -147,6 +148,36 @@ def test_final_layer_heatmap_is_the_normalised_final_layer(env):
     assert any("divided by each output's max |weight|" in c for c in texts(at.caption))
 
 
+def test_final_layer_ranks_weights_per_feature_sd_by_default(env):
+    """The default heatmap: each weight times the standard deviation of its motif's feature over
+    the run's training sequences (computed here from the model and the split), normalised per
+    output; hovers keep the weight as trained."""
+    from tisfm_core.path import load_run_data
+    from tisfm_core.sequences import one_hot_torch
+
+    run_dir = env / "lineages_full"
+    at = page("pages/2_Final_layer.py", run_dir)
+    assert at.radio(key="weight_scale").value == "sd"
+    at.radio(key="order").set_value("fixed").run()
+    at.checkbox(key="with_planted").uncheck().run()
+    heat = charts(at)[0]["data"][0]
+    W, run = weights(run_dir)
+    train = load_run_data(run)["train"][0]                     # 180 sequences: all of them count
+    with torch.inference_mode():
+        feats = run.model.features(one_hot_torch(torch.from_numpy(train))).double().numpy()
+    scaled = W * feats[:, :len(W)].std(axis=0, ddof=1)[:, None]
+    top = []
+    for output in W.columns:
+        col = np.abs(scaled[output].to_numpy())
+        top += [W.index[i] for i in np.argsort(-col, kind="stable")[:5] if col[i] > 0]
+    top = list(dict.fromkeys(top))
+    assert [c[0][0] for c in heat["customdata"]] == top
+    assert np.allclose(arr(heat["z"]), (scaled / scaled.abs().max(axis=0)).loc[top].to_numpy(), atol=1e-5)
+    raw = np.array([[c[2] for c in row] for row in heat["customdata"]], dtype=float)
+    assert np.allclose(raw, W.loc[top].to_numpy(), atol=1e-6)
+    assert any("per standard deviation of each motif's feature" in c for c in texts(at.caption))
+
+
 def test_final_layer_marks_planted_regulators(env, fixture_root):
     at = page("pages/2_Final_layer.py", env / "lineages_full")
     data = charts(at)[0]["data"]
@@ -162,6 +193,7 @@ def test_final_layer_marks_planted_regulators(env, fixture_root):
 def test_inclusion_ratio_over_cv_folds(env):
     fold0 = env / "cv_lineages" / "fold_0"
     at = page("pages/2_Final_layer.py", fold0)
+    at.radio(key="weight_scale").set_value("raw").run()
     at.slider(key="incl_threshold").set_value(0.0).run()
     heat = charts(at)[1]["data"][0]
     counts = None
@@ -217,6 +249,7 @@ def test_final_layer_rows_can_be_similarity_clusters(shipped_cv):
     from tisfm_core.analysis.groups import motif_groups
 
     at = page("pages/2_Final_layer.py", shipped_cv)
+    at.radio(key="weight_scale").set_value("raw").run()
     at.radio(key="order").set_value("fixed").run()
     at.checkbox(key="with_planted").uncheck().run()
     at.radio(key="rows_by").set_value("cluster").run()
@@ -352,7 +385,7 @@ def test_final_layer_search_hover_and_url(env):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.switch_page("pages/2_Final_layer.py")
     at.query_params.update({"run": "cv_lineages/fold_1", "k": "2", "by": "positive", "order": "fixed",
-                            "outputs": outputs[:2], "motif": run.motif_ids[3]})
+                            "outputs": outputs[:2], "motif": run.motif_ids[3], "scale": "raw"})
     at.run()
     assert not at.exception
     assert at.session_state["active_run"] == str(run_dir)

@@ -673,13 +673,12 @@ def load_run_data(run):
     from .splits import SPLIT_KEYS, load_split
 
     if not isinstance(run.config.get("data"), dict) or not run.config["data"].get("targets"):
-        raise TisfmError(f"{run.path}/config.json records no training data ('data'); the "
-                         "regularization path needs the run's training data")
+        raise TisfmError(f"{run.path}/config.json records no training data ('data')")
     cfg = resolve_run_data(run)
     for key in DATA_KEYS:
         if cfg.get(key) and not Path(cfg[key]).exists():
-            raise TisfmError(f"{cfg[key]} ({key} of run {run.path}) does not exist: the regularization "
-                             "path needs the run's training data at that path")
+            raise TisfmError(f"{cfg[key]} ({key} of run {run.path}) does not exist: the run's "
+                             "training data are needed at that path")
     split_file = Path(run.path) / SPLIT
     split = load_split(split_file)
     spec = cfg["transform"]

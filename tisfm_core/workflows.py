@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .analysis.final_layer import FEATURE_SD_SAMPLES, compute_feature_sd
 from .atomic import check_output_folder, read_json, write_json, write_text
 from .claims import claim_output
 from .dataset import load_dataset, load_sequences
@@ -22,6 +23,7 @@ from .devices import resolve_device
 from .errors import TisfmError
 from .linear import fit_linear
 from .metrics import format_metric
+from .model import TISFM
 from .motifs import MotifSet, kernel_slots, load_motifs
 from .runs import (
     CONFIG,
@@ -273,6 +275,10 @@ def save_trained(out, model, *, data, data_spec, split, settings, result, varian
         "metrics": metrics,
         **(extra or {}),
     }
+    if isinstance(model, TISFM):   # for the final layer per standard deviation of each motif
+        sd = compute_feature_sd(model, data.subset(split["train"]).indices, random_state=settings.random_state)
+        meta["feature_sd"] = {"n_samples": int(min(FEATURE_SD_SAMPLES, len(split["train"]))),
+                              "values": [float(v) for v in sd]}
     save_run(out, model, outputs=data.outputs, motifs=motifs, meta=meta, split=split, half=half)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return out

@@ -19,6 +19,13 @@ from ..runs import Run, load_run
 
 BY = ("abs", "positive")
 METRICS = ("correlation", "euclidean")
+#: "raw": the weights as trained; "sd": times the standard deviation of the motif's feature over
+#: the training sequences (the change of the output per standard deviation of the motif).
+SCALES = ("raw", "sd")
+#: The scale the app shows first (the recovery study's better ranking; bench/README.md).
+DEFAULT_SCALE = "sd"
+#: Training sequences (a seeded sample) over which a feature's standard deviation is taken.
+FEATURE_SD_SAMPLES = 2048
 
 
 def as_run(run):
@@ -53,25 +60,113 @@ def require_motifs(run):
     return run.motifs
 
 
-def final_layer(run):
+def final_layer(run, scale="raw"):
     """Final-layer weights of a run.
 
     Parameters
     ----------
     run : Run or str or Path
+    scale : {"raw", "sd"}, default "raw"
+        "sd" multiplies each motif's weights by the standard deviation of its feature over the
+        training sequences (:func:`feature_sd`): the change of the output per standard deviation
+        of the motif, comparable across motifs whose features vary more or less.
 
     Returns
     -------
     pandas.DataFrame
         Shape (n_motifs, n_outputs): index = motif ids in motif-file order (named "motif"; the
-        padding features are excluded), columns = output names, float32 values. For a linear
-        baseline each value is the sum of the motif's standardised max-score and site-count
-        coefficients (:attr:`tisfm_core.linear.LinearBaseline.final_weights`).
+        padding features are excluded), columns = output names, float32 values (float64 scaled).
+        For a linear baseline each value is the sum of the motif's standardised max-score and
+        site-count coefficients (:attr:`tisfm_core.linear.LinearBaseline.final_weights`), per
+        standard deviation already.
     """
+    if scale not in SCALES:
+        raise TisfmError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
     run = as_run(run)
     require_motif_layer(run, "motif final layer")
     w = run.model.final_weights.cpu().numpy().T
-    return pd.DataFrame(w, index=pd.Index(run.motif_ids, name="motif"), columns=run.outputs)
+    W = pd.DataFrame(w, index=pd.Index(run.motif_ids, name="motif"), columns=run.outputs)
+    if scale == "sd":
+        W = W.astype(np.float64) * feature_sd(run).to_numpy()[:, None]
+    return W
+
+
+def compute_feature_sd(model, indices, *, n_samples=FEATURE_SD_SAMPLES, batch_size=256, random_state=0):
+    """Standard deviation of each motif's final-layer input over (a seeded sample of) sequences.
+
+    Parameters
+    ----------
+    model : TISFM
+    indices : numpy.ndarray, uint8, shape (N, L)
+        Base indices (0-3 = A, C, G, T) of the training sequences.
+    n_samples : int, default FEATURE_SD_SAMPLES
+        At most this many sequences, drawn without replacement with ``random_state``.
+    batch_size : int, default 256
+
+    Returns
+    -------
+    numpy.ndarray, float64, shape (n_motifs,)
+    """
+    import torch
+
+    from ..sequences import one_hot_torch
+
+    indices = np.asarray(indices)
+    n = len(indices)
+    if n < 2:
+        raise TisfmError(f"the standard deviation of a feature needs at least 2 sequences, got {n}")
+    pick = np.sort(np.random.default_rng(random_state).choice(n, min(n_samples, n), replace=False))
+    device = next(model.parameters()).device
+    # fp32 arithmetic whatever the model trained in (bf16 moves these by about 1%)
+    was_training, precision, compiled = model.training, model.precision, model.compiled
+    model.eval()
+    model.precision, model.compiled = "fp32", False
+    try:
+        with torch.inference_mode():
+            feats = torch.cat([model.features(one_hot_torch(torch.from_numpy(indices[pick[s:s + batch_size]])
+                                                            .to(device))).double().cpu()
+                               for s in range(0, len(pick), batch_size)])
+    finally:
+        model.train(was_training)
+        model.precision, model.compiled = precision, compiled
+    return feats[:, :model.config.n_motifs].std(dim=0).numpy()
+
+
+def feature_sd(run):
+    """Each motif's feature standard deviation over the run's training sequences.
+
+    Training stores it in config.json ("feature_sd"); for runs made before that it is computed
+    from the training data the run records (:func:`compute_feature_sd`). A linear baseline's
+    features are standardised, so its values are 1.
+
+    Returns
+    -------
+    pandas.Series
+        Index = motif ids (named "motif"), float64 values.
+
+    Raises
+    ------
+    TisfmError
+        For a run that stores no feature scale and whose training data cannot be read.
+    """
+    run = as_run(run)
+    require_motif_layer(run, "feature scale")
+    index = pd.Index(run.motif_ids, name="motif")
+    if run.kind == "linear":
+        return pd.Series(1.0, index=index, name="sd")
+    stored = run.config.get("feature_sd")
+    if isinstance(stored, dict) and isinstance(stored.get("values"), list) and len(stored["values"]) == len(index):
+        values = np.asarray(stored["values"], dtype=np.float64)
+        if np.isfinite(values).all() and (values >= 0).all():
+            return pd.Series(values, index=index, name="sd")
+    from ..path import load_run_data
+
+    try:
+        train = load_run_data(run)["train"][0]
+    except TisfmError as exc:
+        raise TisfmError(f"run {run.name} stores no feature scale and its training data cannot be "
+                         f"read: {exc}") from exc
+    return pd.Series(compute_feature_sd(run.model, train), index=index, name="sd")
 
 
 def final_layer_difference(run, parent=None):

@@ -237,7 +237,7 @@ def group_weights(W, groups, how="sum"):
     return table
 
 
-def grouped_final_layer(run, by="tf", how="sum", *, cache_dir=None):
+def grouped_final_layer(run, by="tf", how="sum", *, scale="raw", cache_dir=None):
     """A run's final layer with one row per motif group (:func:`group_weights` of
     :func:`run_motif_groups`).
 
@@ -247,6 +247,8 @@ def grouped_final_layer(run, by="tf", how="sum", *, cache_dir=None):
         A tiSFM or linear run with its motifs.meme.
     by : {"tf", "cluster"}, default "tf"
     how : {"sum", "mean", "max_abs"}, default "sum"
+    scale : {"raw", "sd"}, default "raw"
+        The weights as trained or per standard deviation of each motif's feature, before pooling.
     cache_dir : str or Path, optional
         Where the Tomtom p-values of ``by="cluster"`` are kept.
 
@@ -259,4 +261,4 @@ def grouped_final_layer(run, by="tf", how="sum", *, cache_dir=None):
     """
     run = as_run(run)
     groups = run_motif_groups(run, by=by, cache_dir=cache_dir)
-    return group_weights(final_layer(run), groups, how=how), groups
+    return group_weights(final_layer(run, scale=scale), groups, how=how), groups

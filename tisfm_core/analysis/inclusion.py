@@ -18,7 +18,7 @@ from .final_layer import as_run, final_layer, top_k
 from .groups import group_weights
 
 
-def inclusion_ratio(runs, k=10, *, groups=None, how="sum"):
+def inclusion_ratio(runs, k=10, *, groups=None, how="sum", scale="raw"):
     """Fraction of runs in which each motif (or motif group) is among an output's top-k by |w|.
 
     Parameters
@@ -32,6 +32,9 @@ def inclusion_ratio(runs, k=10, *, groups=None, how="sum"):
         weights are pooled per group (``how``) before ranking, so the rows are groups.
     how : {"sum", "mean", "max_abs"}, default "sum"
         Pooling of a group's weights (see :func:`~tisfm_core.analysis.groups.group_weights`).
+    scale : {"raw", "sd"}, default "raw"
+        Rank each run's weights as trained or per standard deviation of the motif's feature
+        (:func:`~tisfm_core.analysis.final_layer.final_layer`).
 
     Returns
     -------
@@ -52,7 +55,7 @@ def inclusion_ratio(runs, k=10, *, groups=None, how="sum"):
     counts, first = None, None
     for item in runs:
         run = as_run(item)
-        W = final_layer(run)
+        W = final_layer(run, scale=scale)
         if groups is not None:
             W = group_weights(W, groups, how=how)
         if first is None:

@@ -18,6 +18,7 @@ from ..analysis import (
     pooling_vs_ic,
     top_k_union,
 )
+from ..analysis.final_layer import DEFAULT_SCALE, SCALES
 from ..analysis.groups import GROUPINGS, POOLINGS, grouped_final_layer
 from ..errors import TisfmError
 
@@ -44,6 +45,11 @@ def add_parsers(sub):
                    help="final-layer and inclusion: one row per motif (default), per TF name (tf: "
                         "Cebpb and Cebpb_2 together) or per motif-similarity cluster (cluster: "
                         "Tomtom p < 1e-5 on average), the weights of a row's motifs pooled")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="final-layer and inclusion: each weight times the standard deviation of "
+                        "its motif's feature over the training sequences (sd, the default: the "
+                        "change of the output per standard deviation; raw weights, with a note, "
+                        "for a run that cannot provide it) or the weights as trained (raw)")
     p.add_argument("--pool", choices=POOLINGS, default="sum",
                    help="how --group pools a row's weights: sum (default), mean, or max_abs (the "
                         "weight of largest |w|, sign kept)")
@@ -57,19 +63,25 @@ def _table(a):
 
     if a.analysis != "inclusion" and len(a.runs) != 1:
         raise TisfmError(f"analyze {a.analysis} takes one run, got {len(a.runs)}")
-    if a.group != "motif" and a.analysis not in ("final-layer", "inclusion"):
-        raise TisfmError(f"--group applies to final-layer and inclusion, not {a.analysis}")
+    for flag, value, default in (("--group", a.group, "motif"), ("--scale", a.scale, None)):
+        if value != default and a.analysis not in ("final-layer", "inclusion"):
+            raise TisfmError(f"{flag} applies to final-layer and inclusion, not {a.analysis}")
     grouped = a.group != "motif"
     if a.analysis == "final-layer":
-        W = grouped_final_layer(a.runs[0], by=a.group, how=a.pool)[0] if grouped else final_layer(a.runs[0])
-        W = normalise_rows(W)
-        return W.loc[top_k_union(W, k=a.k or 5)], None
+        def table(scale):
+            W = (grouped_final_layer(a.runs[0], by=a.group, how=a.pool, scale=scale)[0] if grouped
+                 else final_layer(a.runs[0], scale=scale))
+            return normalise_rows(W)
+        W, note = _scaled(a.scale, table)
+        return W.loc[top_k_union(W, k=a.k or 5)], note
     if a.analysis == "inclusion":
         runs = cv_siblings(a.runs[0]) if len(a.runs) == 1 else a.runs
         threshold = 0.5 if a.threshold is None else a.threshold
         groups = grouped_final_layer(runs[0], by=a.group, how=a.pool)[1] if grouped else None
-        ratio = inclusion_ratio(runs, k=a.k or 10, groups=groups, how=a.pool)
-        return inclusion_filter(ratio, threshold), f"{len(runs)} runs, ratio > {threshold}"
+        ratio, note = _scaled(a.scale, lambda scale: inclusion_ratio(runs, k=a.k or 10, groups=groups,
+                                                                      how=a.pool, scale=scale))
+        line = f"{len(runs)} runs, ratio > {threshold}"
+        return inclusion_filter(ratio, threshold), line + (f"; {note}" if note else "")
     if a.analysis == "pooling-ic":
         df = pooling_vs_ic(a.runs[0], output=a.output)
         c = correlations(df)
@@ -87,6 +99,19 @@ def _table(a):
         return df, (f"{df.shape[1]} shared output(s); largest change {df.loc[top]:+.4g} "
                     f"({top[0]} in {top[1]})")
     return _drift(as_run(a.runs[0]))
+
+
+def _scaled(scale, table):
+    """``table(scale)``; with no --scale, the default scale, or raw weights and a note saying why
+    when a run cannot provide its feature scale."""
+    if scale is not None:
+        return table(scale), None
+    try:
+        return table(DEFAULT_SCALE), None
+    except TisfmError as exc:
+        if DEFAULT_SCALE == "raw":
+            raise
+        return table("raw"), f"raw weights: {exc}"
 
 
 def _drift(run):
