@@ -20,7 +20,8 @@ Usage::
     nice -n 10 python bench/recovery.py --workdir /tmp/recovery --readme bench/README.md
 
 The last line is ``recovery: <ratio>x ...``: the smallest ratio over atlases of tiSFM's final-layer
-recall@5 (activators and repressors pooled) to the linear baseline's.
+recall@5 (activators and repressors pooled; weights ranked as the app ranks them by default, per
+standard deviation of each motif's feature) to the linear baseline's.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tisfm_core.analysis import final_layer  # noqa: E402
+from tisfm_core.analysis.final_layer import DEFAULT_SCALE  # noqa: E402
 from tisfm_core.analysis.groups import motif_groups  # noqa: E402
 from tisfm_core.atlases import RECIPES, get_recipe, make_atlas  # noqa: E402
 from tisfm_core.motifs import read_meme  # noqa: E402
@@ -234,11 +236,13 @@ def table(results, grouping):
 
 
 def verdict(results, grouping):
-    """Per atlas: tiSFM final-layer recall@5 (pooled) vs linear, and test R2 vs linear."""
+    """Per atlas: recall@5 (pooled) of tiSFM's final layer as the app ranks it by default
+    (``DEFAULT_SCALE``) vs the linear baseline's, and test R2 vs linear."""
+    source = "final layer x feature sd" if DEFAULT_SCALE == "sd" else "final layer"
     out = []
     for res in results:
         rows = {(r["model"], r["source"]): r for r in res["rows"]}
-        ours, lin = rows[("tisfm", "final layer")], rows[("linear", "final layer")]
+        ours, lin = rows[("tisfm", source)], rows[("linear", "final layer")]
         out.append((res["atlas"], pooled(ours["recall"][grouping], 5), pooled(lin["recall"][grouping], 5),
                     ours["test_r2"], lin["test_r2"]))
     return out
@@ -321,7 +325,8 @@ def main(argv=None):
         write_readme(args.readme, text)
     ratios = [o / lin if lin else (1.0 if o is not None else np.nan) for _, o, lin, _, _ in checks]
     ok = sum(o >= lin and r2 > lr2 for _, o, lin, r2, lr2 in checks)
-    print(f"recovery: {np.nanmin(ratios):.2f}x smallest tiSFM/linear final-layer recall@5 over "
+    print(f"recovery: {np.nanmin(ratios):.2f}x smallest tiSFM/linear final-layer recall@5 (tiSFM weights "
+          f"{'per feature s.d.' if DEFAULT_SCALE == 'sd' else 'raw'}) over "
           f"{len(checks)} atlases; tiSFM recall@5 >= linear with higher test R2 on {ok} of "
           f"{len(checks)} ({cpu})")
 
