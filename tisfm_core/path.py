@@ -677,8 +677,8 @@ def load_run_data(run):
     cfg = resolve_run_data(run)
     for key in DATA_KEYS:
         if cfg.get(key) and not Path(cfg[key]).exists():
-            raise TisfmError(f"{cfg[key]} ({key} of run {run.path}) does not exist: the run's "
-                             "training data are needed at that path")
+            raise TisfmError(f"{cfg[key]} ({key} of run {run.path}) does not exist; this needs the "
+                             "run's training data at that path")
     split_file = Path(run.path) / SPLIT
     split = load_split(split_file)
     spec = cfg["transform"]
