@@ -35,8 +35,10 @@ from tisfm_core.server import cache_dir
 from tisfm_core.specs import BASELINE_NOTES
 from tisfm_core.workflows import kernel_motifs
 
-INTRO = ("Each cell is the final-layer weight of a TF (row) for an output (column), divided by the "
-         "largest |weight| of that output, so every output spans -1 to 1 (red: the TF raises the "
+INTRO = ("Each cell is the final-layer weight of a TF (row) for an output (column), by default times "
+         "the standard deviation of the TF's motif feature over the training sequences (how far the "
+         "output moves when the motif's activation moves by one standard deviation), divided by the "
+         "largest |value| of that output, so every output spans -1 to 1 (red: the TF raises the "
          "output, blue: lowers it). Rows are the union of each output's top-k TFs.")
 #: What a heatmap row is: one motif, or the motifs of one TF name or of one similarity cluster,
 #: their weights pooled, as the paper pools the coefficients of the motifs of one TF.
