@@ -163,7 +163,7 @@ def heatmap_section(path, truth, by, how, scale):
         values = values.iloc[r, c]
     raw = trained.loc[values.index, values.columns]
     what = "TFs" if by == "motif" else ROWS[by]
-    fig = weight_heatmap(values, raw=raw, names=names, colorbar="normalised weight", rows=row,
+    fig = weight_heatmap(values, raw=raw, names=names, colorbar="normalised weight", rows=row, clickable=True,
                          title=f"Final layer: top {k} {what} per output ({len(values)} {what})",
                          marks=[(m, o) for m, o, _, _ in marks], highlight=searched)
     data = values.copy()

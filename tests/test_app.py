@@ -176,6 +176,15 @@ def test_final_layer_ranks_weights_per_feature_sd_by_default(env):
     raw = np.array([[c[2] for c in row] for row in heat["customdata"]], dtype=float)
     assert np.allclose(raw, W.loc[top].to_numpy(), atol=1e-6)
     assert any("per standard deviation of each motif's feature" in c for c in texts(at.caption))
+    # every cell is clickable (Plotly selects scatter points only): one transparent marker per
+    # cell, carrying the cell's motif, raw weight and shown value
+    cells = charts(at)[0]["data"][-1]
+    assert cells["name"] == "cells" and len(cells["x"]) == arr(heat["z"]).size
+    got = {(c[0], x): (c[2], c[3]) for c, x in zip(cells["customdata"], cells["x"])}
+    z = arr(heat["z"])
+    for i, m in enumerate(top):
+        for j, o in enumerate(heat["x"]):
+            assert np.allclose(got[(m, o)], (W.loc[m, o], z[i, j]), atol=1e-6)
 
 
 def test_final_layer_marks_planted_regulators(env, fixture_root):

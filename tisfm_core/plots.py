@@ -126,7 +126,7 @@ def history_table(history):
 
 def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight", zmin=-1.0,
                    zmax=1.0, colorscale=DIVERGING, marks=None, mark_label="planted",
-                   highlight=(), xaxis="output", rows="motif"):
+                   highlight=(), xaxis="output", rows="motif", clickable=False):
     """Motif x output heatmap (rows top to bottom in the given order).
 
     Parameters
@@ -150,6 +150,10 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
     rows : str, default "motif"
         What a row is. Rows other than motifs (motif groups: "TF", "cluster") are labelled by
         their index alone and ``names`` gives the hover's second line (the group's motifs).
+    clickable : bool, default False
+        Make every cell selectable by a click: Plotly selects points of scatter traces only,
+        so a transparent square marker sits on each cell (the last trace; its hover is the
+        cell's).
 
     The margins are sized from the longest row and column labels (columns are slanted when
     they would not fit side by side), so no label is cut off.
@@ -185,6 +189,14 @@ def weight_heatmap(values, *, raw=None, names=None, title="", colorbar="weight",
             hovertemplate=(f"{mark_label}<br>{rows} %{{customdata[0]}}<br>{second} %{{customdata[1]}}<br>{xaxis} "
                            f"%{{x}}<br>raw weight %{{customdata[2]:.4g}}<br>{colorbar} "
                            "%{customdata[3]:.3f}<extra></extra>")))
+    if clickable:
+        rr, cc = np.meshgrid(np.arange(len(motifs)), np.arange(len(outputs)), indexing="ij")
+        fig.add_trace(go.Scatter(
+            x=[outputs[c] for c in cc.ravel()], y=[labels[r] for r in rr.ravel()], mode="markers",
+            marker=dict(symbol="square", size=18, color="rgba(0,0,0,0)"), showlegend=False,
+            name="cells", customdata=[[motifs[r], names.get(motifs[r], ""), raw_values[r, c], z[r, c]]
+                                      for r, c in zip(rr.ravel(), cc.ravel())],
+            hovertemplate=template.replace("%{z:.3f}", "%{customdata[3]:.3f}") + "<extra></extra>"))
     ticks = [f"<b>▶ {label}</b>" if m in hot else label for m, label in zip(motifs, labels)]
     tick = 12
     left = CHAR_EM * tick * max((len(t) for t in labels), default=1) + (24 if hot else 12)
