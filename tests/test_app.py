@@ -261,14 +261,15 @@ def test_final_layer_rows_can_be_similarity_clusters(shipped_cv):
     at.radio(key="weight_scale").set_value("raw").run()
     at.radio(key="order").set_value("fixed").run()
     at.checkbox(key="with_planted").uncheck().run()
-    at.radio(key="rows_by").set_value("cluster").run()
+    # the first Tomtom of a fresh environment compiles memelite's numba kernels (a minute or more)
+    at.radio(key="rows_by").set_value("cluster").run(timeout=600)
     assert not at.exception and not at.error, (at.exception, texts(at.error))
     W, _ = weights(shipped_cv)
     groups = motif_groups(read_meme(shipped_cv / "motifs.meme"), by="cluster")
     assert groups.value_counts().max() >= 2            # some cluster holds several motifs
     for how in ("sum", "max_abs"):
         if how == "max_abs":
-            at.radio(key="rows_pool").set_value("max_abs").run()
+            at.radio(key="rows_pool").set_value("max_abs").run(timeout=300)
         heat = charts(at)[0]["data"][0]
         pooled = _pooled(W, groups, how)
         top = _top_union(pooled, 5)
@@ -276,7 +277,7 @@ def test_final_layer_rows_can_be_similarity_clusters(shipped_cv):
         assert np.allclose(arr(heat["z"]), (pooled / pooled.abs().max(axis=0)).loc[top].to_numpy(), atol=1e-6)
     assert charts(at)[0]["layout"]["yaxis"]["title"]["text"] == "cluster"
     assert any("pools the weights of its motifs (largest |w|)" in c for c in texts(at.caption))
-    at.slider(key="incl_threshold").set_value(0.0).run()
+    at.slider(key="incl_threshold").set_value(0.0).run(timeout=300)
     incl = charts(at)[1]["data"][0]
     folds = sorted(shipped_cv.parent.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
     ratio = 0
