@@ -120,10 +120,11 @@ def table_weights(path, by, how, scale="raw"):
 def heatmap_section(path, truth, by, how, scale):
     W, names, groups, members = table_weights(path, by, how, scale)
     trained = W if scale == "raw" else table_weights(path, by, how, "raw")[0]   # hovers show these
-    motif_names = weights(str(path), ui.run_stamp(path))[1]
+    motif_weights, motif_names = weights(str(path), ui.run_stamp(path))   # the motif rows, for the search
+    motif_ids = motif_weights.index
     row = "motif" if by == "motif" else {"tf": "TF", "cluster": "cluster"}[by]
     outputs = list(W.columns)
-    searched = ui.tf_search(weights(str(path), ui.run_stamp(path))[0].index, motif_names, key="final")
+    searched = ui.tf_search(motif_ids, motif_names, key="final")
     if groups is not None:   # a searched motif shows as its group
         searched = list(dict.fromkeys(groups[m] for m in searched))
     c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
