@@ -13,8 +13,9 @@ derivative of each pooled output with respect to each pre-activation,
 
 plus its row sums. The gradients of scale, bias and a are small products of the row sums with
 the output gradient; only the input gradient (and the kernels' when they train) passes over the
-big tensor, once: ``f`` scaled by the output gradient times the scale, then one matrix product
-with the kernels (``sum_c g_c scale_c W_c f_c``). ``f`` is kept as saved tensors, which autograd frees after the
+big tensor, once: products of ``f`` with the kernels scaled by the output gradient times the scale
+(``sum_c g_c scale_c W_c f_c``; see :func:`_input_gradient`). ``f`` is kept as saved tensors, which
+autograd frees after the
 backward pass unless ``retain_graph=True`` (one forward, one backward per output, as the TISM
 authors' ``takegrad`` and Captum do).
 
@@ -161,28 +162,40 @@ def _strand_scores(x, weights, groups):
     return s.view(2, weights.shape[1], x.shape[0], -1)
 
 
-def _input_gradient(fs, weights, groups, shape):
-    """dL/dx (n, 4, L) of one chunk: ``sum_m W_m fs_m`` per sequence and strand.
+def _input_gradient(f, gc, weights, groups, shape, fs=None):
+    """dL/dx (n, 4, L) of one chunk: ``sum_m W_m gc_m f_m`` per sequence and strand.
 
-    ``fs`` is the two strands' (M, n, P) derivatives of the sorted motifs already scaled by the
-    output gradient times the scale. One product per group and strand over all the chunk's
-    sequences at once (a batched product per sequence was 2.4x slower in bf16: oneDNN copied
-    both operands into its own layout).
+    ``f`` holds the two strands' (M, n, P) derivatives of the sorted motifs, ``gc`` (2, M, n) the
+    output gradient times the scale. In fp32 and fp64 (CPU) each group's kernels are scaled per
+    sequence, which is 6x less element-wise work than scaling ``f``, and multiplied with ``f`` as
+    a batch of per-sequence products read in place. In bf16 ``fs = gc * f`` (given, or formed
+    here) goes through one product per group and strand over all the chunk's sequences at once:
+    oneDNN copied both operands of per-sequence bf16 products into its own layout (2.4x slower).
     """
     n, _, length = shape
     width = weights.shape[2] // 4
     p = length - width + 1
-    acc = torch.promote_types(fs[0].dtype, torch.float32)   # bf16 sums in fp32, fp64 stays fp64
-    cols = fs[0].new_zeros((4 * width, n * p), dtype=acc)
     spans = [(lo, hi) for _, _, lo, hi in groups if hi > lo]
-    for m0, m1, lo, hi in groups:
-        for t in range(2) if hi > lo else ():
-            cols[4 * lo:4 * hi] += torch.mm(weights[t, m0:m1, 4 * lo:4 * hi].t(),
-                                            fs[t][m0:m1].reshape(m1 - m0, -1)).to(acc)
-    cols = cols.view(width, 4, n, p)
+    if weights.dtype in (torch.float32, torch.float64):
+        cols = f[0].new_zeros((n, 4 * width, p))
+        for m0, m1, lo, hi in groups:
+            for t in range(2) if hi > lo else ():
+                scaled = weights[t, m0:m1, 4 * lo:4 * hi].t()[None] * gc[t, m0:m1].t()[:, None]
+                cols[:, 4 * lo:4 * hi].baddbmm_(scaled, f[t][m0:m1].transpose(0, 1))
+        cols = cols.view(n, width, 4, p).transpose(0, 1)
+    else:
+        if fs is None:
+            fs = [f[t] * gc[t, :, :, None] for t in (0, 1)]
+        acc = torch.promote_types(fs[0].dtype, torch.float32)   # bf16 sums in fp32
+        cols = fs[0].new_zeros((4 * width, n * p), dtype=acc)
+        for m0, m1, lo, hi in groups:
+            for t in range(2) if hi > lo else ():
+                cols[4 * lo:4 * hi] += torch.mm(weights[t, m0:m1, 4 * lo:4 * hi].t(),
+                                                fs[t][m0:m1].reshape(m1 - m0, -1)).to(acc)
+        cols = cols.view(width, 4, n, p).transpose(1, 2)
     grad = cols.new_zeros(n, 4, length)
     for k in range(min(lo for lo, _ in spans), max(hi for _, hi in spans)) if spans else ():
-        grad[:, :, k:k + p] += cols[k].transpose(0, 1)   # column k of a window is position p + k
+        grad[:, :, k:k + p] += cols[k]   # column k of a window is position p + k
     return grad
 
 
@@ -357,9 +370,11 @@ class MotifBlock(torch.autograd.Function):
                 n = xc.shape[0]
                 gc = gs[:, :, start:start + n]
                 start += n
-                fs = [f[2 * i + t] * gc[t, :, :, None] for t in (0, 1)]      # dL/ds, (M, n, P)
+                fc = f[2 * i:2 * i + 2]
+                # dL/ds = gc * f, (M, n, P): formed only where a product needs it
+                fs = [fc[t] * gc[t, :, :, None] for t in (0, 1)] if need_k else None
                 if need_x:
-                    grad_x.append(_input_gradient(fs, weights, ctx.groups, xc.shape))
+                    grad_x.append(_input_gradient(fc, gc, weights, ctx.groups, xc.shape, fs))
                 if need_k:
                     win = _strand_windows(xc, width, dtype).t()               # (n P, 4 K)
                     grad_w = grad_w + torch.stack([torch.mm(fs[t].reshape(m, -1), win)
