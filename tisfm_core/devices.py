@@ -65,7 +65,9 @@ def cpu_has_amx():
 
 def cpu_description():
     """One line naming this machine's CPU for benchmark records: model, torch's vector
-    capability (``ATEN_CPU_CAPABILITY`` caps it), whether oneDNN may use AMX, torch's threads."""
+    capability (``ATEN_CPU_CAPABILITY`` caps it), whether oneDNN may use AMX, MKL's cap
+    (``MKL_ENABLE_INSTRUCTIONS``: MKL runs torch's fp32 matrix products and ignores the other two
+    settings), torch's threads."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -73,9 +75,10 @@ def cpu_description():
     except (OSError, StopIteration):
         pass
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS")   # MKL (fp32 matrix products) dispatches alone
     return (f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
             f"AMX {'yes' if cpu_has_amx() else 'no'}{f' (ONEDNN_MAX_CPU_ISA={cap})' if cap else ''}, "
-            f"{torch.get_num_threads()} threads")
+            f"MKL {f'capped to {mkl}' if mkl else 'uncapped'}, {torch.get_num_threads()} threads")
 
 
 def conv_precision(device, precision="auto"):
