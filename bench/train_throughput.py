@@ -228,12 +228,12 @@ def main(argv=None):
     print(f"as each runs: {each:.1f}x, plain on the default allocator {bs / med(default['plain'][0]):.0f} "
           f"seq/s vs ours as training runs it {bs / med(same['ours'][0]):.0f} seq/s")
     print(f"train_throughput: {r1[0]:.1f}x ours {bs / med(default['ours'][0]):.0f} seq/s vs plain "
-          f"{bs / med(default['plain'][0]):.0f} seq/s, both on the default allocator as the reference runs (per round "
+          f"{bs / med(default['plain'][0]):.0f} seq/s, both on the default allocator as the "
+          f"reference runs (per round "
           f"{r1[1]:.1f}-{r1[2]:.1f}x, CPU time {r1[3]:.1f}x); same allocator for both: "
           f"{r2[0]:.1f}x vs {bs / med(same['plain'][0]):.0f} seq/s (per round {r2[1]:.1f}-{r2[2]:.1f}x, "
           f"CPU time {r2[3]:.1f}x); as each runs {each:.1f}x; {len(motifs)} motifs, batch {bs}, "
-          f"{args.steps} interleaved "
-          f"steps, medians; {cpu}")
+          f"{args.steps} interleaved steps, medians; {cpu}")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,9 @@ derivative of each pooled output with respect to each pre-activation,
 plus its row sums. The gradients of scale, bias and a are small products of the row sums with
 the output gradient; only the input gradient (and the kernels' when they train) passes over the
 big tensor, once: products of ``f`` with the kernels scaled by the output gradient times the scale
-(``sum_c g_c scale_c W_c f_c``; see :func:`_input_gradient`). ``f`` is kept as saved tensors, which
-autograd frees after the
-backward pass unless ``retain_graph=True`` (one forward, one backward per output, as the TISM
-authors' ``takegrad`` and Captum do).
+(``sum_c g_c scale_c W_c f_c``; see :func:`_input_gradient`). ``f`` is kept as saved tensors,
+which autograd frees after the backward pass unless ``retain_graph=True`` (one forward, one
+backward per output, as the TISM authors' ``takegrad`` and Captum do).
 
 The convolution is a matrix product over unfolded windows. In fp32 on CPU it skips the zero
 columns of narrow motifs (:func:`conv_plan`: motifs sorted by the kernel columns they use and
@@ -162,14 +161,19 @@ def _strand_scores(x, weights, groups):
     return s.view(2, weights.shape[1], x.shape[0], -1)
 
 
+def _scaled(f, gc):
+    """dL/ds = gc * f per strand, (M, n, P), of a chunk's derivatives ``f`` and ``gc`` (2, M, n)."""
+    return [f[t] * gc[t, :, :, None] for t in (0, 1)]
+
+
 def _input_gradient(f, gc, weights, groups, shape, fs=None):
     """dL/dx (n, 4, L) of one chunk: ``sum_m W_m gc_m f_m`` per sequence and strand.
 
     ``f`` holds the two strands' (M, n, P) derivatives of the sorted motifs, ``gc`` (2, M, n) the
-    output gradient times the scale. In fp32 and fp64 (CPU) each group's kernels are scaled per
+    output gradient times the scale. In fp32 and fp64 each group's kernels are scaled per
     sequence, which is 6x less element-wise work than scaling ``f``, and multiplied with ``f`` as
-    a batch of per-sequence products read in place. In bf16 ``fs = gc * f`` (given, or formed
-    here) goes through one product per group and strand over all the chunk's sequences at once:
+    a batch of per-sequence products read in place. In bf16 ``fs`` (:func:`_scaled`, given or
+    formed here) goes through one product per group and strand over all the chunk's sequences at once:
     oneDNN copied both operands of per-sequence bf16 products into its own layout (2.4x slower).
     """
     n, _, length = shape
@@ -184,8 +188,7 @@ def _input_gradient(f, gc, weights, groups, shape, fs=None):
                 cols[:, 4 * lo:4 * hi].baddbmm_(scaled, f[t][m0:m1].transpose(0, 1))
         cols = cols.view(n, width, 4, p).transpose(0, 1)
     else:
-        if fs is None:
-            fs = [f[t] * gc[t, :, :, None] for t in (0, 1)]
+        fs = _scaled(f, gc) if fs is None else fs
         acc = torch.promote_types(fs[0].dtype, torch.float32)   # bf16 sums in fp32
         cols = fs[0].new_zeros((4 * width, n * p), dtype=acc)
         for m0, m1, lo, hi in groups:
@@ -371,8 +374,7 @@ class MotifBlock(torch.autograd.Function):
                 gc = gs[:, :, start:start + n]
                 start += n
                 fc = f[2 * i:2 * i + 2]
-                # dL/ds = gc * f, (M, n, P): formed only where a product needs it
-                fs = [fc[t] * gc[t, :, :, None] for t in (0, 1)] if need_k else None
+                fs = _scaled(fc, gc) if need_k else None   # formed only where a product needs it
                 if need_x:
                     grad_x.append(_input_gradient(fc, gc, weights, ctx.groups, xc.shape, fs))
                 if need_k:
