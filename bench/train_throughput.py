@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tisfm_core.devices import (conv_precision, cpu_description, keep_freed_memory,  # noqa: E402
                                  resolve_device)
+from tisfm_core import native  # noqa: E402
 from tisfm_core.fused import conv_dtype, conv_plan, grouped_conv  # noqa: E402
 from tisfm_core.model import TISFM, TISFMConfig  # noqa: E402
 from tisfm_core.motifs import load_motifs  # noqa: E402
@@ -217,8 +218,9 @@ def main(argv=None):
     line(f"plain fp32, allocator keeping freed blocks{'' if tuned else ' (NOT available here)'}",
          same["plain"])
     line("ours as training runs it (same allocator)", same["ours"])
-    print(f"ours: {conv_description(ours)}, fused motif block (chunk {ours.chunk_size}, "
-          f"compiled={ours.compiled}, first step incl. compilation {warmup:.1f} s), chunked attention")
+    print(f"ours: {conv_description(ours)}, fused motif block (chunk {ours.chunk_size}) and "
+          f"attention with {native.description()}; torch.compile={ours.compiled}, first step "
+          f"{warmup:.1f} s")
     print(f"forward agreement: fp32 max |diff| {err_exact:.1e}, fast max relative diff {err_fast:.1e}")
     r1, r2 = ratios(default), ratios(same)
     # r1: both on glibc's default allocator, r2: both on the one training sets, each timed in turn.

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tisfm_core import fused
+from tisfm_core import fused, native
 from tisfm_core.model import TISFM, TISFMConfig
 from tisfm_core.training import use_compile
 
@@ -60,7 +60,13 @@ def test_bf16_block_stays_close_to_fp32():
         assert rel < 3e-2, (name, rel)
 
 
-def test_compiled_block_gives_the_eager_numbers():
+@pytest.fixture
+def torch_kernels(monkeypatch):
+    """The block's torch kernels (eager or compiled) instead of the native CPU kernels."""
+    monkeypatch.setattr(native, "library", lambda: None)
+
+
+def test_compiled_block_gives_the_eager_numbers(torch_kernels):
     # 23 sequences in chunks of 8: the last chunk is padded for the compiled kernels
     inputs = block_inputs(n=23)
     weight = torch.randn(23, 7, generator=torch.Generator().manual_seed(2))
@@ -198,14 +204,20 @@ def test_key_softmax_attention_is_standard_attention():
     assert math.isclose(att.emb, 2)
 
 
-def test_compile_choice():
+def test_compile_choice(monkeypatch):
     def model(n, pooling="programmable"):
         cfg = TISFMConfig(n_motifs=n, n_outputs=1, length=40, kernel_width=5, pooling=pooling)
         return TISFM(cfg, torch.zeros(cfg.n_channels, 4, 5))
     big, small = model(100), model(99)
+    # an fp32 block runs the native kernels where they exist: nothing to compile
+    assert use_compile("auto", big, "cpu") is (native.library() is None)
+    big.precision = "bf16"
     assert use_compile("auto", big, "cpu") and not use_compile("auto", small, "cpu")
     assert not use_compile("auto", model(200, "max"), "cpu")
     assert use_compile("on", small, "cpu") and not use_compile("off", big, "cpu")
+    monkeypatch.setattr(native, "library", lambda: None)
+    big.precision = "fp32"
+    assert use_compile("auto", big, "cpu")
 
 
 @pytest.mark.parametrize("weights", [(-79.0, 79.0), (-120.0, 150.0)])
@@ -223,7 +235,7 @@ def test_extreme_pooling_weights_match_the_exact_softmax(weights):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-3, msg=name)
 
 
-def test_without_a_compiler_the_block_warns_once_and_runs_eagerly(monkeypatch):
+def test_without_a_compiler_the_block_warns_once_and_runs_eagerly(monkeypatch, torch_kernels):
     def broken_compile(fn, **kwargs):
         def run(*args):
             raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")

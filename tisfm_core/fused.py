@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 
 def conv_dtype(precision, dtype=torch.float32):
     """Arithmetic of the motif convolution: bf16 for ``precision="bf16"``, else ``dtype`` (the
@@ -134,10 +136,14 @@ def conv_plan(kernels, grouped=True):
     return order.to(kernels.device), tuple(groups)
 
 
-def _sorted_weights(kernels, order, dtype):
-    """Kernels (2 M, 4, K) -> (2, M, 4 K): strand t of sorted motif m, column k * 4 + base."""
+def _sorted_weights(kernels, order, dtype, pairs=False):
+    """Kernels (2 M, 4 K) -> (2, M, 4 K): strand t of sorted motif m, column k * 4 + base; with
+    ``pairs``, (1, 2 M, 4 K) with the two strands of a motif in consecutive rows."""
     m, k = kernels.shape[0] // 2, kernels.shape[2]
-    return kernels.detach().view(m, 2, 4, k)[order].permute(1, 0, 3, 2).reshape(2, m, 4 * k).to(dtype)
+    w = kernels.detach().view(m, 2, 4, k)[order]
+    if pairs:
+        return w.permute(0, 1, 3, 2).reshape(1, 2 * m, 4 * k).to(dtype)
+    return w.permute(1, 0, 3, 2).reshape(2, m, 4 * k).to(dtype)
 
 
 def _strand_windows(x, width, dtype):
@@ -148,17 +154,22 @@ def _strand_windows(x, width, dtype):
 
 
 def _strand_scores(x, weights, groups):
-    """Scores of the sorted motifs, (2, M, n, P), of ``x`` (n, 4, L): one product per group and
-    strand over the group's columns, written in place."""
+    """Scores of the sorted motifs of ``x`` (n, 4, L), one product per group (and strand) over the
+    group's columns, written in place: (2, M, n, P) for :func:`_sorted_weights` (2, M, 4 K), or
+    (M, 2, n, P), both strands of a motif side by side, for its ``pairs`` layout."""
     win = _strand_windows(x, weights.shape[2] // 4, weights.dtype)
-    s = win.new_empty((2, weights.shape[1], win.shape[1]))
+    strands, rows = weights.shape[:2]
+    k = 2 // strands                                      # product rows per motif
+    s = win.new_empty((strands, rows, win.shape[1]))
     for m0, m1, lo, hi in groups:
-        for t in range(2):
+        for t in range(strands):
             if hi > lo:
-                torch.mm(weights[t, m0:m1, 4 * lo:4 * hi], win[4 * lo:4 * hi], out=s[t, m0:m1])
+                torch.mm(weights[t, k * m0:k * m1, 4 * lo:4 * hi], win[4 * lo:4 * hi],
+                         out=s[t, k * m0:k * m1])
             else:   # motifs without columns: the padding channels
-                s[t, m0:m1] = 0
-    return s.view(2, weights.shape[1], x.shape[0], -1)
+                s[t, k * m0:k * m1] = 0
+    shape = (2, rows) if k == 1 else (rows // 2, 2)
+    return s.view(*shape, x.shape[0], -1)
 
 
 def _scaled(f, gc):
@@ -172,9 +183,11 @@ def _input_gradient(f, gc, weights, groups, shape, fs=None):
     ``f`` holds the two strands' (M, n, P) derivatives of the sorted motifs, ``gc`` (2, M, n) the
     output gradient times the scale. In fp32 and fp64 each group's kernels are scaled per
     sequence, which is 6x less element-wise work than scaling ``f``, and multiplied with ``f`` as
-    a batch of per-sequence products read in place. In bf16 ``fs`` (:func:`_scaled`, given or
-    formed here) goes through one product per group and strand over all the chunk's sequences at once:
-    oneDNN copied both operands of per-sequence bf16 products into its own layout (2.4x slower).
+    a batch of per-sequence products read in place (scaling ``f`` instead costs a pass over it
+    from memory: 1.4x slower in a training step). In bf16 ``fs`` (:func:`_scaled`, given or
+    formed here) goes through one product per group and strand over all the chunk's sequences at
+    once: oneDNN copied both operands of per-sequence bf16 products into its own layout (2.4x
+    slower).
     """
     n, _, length = shape
     width = weights.shape[2] // 4
@@ -196,10 +209,34 @@ def _input_gradient(f, gc, weights, groups, shape, fs=None):
                 cols[4 * lo:4 * hi] += torch.mm(weights[t, m0:m1, 4 * lo:4 * hi].t(),
                                                 fs[t][m0:m1].reshape(m1 - m0, -1)).to(acc)
         cols = cols.view(width, 4, n, p).transpose(1, 2)
-    grad = cols.new_zeros(n, 4, length)
+    return _columns_to_input(cols, spans, length)
+
+
+def _columns_to_input(cols, spans, length):
+    """dL/dx (n, 4, L) from the window-column gradients ``cols`` (K, n, 4, P)."""
+    p = cols.shape[3]
+    grad = cols.new_zeros(cols.shape[1], 4, length)
     for k in range(min(lo for lo, _ in spans), max(hi for _, hi in spans)) if spans else ():
         grad[:, :, k:k + p] += cols[k]   # column k of a window is position p + k
     return grad
+
+
+def _pair_input_gradient(f, g, weights, groups, shape):
+    """:func:`_input_gradient` for the ``pairs`` layout: ``f`` (n, M, 2, P) as the native kernel
+    writes it, ``g`` (n, 2 M) and ``weights`` (2 M, 4 K) with rows (motif, strand). One batch of
+    per-sequence products per group covers both strands, each over contiguous rows of ``f``:
+    half the products of the strand layout, 1.3-1.4x faster (2 threads, AVX2 and AVX-512)."""
+    n, _, length = shape
+    width = weights.shape[1] // 4
+    p = length - width + 1
+    f = f.view(n, -1, p)
+    cols = f.new_zeros((n, 4 * width, p))
+    for m0, m1, lo, hi in groups:
+        if hi > lo:
+            scaled = weights[2 * m0:2 * m1, 4 * lo:4 * hi].t()[None] * g[:, None, 2 * m0:2 * m1]
+            cols[:, 4 * lo:4 * hi].baddbmm_(scaled, f[:, 2 * m0:2 * m1])
+    spans = [(lo, hi) for _, _, lo, hi in groups if hi > lo]
+    return _columns_to_input(cols.view(n, width, 4, p).transpose(0, 1), spans, length)
 
 
 def _rows_softmax(s0, s1, params, row_max):
@@ -321,13 +358,26 @@ class MotifBlock(torch.autograd.Function):
         # (one more reduction, cheap there) is always used
         row_max = x.is_cuda or bool(pool_weight.detach().abs().max() > CONSTANT_SHIFT_LIMIT)
         order, groups = conv_plan(kernels, grouped=grouped_conv(dtype, x.device))
-        weights = _sorted_weights(kernels, order, dtype)
+        # fp32 on CPU: the native row kernel (any chunk shape, parameters indexed per motif) on
+        # scores and derivatives in the pairs layout
+        use_native = dtype == torch.float32 and native.usable(x)
+        weights = _sorted_weights(kernels, order, dtype, pairs=use_native)
         sc, bi = scale.view(m, 2)[order].t(), bias.view(m, 2)[order].t()      # (2, M)
         a = pool_weight[order]
         kernel = _pool_rows_train if train else _pool_rows
         parts = []
         for xc in x.split(chunk_size):
             n = xc.shape[0]
+            if use_native:
+                s = _strand_scores(xc, weights, groups)                       # (M, 2, n, P)
+                f = xc.new_empty((n, m, 2, s.shape[3])) if train else None
+                out = native.pool_rows(s[:, 0], s[:, 1], (sc[0], sc[1], bi[0], bi[1], a),
+                                       row_max, train,
+                                       out=(f[:, :, 0].transpose(0, 1), f[:, :, 1].transpose(0, 1))
+                                       if train else None)
+                parts.append([t.reshape(m, n, *t.shape[1:]) for t in out[:7]] + [f] if train
+                             else [out.reshape(m, n)])
+                continue
             if compiled:   # one chunk shape for the compiled kernels
                 xc = _pad_rows(xc, chunk_size)
             s = _strand_scores(xc, weights, groups)                           # (2, M, n', P)
@@ -348,7 +398,7 @@ class MotifBlock(torch.autograd.Function):
         # saved tensors autograd frees them after a backward pass unless retain_graph=True.
         ctx.save_for_backward(x, kernels, order, sc, y, wv2, f_sum, fs_sum,
                               *[f for p in parts for f in p[7:]])
-        ctx.chunk_size, ctx.groups = chunk_size, groups
+        ctx.chunk_size, ctx.groups, ctx.pairs = chunk_size, groups, use_native
         return y.t()[:, inverse]
 
     @staticmethod
@@ -366,14 +416,24 @@ class MotifBlock(torch.autograd.Function):
         if need_x or need_k:
             dtype = f[0].dtype
             width = kernels.shape[2]
-            weights = _sorted_weights(kernels, order, dtype)
+            weights = _sorted_weights(kernels, order, dtype, pairs=ctx.pairs)
             gs = (gy[None] * sc[:, :, None]).to(dtype)                        # dL/ds = gs * f
             grad_x, grad_w, start = [], 0, 0
+            per = 1 if ctx.pairs else 2                                       # saved tensors per chunk
             for i, xc in enumerate(x.split(ctx.chunk_size)):
                 n = xc.shape[0]
                 gc = gs[:, :, start:start + n]
                 start += n
-                fc = f[2 * i:2 * i + 2]
+                fc = f[per * i:per * i + per]
+                if ctx.pairs:
+                    g = gc.permute(2, 1, 0).reshape(n, 2 * m)                 # columns (motif, strand)
+                    if need_x:
+                        grad_x.append(_pair_input_gradient(fc[0], g, weights[0], ctx.groups, xc.shape))
+                    if need_k:
+                        fs = fc[0].view(n, 2 * m, -1) * g[:, :, None]
+                        win = _strand_windows(xc, width, dtype).view(4 * width, n, -1)
+                        grad_w = grad_w + torch.bmm(fs, win.permute(1, 2, 0)).sum(0)
+                    continue
                 fs = _scaled(fc, gc) if need_k else None   # formed only where a product needs it
                 if need_x:
                     grad_x.append(_input_gradient(fc, gc, weights, ctx.groups, xc.shape, fs))
@@ -385,7 +445,8 @@ class MotifBlock(torch.autograd.Function):
                 grad_x = torch.cat(grad_x)
             if need_k:
                 grad_k = torch.empty_like(kernels).view(m, 2, 4, width)
-                grad_k[order] = grad_w.view(2, m, width, 4).permute(1, 0, 3, 2)
+                grad_k[order] = (grad_w.view(m, 2, width, 4).permute(0, 1, 3, 2) if ctx.pairs
+                                 else grad_w.view(2, m, width, 4).permute(1, 0, 3, 2))
                 grad_k = grad_k.view_as(kernels)
         return grad_x, grad_k, grad_scale, grad_bias, grad_a, None, None, None
 
@@ -427,18 +488,24 @@ class AttentionCore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, v, transpose, chunk_size):
+        ctx.transpose, ctx.chunk_size = transpose, chunk_size
+        if a.shape[2] == 2 and native.usable(a, b, v):   # fp32 on CPU, two channels per head
+            out, lse = native.attention_forward(a, b, v, transpose)
+            ctx.save_for_backward(a, b, v, lse)
+            return out
         outs = []
         for ac, bc, vc in zip(a.split(chunk_size), b.split(chunk_size), v.split(chunk_size)):
             p = torch.softmax(ac.transpose(-1, -2) @ bc, dim=-1)
             outs.append(vc @ (p.transpose(-1, -2) if transpose else p))
         ctx.save_for_backward(a, b, v)
-        ctx.transpose, ctx.chunk_size = transpose, chunk_size
         return torch.cat(outs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        a, b, v = ctx.saved_tensors
+        a, b, v, *lse = ctx.saved_tensors
+        if lse:   # the native forward ran: its row log-normalisers rebuild P in one pass
+            return (*native.attention_backward(a, b, v, lse[0], grad_out, ctx.transpose), None, None)
         e, chunk = a.shape[2], ctx.chunk_size
         ga, gb, gv = [], [], []
         for ac, bc, vc, go in zip(a.split(chunk), b.split(chunk), v.split(chunk),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .atomic import atomic_write, read_json, write_json
 from .devices import PRECISIONS, conv_precision, keep_freed_memory, resolve_device
 from .errors import TisfmError, check_choice, check_integer, check_number
@@ -82,7 +83,9 @@ class TrainSettings:
     compile : {"auto", "on", "off"}, default "auto"
         Fuse the element-wise work of the motif block with ``torch.compile`` (about 2x faster
         training steps on CPU, after a few seconds of compilation per model shape). "auto": on
-        for CPU training of models with at least ``COMPILE_MIN_MOTIFS`` motifs.
+        for CPU training of models with at least ``COMPILE_MIN_MOTIFS`` motifs whose block does
+        not run :mod:`tisfm_core.native`'s kernels (which need no compilation per shape: fp32
+        blocks where a C++ compiler is found), so in practice for the bf16 block on AMX CPUs.
     final_layer_only : bool, default False
         Train only the final layer (everything else frozen).
     init : {"data", "reference"}, default "data"
@@ -497,8 +500,11 @@ def use_compile(choice, model, device):
         return False
     if choice == "on":
         return True
-    return (torch.device(device).type == "cpu" and model.config.pooling == "programmable"
-            and model.config.n_motifs >= COMPILE_MIN_MOTIFS)
+    if torch.device(device).type != "cpu" or model.config.pooling != "programmable":
+        return False
+    # an fp32 block on CPU runs tisfm_core.native's kernels where they exist: nothing to compile
+    native_block = getattr(model, "precision", "fp32") == "fp32" and native.library() is not None
+    return model.config.n_motifs >= COMPILE_MIN_MOTIFS and not native_block
 
 
 def fit(model, train, val, settings, *, checkpoint_dir=None, resume=False, callback=None,

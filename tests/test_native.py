@@ -1,0 +1,189 @@
+"""The native CPU kernels (tisfm_core.native) against the torch formulas they replace, in fp64."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from tisfm_core import fused, native
+
+needs_native = pytest.mark.skipif(native.library() is None, reason="no C++ compiler here")
+
+
+def pool_inputs(rows_per_motif=5, motifs=7, p=37, seed=0, weights=None):
+    g = torch.Generator().manual_seed(seed)
+    r = rows_per_motif * motifs
+    s0, s1 = 3 * torch.randn(r, p, generator=g), 3 * torch.randn(r, p, generator=g)
+    sc0, sc1 = torch.rand(motifs, generator=g) + 0.5, torch.rand(motifs, generator=g) + 0.5
+    b0, b1 = torch.randn(motifs, generator=g) - 1, torch.randn(motifs, generator=g) - 1
+    a = torch.linspace(-6, 9, motifs) if weights is None else torch.tensor(weights)
+    return s0, s1, (sc0, sc1, b0, b1, a)
+
+
+def torch_rows(params, per_motif):
+    sc0, sc1, b0, b1, a = params
+    return [t.double().repeat_interleave(per_motif)[:, None] for t in (sc0, sc1, b0, b1, a, torch.relu(a))]
+
+
+def close(got, want, rtol):
+    """Agreement relative to the largest magnitude of the reference."""
+    err = float((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30))
+    assert err < rtol, err
+
+
+@needs_native
+@pytest.mark.parametrize("p", [1, 15, 16, 17, 271])
+@pytest.mark.parametrize("row_max", [False, True])
+def test_pool_rows_match_the_torch_kernels(p, row_max):
+    """Every vector-tail length, both softmax shifts; training outputs and the inference value."""
+    s0, s1, params = pool_inputs(p=p)
+    rows = torch_rows(params, 5)
+    want = fused._pool_rows_train(s0.double(), s1.double(), rows, row_max)
+    got = native.pool_rows(s0.view(7, 5, p), s1.view(7, 5, p), params, row_max, train=True)
+    assert [t.shape for t in got] == [t.shape for t in want[:7]] + [(7, 5, p)] * 2
+    for g, w in zip(got, want):
+        close(g.reshape(w.shape), w, 1e-5)
+    close(native.pool_rows(s0.view(7, 5, p), s1.view(7, 5, p), params, row_max, train=False),
+          fused._pool_rows(s0.double(), s1.double(), rows, row_max), 1e-6)
+
+
+@needs_native
+def test_pool_rows_read_and_write_strided_layouts():
+    """Strands interleaved in one score buffer (M, 2, n, P) and derivatives written sequence-major
+    (n, M, 2, P), as the motif block lays them out: the same numbers as contiguous rows."""
+    s0, s1, params = pool_inputs(p=23)
+    want = native.pool_rows(s0.view(7, 5, 23), s1.view(7, 5, 23), params, False, train=True)
+    both = torch.stack([s0.view(7, 5, 23), s1.view(7, 5, 23)], dim=1)      # (M, 2, n, P)
+    f = torch.full((5, 7, 2, 23), float("nan"))
+    got = native.pool_rows(both[:, 0], both[:, 1], params, False, train=True,
+                           out=(f[:, :, 0].transpose(0, 1), f[:, :, 1].transpose(0, 1)))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    assert torch.equal(f[:, :, 1].transpose(0, 1), want[8]) and not f.isnan().any()
+    with pytest.raises(ValueError, match="unit position stride"):
+        native.pool_rows(both[:, 0, :, ::2], both[:, 1, :, ::2], params, False, train=False)
+
+
+@needs_native
+def test_pool_rows_with_extreme_weights_stay_finite_and_exact():
+    """Large |a| with the row maximum, and tiny activations: no overflow, no 0/0."""
+    s0, s1, params = pool_inputs(p=271, weights=[-150.0, -79.0, 0.0, 1e-3, 79.0, 120.0, 150.0])
+    params = (*params[:2], params[2] - 10, params[3] - 10, params[4])    # v ~ 1e-5
+    rows = torch_rows(params, 5)
+    got = native.pool_rows(s0.view(7, 5, -1), s1.view(7, 5, -1), params, True, train=True)
+    want = fused._pool_rows_train(s0.double(), s1.double(), rows, True)
+    assert all(torch.isfinite(t).all() for t in got)
+    for g, w in zip(got, want):
+        close(g.reshape(w.shape), w, 1e-4)
+
+
+def materialised(a, b, v, transpose):
+    p = torch.softmax(a.transpose(-1, -2) @ b, dim=-1)
+    return v @ (p.transpose(-1, -2) if transpose else p)
+
+
+@needs_native
+@pytest.mark.parametrize("length", [37, 48])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_attention_matches_the_materialised_softmax(length, transpose):
+    g = torch.Generator().manual_seed(3)
+    a, b, v, go = (2 * torch.randn(3, 2, 2, length, generator=g) for _ in range(4))
+    ref = [t.double().requires_grad_(True) for t in (a, b, v)]
+    out = materialised(*ref, transpose)
+    out.backward(go.double())
+    got, lse = native.attention_forward(a, b, v, transpose)
+    close(got, out.detach(), 1e-6)
+    scores = ref[0].detach().transpose(-1, -2) @ ref[1].detach()
+    close(lse, torch.logsumexp(scores, dim=-1), 1e-6)
+    for name, grad, want in zip("abv", native.attention_backward(a, b, v, lse, go, transpose), ref):
+        close(grad, want.grad, 1e-5)
+
+
+@needs_native
+def test_the_block_and_the_attention_take_the_native_path(monkeypatch):
+    """fp32 on CPU goes native (no per-row parameter copies, no (L, L) matrices from torch);
+    fp64 and more than two channels per head keep the torch code."""
+    calls = []
+    for name in ("pool_rows", "attention_forward"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 4, 30, generator=g)
+    kernels, scale, bias, w = torch.randn(6, 4, 5, generator=g), torch.ones(6), torch.zeros(6), torch.ones(3)
+    fused.motif_block(x, kernels, scale, bias, w, chunk_size=2)
+    fused.attention_core(*(torch.randn(2, 2, 2, 9, generator=g) for _ in range(3)))
+    assert calls == ["pool_rows", "pool_rows", "attention_forward"]
+    fused.motif_block(x.double(), kernels.double(), scale.double(), bias.double(), w.double())
+    fused.attention_core(*(torch.randn(2, 2, 3, 9, generator=g) for _ in range(3)))
+    assert len(calls) == 3
+
+
+def test_without_a_compiler_the_kernels_warn_once_and_torch_runs(monkeypatch):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    with pytest.warns(RuntimeWarning, match="no C.. compiler found"):
+        assert native.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # no second warning
+        assert native.library() is None
+        assert not native.usable(torch.zeros(1))
+    g = torch.Generator().manual_seed(1)
+    a, b, v = (torch.randn(2, 2, 2, 11, generator=g) for _ in range(3))
+    torch.testing.assert_close(fused.attention_core(a, b, v), materialised(a, b, v, False))
+
+
+def test_a_failing_build_is_reported_with_its_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CXX", "false")
+    monkeypatch.setenv("TISFM_KERNEL_CACHE", str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="native CPU kernels are unavailable"):
+        assert native.library() is None
+    assert not list(tmp_path.glob("*.so"))                    # nothing half-built left behind
+
+
+def test_tisfm_native_0_turns_them_off(monkeypatch):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("TISFM_NATIVE", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.library() is None
+
+
+_CAPPED = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from tisfm_core import fused, native
+g = torch.Generator().manual_seed(0)
+s0, s1 = torch.randn(40, 271, generator=g), torch.randn(40, 271, generator=g)
+params = (torch.rand(8, generator=g) + 0.5, torch.rand(8, generator=g) + 0.5, torch.randn(8, generator=g),
+          torch.randn(8, generator=g), torch.randn(8, generator=g))
+y = native.pool_rows(s0.view(8, 5, -1), s1.view(8, 5, -1), params, False, train=False)
+rows = [t.double().repeat_interleave(5)[:, None] for t in (*params, torch.relu(params[4]))]
+print(native.library().tisfm_vector_width(), float((y - fused._pool_rows(s0.double(), s1.double(), rows, False)).abs().max()))
+"""
+
+
+@needs_native
+@pytest.mark.slow
+def test_a_capped_cpu_capability_gets_kernels_built_for_it(tmp_path):
+    """ATEN_CPU_CAPABILITY=avx2 (the emulation of an AVX2-only CPU) builds 8-wide kernels of its
+    own, cached beside the others, and they give the same numbers."""
+    if "AVX" not in torch.backends.cpu.get_cpu_capability():
+        pytest.skip("not an x86 CPU with AVX2")
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env["TISFM_KERNEL_CACHE"] = str(tmp_path)
+    repo = str(Path(__file__).resolve().parents[1])
+    widths = []
+    for extra in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}):
+        out = subprocess.run([sys.executable, "-c", _CAPPED, repo], env={**env, **extra},
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        width, err = out.stdout.split()
+        assert float(err) < 1e-6
+        widths.append(int(width))
+    assert widths[1] == 8 and widths[0] >= 8
+    assert len(list(tmp_path.glob("tisfm_kernels_avx2_*.so"))) == 1

@@ -1,0 +1,214 @@
+"""Hand-vectorised CPU kernels for the two element-wise hot spots of a training step.
+
+``kernels.cpp`` holds the motif block's row kernel (sigmoid, softmax pooling and the derivative
+of :func:`tisfm_core.fused._pool_rows_train`) and the input attention's forward and backward
+passes for two channels per head. Written once with compiler vector extensions, it is compiled
+on first use with the system C++ compiler for torch's CPU capability (AVX-512, AVX2, or the
+baseline), so that an ``ATEN_CPU_CAPABILITY`` cap applies to it as to torch, and cached per user.
+Its exp is a short polynomial with no special cases (about 2 ulp, half the instructions of a
+general-purpose one): training spends most of its element-wise time on the 120 million exps of a
+256-sequence batch, and Inductor's generated code called a general-purpose exp for each.
+
+Where no compiler is found, the build fails or ``TISFM_NATIVE=0`` is set, :func:`library` returns
+None (with one warning in the first two cases) and callers use their torch code: same numbers to
+rounding, slower. The kernels split their rows over ``torch.get_num_threads()`` OpenMP threads of
+torch's own runtime (the library loads the ``libgomp`` torch loaded): a second pool of threads
+would compete with torch's, which keep spinning for a while after each operation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+#: Compiler flags for torch's CPU capability (``torch.backends.cpu.get_cpu_capability()``).
+ISA_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+    "AVX512_BF16": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+BASE_FLAGS = ["-O3", "-std=gnu++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
+              "-ffp-contract=fast", "-fopenmp"]
+BUILD_TIMEOUT_S = 180
+
+_lock = threading.Lock()
+_state = {}          # "lib": the CDLL, or None, once tried
+_F = ctypes.POINTER(ctypes.c_float)
+
+
+def cache_dir():
+    """Where compiled kernels are kept: ``TISFM_KERNEL_CACHE``, else the user's cache folder."""
+    if os.environ.get("TISFM_KERNEL_CACHE"):
+        return Path(os.environ["TISFM_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tisfm" / "kernels"
+
+
+def _compiler():
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+
+
+def _build():
+    """Compile (or find compiled) kernels for this CPU capability; a CDLL, or None with a reason."""
+    cxx = _compiler()
+    if not cxx:
+        return None, "no C++ compiler found (set CXX)"
+    capability = torch.backends.cpu.get_cpu_capability()
+    flags = BASE_FLAGS + ISA_FLAGS.get(capability, [])
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{cxx} does not run ({exc})"
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([cxx, version] + flags).encode()).hexdigest()[:20]
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    target = folder / f"tisfm_kernels_{capability.lower()}_{key}.so"
+    if not target.exists():
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            done = subprocess.run([cxx, *flags, "-o", tmp, str(SOURCE)], capture_output=True,
+                                  text=True, timeout=BUILD_TIMEOUT_S)
+            if done.returncode != 0:
+                return None, f"{cxx} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
+            os.replace(tmp, target)     # atomic: concurrent processes never load half a file
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, f"building the kernels failed ({exc})"
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as exc:
+        return None, f"loading {target.name} failed ({exc})"
+    i64, i32 = ctypes.c_int64, ctypes.c_int
+    lib.tisfm_pool_rows.argtypes = ([_F, _F] + [i64] * 5 + [_F] * 5 + [i32] + [_F] * 9
+                                    + [i64, i64, i32])
+    lib.tisfm_attention_forward.argtypes = [_F, _F, _F, i64, i64, i32, _F, _F, i32]
+    lib.tisfm_attention_backward.argtypes = [_F, _F, _F, _F, _F, i64, i64, i32, _F, _F, _F, i32]
+    lib.tisfm_vector_width.restype = ctypes.c_int
+    return lib, None
+
+
+def library():
+    """The compiled kernels (a ``ctypes.CDLL``), or None where they cannot be used."""
+    if "lib" not in _state:
+        with _lock:
+            if "lib" not in _state:
+                if os.environ.get("TISFM_NATIVE", "1").strip() == "0":
+                    _state["lib"] = None
+                else:
+                    lib, why = _build()
+                    _state["why"] = why
+                    if why:
+                        warnings.warn(f"tiSFM's native CPU kernels are unavailable: {why}; "
+                                      f"using torch's kernels (same results, slower)", RuntimeWarning)
+                    _state["lib"] = lib
+    return _state["lib"]
+
+
+def description():
+    """One line for benchmarks and logs: which element-wise kernels run on this CPU."""
+    lib = library()
+    if lib is None:
+        return f"torch kernels (native ones unavailable: {_state.get('why') or 'TISFM_NATIVE=0'})"
+    return (f"native kernels, {lib.tisfm_vector_width()} floats per vector "
+            f"({torch.backends.cpu.get_cpu_capability()})")
+
+
+def usable(*tensors):
+    """Whether the kernels can take these tensors: fp32 on the CPU, and compiled kernels exist."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors) and \
+        library() is not None
+
+
+def _ptr(t):
+    return ctypes.cast(t.data_ptr(), _F) if t is not None else None
+
+
+def _rows_view(t, name):
+    """Strides (motif, sequence) of a (M, n, P) view whose positions are contiguous."""
+    if t.dim() != 3 or t.stride(2) != 1 or t.dtype != torch.float32:
+        raise ValueError(f"{name} must be a float32 (M, n, P) view with unit position stride")
+    return t.stride(0), t.stride(1)
+
+
+def pool_rows(s0, s1, params, row_max, train, out=None):
+    """Native :func:`tisfm_core.fused._pool_rows` (``train=False``) or ``_pool_rows_train``.
+
+    Parameters
+    ----------
+    s0, s1 : torch.Tensor, shape (M, n, P)
+        Scores of both strands, rows (motif, sequence); views with the same strides, positions
+        contiguous (the strands may be interleaved in one buffer).
+    params : tuple of torch.Tensor
+        ``(sc0, sc1, b0, b1, a)``, each of shape (M,): scale and bias per strand, pooling weight.
+    row_max, train : bool
+    out : tuple of two torch.Tensor, shape (M, n, P), optional
+        Where the derivatives ``f0, f1`` go (any strides with contiguous positions, the same for
+        both): so that a caller can lay them out for its backward products. Allocated if absent.
+
+    Returns
+    -------
+    As the torch kernels, rows ``r = m * n + i``: pooled values (M n,), or the nine training
+    outputs with ``f0, f1`` as (M, n, P).
+    """
+    lib = library()
+    strides = _rows_view(s0, "s0")
+    motifs, per_motif, p = s0.shape
+    if _rows_view(s1, "s1") != strides:
+        raise ValueError("s0 and s1 must share their strides")
+    params = [t.detach().float().contiguous() for t in params]
+    rows = motifs * per_motif
+    new = lambda *shape: s0.new_empty(shape)   # noqa: E731
+    if train:
+        f0, f1 = out if out is not None else (new(motifs, per_motif, p), new(motifs, per_motif, p))
+        f_strides = _rows_view(f0, "f0")
+        if _rows_view(f1, "f1") != f_strides:
+            raise ValueError("f0 and f1 must share their strides")
+        outs = [new(rows) for _ in range(7)] + [f0, f1]
+    else:
+        outs, f_strides = [new(rows)] + [None] * 8, (0, 0)
+    lib.tisfm_pool_rows(_ptr(s0), _ptr(s1), motifs, per_motif, p, *strides, *map(_ptr, params),
+                        int(row_max), *map(_ptr, outs), *f_strides, torch.get_num_threads())
+    if not train:
+        return outs[0]
+    z, evs, *rest = outs
+    return (z[:, None], evs[:, None], *rest)
+
+
+def attention_forward(a, b, v, transpose):
+    """``v @ softmax(a^T b)`` (or ``v @ P^T``) for (N, heads, 2, L) inputs: (out, lse (N, heads, L))."""
+    lib = library()
+    a, b, v = (t.contiguous() for t in (a, b, v))
+    n, h, _, length = a.shape
+    out, lse = torch.empty_like(a), a.new_empty(n, h, length)
+    lib.tisfm_attention_forward(_ptr(a), _ptr(b), _ptr(v), n * h, length, int(transpose), _ptr(out),
+                                _ptr(lse), torch.get_num_threads())
+    return out, lse
+
+
+def attention_backward(a, b, v, lse, grad_out, transpose):
+    """Gradients (ga, gb, gv) of :func:`attention_forward` from the output gradient."""
+    lib = library()
+    a, b, v, lse, go = (t.contiguous() for t in (a, b, v, lse, grad_out))
+    n, h, _, length = a.shape
+    ga, gb, gv = torch.empty_like(a), torch.empty_like(b), torch.empty_like(v)
+    lib.tisfm_attention_backward(_ptr(a), _ptr(b), _ptr(v), _ptr(lse), _ptr(go), n * h, length,
+                                 int(transpose), _ptr(ga), _ptr(gb), _ptr(gv), torch.get_num_threads())
+    return ga, gb, gv

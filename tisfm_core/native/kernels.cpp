@@ -1,0 +1,336 @@
+// tiSFM's element-wise CPU kernels, written once for any vector width: GCC/Clang vector
+// extensions map each operation on `vf` to one AVX-512, AVX2 or SSE/NEON instruction, chosen by
+// the flags tisfm_core.native compiles with (torch's CPU capability). Rows (or sequence-head
+// pairs) are split over `threads` OpenMP threads: torch's own runtime, already loaded, so its
+// waiting threads take the work. All arrays are fp32 and contiguous.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+constexpr int W = 16;
+#elif defined(__AVX__)
+constexpr int W = 8;
+#else
+constexpr int W = 4;
+#endif
+typedef float vf __attribute__((vector_size(4 * W)));
+typedef uint32_t vu __attribute__((vector_size(4 * W)));
+
+static inline vf splat(float x) { return vf{} + x; }
+static inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+static inline float hsum(vf v) { float s = 0; for (int i = 0; i < W; ++i) s += v[i]; return s; }
+static inline float hmax(vf v) { float m = v[0]; for (int i = 1; i < W; ++i) m = std::max(m, v[i]); return m; }
+static inline int64_t padded(int64_t n) { return (n + W - 1) / W * W; }
+
+// exp(x) for x <= 88, with exp(-87) = 1.6e-38 standing for anything smaller: Cody-Waite
+// reduction to |r| <= ln2 / 2, a degree-5 polynomial fitted for relative error (1.6e-7 at most in
+// fp32, 1.4 ulp) and 2^n written into the exponent bits. About a third of the instructions of a
+// general-purpose vector exp. `upper` = false skips the upper clamp for arguments known <= 0.
+template <bool upper = true>
+static inline vf vexp(vf x) {
+    x = vmax(x, splat(-87.0f));
+    if (upper) x = vmin(x, splat(88.0f));
+    const vf magic = splat(12582912.0f);                 // 1.5 * 2^23: adding it rounds to integer
+    vf t = x * splat(1.44269504088896341f) + magic;
+    vf n = t - magic;
+    vf r = x - n * splat(0.693359375f);
+    r = r - n * splat(-2.12194440e-4f);
+    vf q = splat(0.00831273291260004f);
+    q = q * r + splat(0.04189048334956169f);
+    q = q * r + splat(0.16667112708091736f);
+    q = q * r + splat(0.4999922811985016f);
+    vf e = q * (r * r) + r + splat(1.0f);
+    vu bits;
+    std::memcpy(&bits, &t, sizeof bits);                 // low bits of t hold n
+    bits = (bits + 127u) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return e * scale;
+}
+
+// 1 / x for x >= 1: the hardware estimate and one Newton step (relative error about 1e-7), where
+// a division would occupy the divider for a dozen cycles per vector.
+static inline vf vrecip(vf x) {
+#if defined(__AVX512F__)
+    vf r = (vf)_mm512_rcp14_ps((__m512)x);
+#elif defined(__AVX__)
+    vf r = (vf)_mm256_rcp_ps((__m256)x);
+#else
+    return splat(1.0f) / x;
+#endif
+    return r * (splat(2.0f) - x * r);
+}
+
+static inline vf vsigmoid(vf z) { return vrecip(splat(1.0f) + vexp(-z)); }
+
+// Lanes 0 .. n-1 of a vector at p (n < W: the rest zero), without reading past p + n.
+static inline vf load_part(const float* p, int64_t n) {
+    float tmp[W] = {0};
+    std::memcpy(tmp, p, n * sizeof(float));
+    return load(tmp);
+}
+static inline void store_part(float* p, vf v, int64_t n) {
+    float tmp[W];
+    store(tmp, v);
+    std::memcpy(p, tmp, n * sizeof(float));
+}
+// Row x[0 .. n-1] into buf[0 .. padded(n)-1], the padding set to `fill`.
+static inline void copy_padded(float* buf, const float* x, int64_t n, float fill) {
+    std::memcpy(buf, x, n * sizeof(float));
+    std::fill(buf + n, buf + padded(n), fill);
+}
+static inline vf tail_mask(int64_t n) {   // 1 in the lanes of the last block that hold data
+    vf m = splat(0.0f);
+    int64_t k = n % W == 0 ? W : n % W;
+    for (int64_t i = 0; i < k; ++i) m[i] = 1.0f;
+    return m;
+}
+
+extern "C" {
+
+int tisfm_vector_width() { return W; }
+
+// Softmax pooling of rows (motif m, sequence i), m < motifs, i < per_motif, of both strands'
+// scores: row m, i of strand t starts at st + m * s_m + i * s_i, p positions with unit stride.
+// v = sigmoid(s * scale + bias), weights e = exp(a v - shift) over the 2 p positions of a row, the
+// pooled value sum(e v) / sum(e); sc0, sc1, b0, b1 (per strand) and a are indexed by motif; shift
+// is the row maximum of a v if row_max, else max(a, 0). Per-row outputs are indexed by
+// r = m * per_motif + i. Without `f0` (inference) only y = sum(e v) / sum(e) is written, to z.
+// With it (training) the outputs of tisfm_core.fused._pool_rows_train: z, evs, ev2 and the sums
+// per row, and the derivatives f0, f1, whose rows start at ft + m * f_m + i * f_i.
+void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t per_motif,
+                     int64_t p, int64_t s_m, int64_t s_i, const float* sc0, const float* sc1,
+                     const float* b0, const float* b1, const float* a, int row_max, float* z,
+                     float* evs, float* ev2, float* f0_sum, float* f1_sum, float* fs0_sum,
+                     float* fs1_sum, float* f0, float* f1, int64_t f_m, int64_t f_i, int threads) {
+    const int64_t rows = motifs * per_motif;
+    const int64_t pp = padded(p);
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<float> buf(6 * pp);
+        float *x0 = buf.data(), *x1 = x0 + pp, *v0 = x1 + pp, *v1 = v0 + pp, *e0 = v1 + pp, *e1 = e0 + pp;
+        const vf last = tail_mask(p), one = splat(1.0f);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t m = r / per_motif, i = r % per_motif;
+            copy_padded(x0, s0 + m * s_m + i * s_i, p, 0.0f);
+            copy_padded(x1, s1 + m * s_m + i * s_i, p, 0.0f);
+            const vf c0 = splat(sc0[m]), c1 = splat(sc1[m]), d0 = splat(b0[m]), d1 = splat(b1[m]);
+            const float am = a[m];
+            const vf av = splat(am);
+            vf shift = splat(std::max(am, 0.0f)), zs = splat(0), es = splat(0), e2 = splat(0);
+            // softmax weights of the activations at j (arguments a v - shift <= 0), and the sums
+            auto weigh = [&](int64_t j, vf u0, vf u1) {
+                vf w0 = vexp<false>(u0 * av - shift), w1 = vexp<false>(u1 * av - shift);
+                if (j + W >= pp) { w0 *= last; w1 *= last; }
+                store(e0 + j, w0);
+                store(e1 + j, w1);
+                zs += w0 + w1;
+                vf ev0 = w0 * u0, ev1 = w1 * u1;
+                es += ev0 + ev1;
+                e2 += ev0 * u0 + ev1 * u1;
+            };
+            if (row_max) {   // the shift needs all activations first: two passes
+                vf top = splat(-FLT_MAX);
+                for (int64_t j = 0; j < pp; j += W) {
+                    vf u0 = vsigmoid(load(x0 + j) * c0 + d0), u1 = vsigmoid(load(x1 + j) * c1 + d1);
+                    store(v0 + j, u0);
+                    store(v1 + j, u1);
+                    vf t = vmax(u0 * av, u1 * av);
+                    top = vmax(top, j + W < pp ? t : (last > 0 ? t : splat(-FLT_MAX)));
+                }
+                shift = splat(hmax(top));
+                for (int64_t j = 0; j < pp; j += W) weigh(j, load(v0 + j), load(v1 + j));
+            } else {
+                for (int64_t j = 0; j < pp; j += W) {
+                    vf u0 = vsigmoid(load(x0 + j) * c0 + d0), u1 = vsigmoid(load(x1 + j) * c1 + d1);
+                    store(v0 + j, u0);
+                    store(v1 + j, u1);
+                    weigh(j, u0, u1);
+                }
+            }
+            const float zr = hsum(zs), er = hsum(es);
+            if (!f0) {   // inference: the pooled value only
+                z[r] = er / zr;
+                continue;
+            }
+            z[r] = zr;
+            evs[r] = er;
+            ev2[r] = hsum(e2);
+            const float iz = 1.0f / zr;
+            const vf c = splat((1.0f - am * er * iz) * iz), q = splat(am * iz);
+            vf g0 = splat(0), g1 = splat(0), h0 = splat(0), h1 = splat(0);
+            float *y0 = f0 + m * f_m + i * f_i, *y1 = f1 + m * f_m + i * f_i;
+            for (int64_t j = 0; j < pp; j += W) {
+                vf u0 = load(v0 + j), u1 = load(v1 + j);
+                vf f_0 = load(e0 + j) * u0 * (one - u0) * (c + q * u0);
+                vf f_1 = load(e1 + j) * u1 * (one - u1) * (c + q * u1);
+                g0 += f_0;
+                g1 += f_1;
+                h0 += f_0 * load(x0 + j);
+                h1 += f_1 * load(x1 + j);
+                if (j + W < pp) {
+                    store(y0 + j, f_0);
+                    store(y1 + j, f_1);
+                } else {
+                    store_part(y0 + j, f_0, p - j);
+                    store_part(y1 + j, f_1, p - j);
+                }
+            }
+            f0_sum[r] = hsum(g0);
+            f1_sum[r] = hsum(g1);
+            fs0_sum[r] = hsum(h0);
+            fs1_sum[r] = hsum(h1);
+        }
+    }
+}
+
+// Attention of the `pairs` sequence-head pairs with 2 channels per head: a, b, v (pairs, 2, L).
+// P = softmax over j of s_ij = a_i . b_j; out = v P (out_j = sum_i v_i P_ij) or, transposed,
+// v P^T (out_i = sum_j v_j P_ij). lse_i = log sum_j exp(s_ij) is kept for the backward pass.
+void tisfm_attention_forward(const float* a, const float* b, const float* v, int64_t pairs,
+                             int64_t L, int transpose, float* out, float* lse, int threads) {
+    const int64_t lp = padded(L);
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<float> buf(7 * lp);
+        float *b0 = buf.data(), *b1 = b0 + lp, *w0 = b1 + lp, *w1 = w0 + lp, *s = w1 + lp,
+              *o0 = s + lp, *o1 = o0 + lp;
+        const vf last = tail_mask(L);
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < pairs; ++h) {
+            const float *ah = a + h * 2 * L, *bh = b + h * 2 * L, *vh = v + h * 2 * L;
+            float* oh = out + h * 2 * L;
+            copy_padded(b0, bh, L, 0.0f);
+            copy_padded(b1, bh + L, L, 0.0f);
+            copy_padded(w0, vh, L, 0.0f);
+            copy_padded(w1, vh + L, L, 0.0f);
+            std::fill(o0, o0 + lp, 0.0f);
+            std::fill(o1, o1 + lp, 0.0f);
+            for (int64_t i = 0; i < L; ++i) {
+                const vf x0 = splat(ah[i]), x1 = splat(ah[L + i]);
+                vf top = splat(-FLT_MAX);
+                for (int64_t j = 0; j < lp; j += W) {
+                    vf t = x0 * load(b0 + j) + x1 * load(b1 + j);
+                    if (j + W >= lp) t = last > 0 ? t : splat(-FLT_MAX);
+                    store(s + j, t);
+                    top = vmax(top, t);
+                }
+                const float mx = hmax(top);
+                vf zs = splat(0), y0 = splat(0), y1 = splat(0);
+                for (int64_t j = 0; j < lp; j += W) {
+                    vf e = vexp(load(s + j) - mx);
+                    if (j + W >= lp) e *= last;
+                    store(s + j, e);
+                    zs += e;
+                    if (transpose) {
+                        y0 += e * load(w0 + j);
+                        y1 += e * load(w1 + j);
+                    }
+                }
+                const float zr = hsum(zs);
+                lse[h * L + i] = mx + std::log(zr);
+                if (transpose) {
+                    oh[i] = hsum(y0) / zr;
+                    oh[L + i] = hsum(y1) / zr;
+                    continue;
+                }
+                const vf c0 = splat(vh[i] / zr), c1 = splat(vh[L + i] / zr);
+                for (int64_t j = 0; j < lp; j += W) {
+                    vf e = load(s + j);
+                    store(o0 + j, load(o0 + j) + c0 * e);
+                    store(o1 + j, load(o1 + j) + c1 * e);
+                }
+            }
+            if (!transpose) {
+                std::memcpy(oh, o0, L * sizeof(float));
+                std::memcpy(oh + L, o1, L * sizeof(float));
+            }
+        }
+    }
+}
+
+// Gradients of tisfm_attention_forward: ga, gb, gv (pairs, 2, L) from go = dL/dout, with P
+// rebuilt from lse. dS_ij = P_ij (dP_ij - r_i), r_i = sum_j P_ij dP_ij, ga_i = sum_j dS_ij b_j,
+// gb_j = sum_i dS_ij a_i; dP_ij = v_i . go_j and gv_i = sum_j P_ij go_j (or, transposed,
+// dP_ij = go_i . v_j and gv_j = sum_i P_ij go_i).
+void tisfm_attention_backward(const float* a, const float* b, const float* v, const float* lse,
+                              const float* go, int64_t pairs, int64_t L, int transpose,
+                              float* ga, float* gb, float* gv, int threads) {
+    const int64_t lp = padded(L);
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<float> buf(9 * lp);
+        float *b0 = buf.data(), *b1 = b0 + lp, *q0 = b1 + lp, *q1 = q0 + lp, *pr = q1 + lp,
+              *db0 = pr + lp, *db1 = db0 + lp, *dv0 = db1 + lp, *dv1 = dv0 + lp;
+        const vf last = tail_mask(L);
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < pairs; ++h) {
+            const int64_t o = h * 2 * L;
+            const float *ah = a + o, *vh = v + o, *gh = go + o;
+            copy_padded(b0, b + o, L, 0.0f);
+            copy_padded(b1, b + o + L, L, 0.0f);
+            // the row-side factor of dP: go (v_i . go_j) or v (go_i . v_j)
+            copy_padded(q0, (transpose ? vh : gh), L, 0.0f);
+            copy_padded(q1, (transpose ? vh : gh) + L, L, 0.0f);
+            std::fill(db0, db0 + lp, 0.0f);
+            std::fill(db1, db1 + lp, 0.0f);
+            std::fill(dv0, dv0 + lp, 0.0f);
+            std::fill(dv1, dv1 + lp, 0.0f);
+            for (int64_t i = 0; i < L; ++i) {
+                const float x0 = ah[i], x1 = ah[L + i], m = lse[h * L + i];
+                // row weights of dP: dP_ij = k0 q0_j + k1 q1_j
+                const float k0 = transpose ? gh[i] : vh[i], k1 = transpose ? gh[L + i] : vh[L + i];
+                vf y0 = splat(0), y1 = splat(0);
+                for (int64_t j = 0; j < lp; j += W) {
+                    vf e = vexp(splat(x0) * load(b0 + j) + splat(x1) * load(b1 + j) - m);
+                    if (j + W >= lp) e *= last;
+                    store(pr + j, e);
+                    y0 += e * load(q0 + j);   // sum_j P_ij q_j
+                    y1 += e * load(q1 + j);
+                }
+                const float p0 = hsum(y0), p1 = hsum(y1);
+                const float r = k0 * p0 + k1 * p1;
+                if (!transpose) {   // gv_i = sum_j P_ij go_j
+                    gv[o + i] = p0;
+                    gv[o + L + i] = p1;
+                }
+                vf u0 = splat(0), u1 = splat(0);
+                const vf c0 = splat(k0), c1 = splat(k1), rv = splat(r), w0 = splat(x0), w1 = splat(x1);
+                for (int64_t j = 0; j < lp; j += W) {
+                    vf e = load(pr + j);
+                    vf ds = e * (c0 * load(q0 + j) + c1 * load(q1 + j) - rv);
+                    u0 += ds * load(b0 + j);
+                    u1 += ds * load(b1 + j);
+                    store(db0 + j, load(db0 + j) + ds * w0);
+                    store(db1 + j, load(db1 + j) + ds * w1);
+                    if (transpose) {   // gv_j += P_ij go_i
+                        store(dv0 + j, load(dv0 + j) + e * c0);
+                        store(dv1 + j, load(dv1 + j) + e * c1);
+                    }
+                }
+                ga[o + i] = hsum(u0);
+                ga[o + L + i] = hsum(u1);
+            }
+            std::memcpy(gb + o, db0, L * sizeof(float));
+            std::memcpy(gb + o + L, db1, L * sizeof(float));
+            if (transpose) {
+                std::memcpy(gv + o, dv0, L * sizeof(float));
+                std::memcpy(gv + o + L, dv1, L * sizeof(float));
+            }
+        }
+    }
+}
+
+}  // extern "C"
