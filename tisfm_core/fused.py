@@ -21,15 +21,22 @@ backward per output, as the TISM authors' ``takegrad`` and Captum do).
 The convolution is a matrix product over unfolded windows. In fp32 on CPU it skips the zero
 columns of narrow motifs (:func:`conv_plan`: motifs sorted by the kernel columns they use and
 cut into a few groups; 40% of the dense work for cisBP); in bf16 (``precision="bf16"``, oneDNN's
-AMX path) one product covers everything. Scores are laid out (strand, motif, sequence,
-position), so that a motif's two strands in one sequence form one row of the element-wise
-kernel; with ``compiled=True``, ``torch.compile`` turns that kernel into a single loop over rows
-that keeps a row in a local buffer, reading each score once and writing each derivative once.
+AMX path) one product covers everything. A row of the element-wise kernel is one motif's two
+strands in one sequence. In fp32 on CPU it is :mod:`tisfm_core.native`'s row kernel: the two
+strands of a motif are consecutive rows of one product, scores (motif, strand, sequence,
+position), and ``f`` is written sequence-major, (sequence, motif, strand, position), so that the
+input gradient is one batch of per-sequence products per group over contiguous rows. Elsewhere
+(bf16, CUDA, fp64, no C++ compiler) scores are laid out (strand, motif, sequence, position) and
+with ``compiled=True`` ``torch.compile`` turns the torch kernel into a single loop over rows that
+keeps a row in a local buffer, reading each score once and writing each derivative once.
 Compilation takes seconds per model shape, so training turns it on and inference does not.
 
-**Input attention** (:class:`AttentionCore`): ``out = v @ softmax(a^T b)``, the (L, L) matrix of
-every sequence and head built a few sequences at a time and rebuilt in the backward pass, so the
-(N, heads, L, L) tensors of the reference are never materialised.
+**Input attention** (:class:`AttentionCore`): ``out = v @ softmax(a^T b)``. With two channels per
+head in fp32 on CPU (tiSFM's attention) the native kernels build each row of the (L, L) matrix in
+cache, forward and backward, from the row log-normalisers kept by the forward pass (4x faster
+than torch's products); otherwise the matrix of every sequence and head is built a few sequences
+at a time and rebuilt in the backward pass. The (N, heads, L, L) tensors of the reference are
+never materialised.
 """
 
 from __future__ import annotations
