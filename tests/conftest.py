@@ -23,6 +23,12 @@ REFERENCE_FIXTURES = [
 ]
 
 
+#: CLI flags of a training that runs every epoch it is given (a "long" job that tests cancel or
+#: kill mid-way): no early stopping, no learning-rate decay. Without them a tiny dataset's
+#: training stops within seconds, before the test acts.
+RUNS_ON = ("--patience", "0", "--lr-patience", "100000")
+
+
 def need(path):
     """Skip the test when a file from ../shared is absent."""
     if not Path(path).exists():

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import planted_dataset
+from conftest import RUNS_ON, planted_dataset
 
 from tisfm_core import claims
 from tisfm_core.cli import main
@@ -221,7 +221,7 @@ def test_two_concurrent_trainings_one_refused_other_intact(tmp_path, data):
 @pytest.mark.slow
 def test_stale_claim_of_a_killed_training(tmp_path, data):
     out = tmp_path / "run"
-    killed = _tisfm(_train_argv(data, out, 5000))
+    killed = _tisfm(_train_argv(data, out, 5000, *RUNS_ON))
     _wait_for(lambda: claims.read_claim(out) is not None or killed.poll() is not None,
               what="the training's claim")
     os.kill(killed.pid, signal.SIGKILL)
@@ -241,7 +241,7 @@ def test_stale_claim_of_a_killed_training(tmp_path, data):
 @pytest.mark.slow
 def test_sigterm_releases_the_claim(tmp_path, data):
     out = tmp_path / "run"
-    proc = _tisfm(_train_argv(data, out, 5000))
+    proc = _tisfm(_train_argv(data, out, 5000, *RUNS_ON))
     _wait_for(lambda: (out / "checkpoint" / "state.json").is_file() or proc.poll() is not None,
               what="a checkpoint")
     proc.send_signal(signal.SIGTERM)

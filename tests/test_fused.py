@@ -325,3 +325,20 @@ def test_cuda_retain_graph_loop_matches_the_cpu_gradients():
                       for r in range(out.shape[1])])
     for r, (a, b) in enumerate(zip(*grads)):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=f"output {r}")
+
+
+@pytest.mark.parametrize("kernels_from", ["native", "torch"])
+def test_a_padding_motif_gets_no_pooling_gradient_from_rounding(kernels_from, monkeypatch):
+    """dy/da is a weighted variance of v, zero for the constant activations of an all-zero
+    (padding) kernel. Written as sum(w v^2) - y^2 it cancelled to noise of either sign, which
+    Adam turned into steps of size lr (and two DDP processes into different weights)."""
+    if kernels_from == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    x, kernels, scale, bias, a = block_inputs(n=64)
+    kernels[-2:] = 0
+    bias[-1] = bias[-2]          # both strands of the last motif: one constant activation
+    weight = torch.randn(64, 7, generator=torch.Generator().manual_seed(3))
+    _, grads = grads_of(lambda *t: fused.motif_block(*t, chunk_size=16), (x, kernels, scale, bias, a), weight)
+    grad_a = grads[4]
+    assert abs(float(grad_a[-1])) < 1e-10 * float(grad_a[:-1].abs().max())
+    assert float(grad_a[:-1].abs().min()) > 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import planted_dataset
+from conftest import RUNS_ON, planted_dataset
 
 from tisfm_core import claims, jobs
 from tisfm_core.errors import TisfmError
@@ -67,7 +67,7 @@ def _train_args(data, out, epochs):
     fasta, tsv, meme, _ = data
     return ["--sequences", str(fasta), "--targets", str(tsv), "--motifs", str(meme), "--epochs", str(epochs),
             "--folds", "5", "--batch-size", "64", "--device", "cpu", "--precision", "fp32", "--compile", "off",
-            "--out", str(out)]
+            "--out", str(out), *(RUNS_ON if epochs >= 1000 else ())]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import planted_dataset
+from conftest import RUNS_ON, planted_dataset
 
 from tisfm_core import claims, jobs
 from tisfm_core.cli import main
@@ -70,11 +70,11 @@ def env(monkeypatch, tmp_path):
     return tmp_path / "home"
 
 
-def _args(data, out, epochs):
+def _args(data, out, epochs, *extra):
     fasta, tsv, meme = data
     return ["--sequences", str(fasta), "--targets", str(tsv), "--motifs", str(meme), "--epochs", str(epochs),
             "--folds", "5", "--batch-size", "64", "--device", "cpu", "--precision", "fp32", "--compile", "off",
-            "--out", str(out)]
+            "--out", str(out), *extra]
 
 
 def _until(job, predicate, what, timeout=300.0):
@@ -91,7 +91,8 @@ def test_pending_running_cancelled_and_completed(slurm, data, env, tmp_path):
     folder = env / "jobs"
     whole_node = jobs.JobConfig(backend="slurm", slurm=jobs.SlurmOptions(cpus=jobs.cpu_count(), mem="2G"))
     long_out, waiting_out, done_out = tmp_path / "long", tmp_path / "waiting", tmp_path / "done"
-    blocker = jobs.launch("train", _args(data, long_out, 5000), folder, label="blocker", config=whole_node)
+    blocker = jobs.launch("train", _args(data, long_out, 10000, *RUNS_ON), folder, label="blocker",
+                          config=whole_node)
     assert blocker.backend == "slurm" and blocker.slurm_id.isdigit()
     assert (blocker.path / "job.sh").read_text().startswith("#!/bin/bash\n")
     waiting = jobs.launch("train", _args(data, waiting_out, 1), folder, label="waiting", config=whole_node)

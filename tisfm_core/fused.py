@@ -9,7 +9,7 @@ derivative of each pooled output with respect to each pre-activation,
     v = sigmoid(z),  z = s * scale + bias      s: motif scores, both strands merged per motif
     w = softmax(a * v)  over the 2 (L - K + 1) positions of a motif
     y = sum_j w_j v_j
-    f_j = dy/dz_j = w_j (1 + a (v_j - y)) v_j (1 - v_j)      dy/da = sum_j w_j v_j^2 - y^2
+    f_j = dy/dz_j = w_j (1 + a (v_j - y)) v_j (1 - v_j)      dy/da = sum_j w_j (v_j - y)^2
 
 plus its row sums. The gradients of scale, bias and a are small products of the row sums with
 the output gradient; only the input gradient (and the kernels' when they train) passes over the
@@ -144,7 +144,7 @@ def conv_plan(kernels, grouped=True):
 
 
 def _sorted_weights(kernels, order, dtype, pairs=False):
-    """Kernels (2 M, 4 K) -> (2, M, 4 K): strand t of sorted motif m, column k * 4 + base; with
+    """Kernels (2 M, 4, K) -> (2, M, 4 K): strand t of sorted motif m, column k * 4 + base; with
     ``pairs``, (1, 2 M, 4 K) with the two strands of a motif in consecutive rows."""
     m, k = kernels.shape[0] // 2, kernels.shape[2]
     w = kernels.detach().view(m, 2, 4, k)[order]
@@ -271,8 +271,10 @@ def _pool_rows_train(s0, s1, params, row_max):
 
     Returns
     -------
-    z, evs, ev2 : (R, 1), (R, 1), (R,)
-        ``sum e``, ``sum e v`` and ``sum e v^2``.
+    z, evs, evar : (R, 1), (R, 1), (R,)
+        ``sum e``, ``sum e v`` and ``sum e (v - y)^2`` (``evar / z = dy/da``, a weighted variance:
+        as ``sum e v^2 / z - y^2`` it cancelled to rounding noise of either sign for rows of
+        constant v, such as the padding motifs', which Adam turned into steps of size lr).
     f0_sum, f1_sum, fs0_sum, fs1_sum : (R,)
         ``sum_j f_j`` and ``sum_j f_j s_j`` per strand (gradients of bias and scale).
     f0, f1 : (R, P)
@@ -283,12 +285,13 @@ def _pool_rows_train(s0, s1, params, row_max):
     ev0, ev1 = e0 * v0, e1 * v1
     z = (e0 + e1).sum(dim=-1, keepdim=True)
     evs = (ev0 + ev1).sum(dim=-1, keepdim=True)
-    ev2 = (ev0 * v0 + ev1 * v1).sum(dim=-1)
     iz = 1 / z
+    y = evs * iz
+    evar = (e0 * (v0 - y) ** 2 + e1 * (v1 - y) ** 2).sum(dim=-1)
     c, q = (1 - a * evs * iz) * iz, a * iz                # f = e v (1 - v) (c + q v)
     f0 = ev0 * (1 - v0) * (c + q * v0)
     f1 = ev1 * (1 - v1) * (c + q * v1)
-    return (z, evs, ev2, f0.sum(dim=-1), f1.sum(dim=-1), (f0 * s0).sum(dim=-1),
+    return (z, evs, evar, f0.sum(dim=-1), f1.sum(dim=-1), (f0 * s0).sum(dim=-1),
             (f1 * s1).sum(dim=-1), f0.to(s0.dtype), f1.to(s1.dtype))
 
 
@@ -397,13 +400,13 @@ class MotifBlock(torch.autograd.Function):
         inverse = torch.argsort(order)
         if not train:
             return torch.cat([p[0] for p in parts], dim=1).t()[:, inverse]
-        z, evs, ev2, f0_sum, f1_sum, fs0_sum, fs1_sum = [torch.cat(p, dim=1) for p in
-                                                         list(zip(*parts))[:7]]
-        y, wv2 = evs[..., 0] / z[..., 0], ev2 / z[..., 0]                     # (M, N)
+        z, evs, evar, f0_sum, f1_sum, fs0_sum, fs1_sum = [torch.cat(p, dim=1) for p in
+                                                          list(zip(*parts))[:7]]
+        y, dy_da = evs[..., 0] / z[..., 0], evar / z[..., 0]                  # (M, N)
         f_sum, fs_sum = torch.stack([f0_sum, f1_sum]), torch.stack([fs0_sum, fs1_sum])
         # the (M, n, P) derivatives stay in their chunks: concatenating would copy 240 MB. As
         # saved tensors autograd frees them after a backward pass unless retain_graph=True.
-        ctx.save_for_backward(x, kernels, order, sc, y, wv2, f_sum, fs_sum,
+        ctx.save_for_backward(x, kernels, order, sc, y, dy_da, f_sum, fs_sum,
                               *[f for p in parts for f in p[7:]])
         ctx.chunk_size, ctx.groups, ctx.pairs = chunk_size, groups, use_native
         return y.t()[:, inverse]
@@ -411,11 +414,11 @@ class MotifBlock(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        x, kernels, order, sc, y, wv2, f_sum, fs_sum, *f = ctx.saved_tensors
+        x, kernels, order, sc, y, dy_da, f_sum, fs_sum, *f = ctx.saved_tensors
         m = y.shape[0]
         gy = grad_y[:, order].t()                                             # (M, N)
         grad_a = torch.empty_like(y[:, 0])
-        grad_a[order] = (gy * (wv2 - y * y)).sum(1)
+        grad_a[order] = (gy * dy_da).sum(1)
         grad_bias = _unsort_channels((gy * f_sum).sum(2), order)
         grad_scale = _unsort_channels((gy * fs_sum).sum(2), order)
         need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]

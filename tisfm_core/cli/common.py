@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import TisfmError
 from ..specs import MODEL_VARIANTS, DataSpec, ModelSpec, PathSpec, TrainTask
-from ..training import MIN_LR, TrainSettings
+from ..training import MIN_LR, PATIENCE, TrainSettings
 
 
 class UsageError(TisfmError):
@@ -116,6 +116,9 @@ def add_training(p, flags, *, epochs_default=100, lr_default=0.01, stages=True):
     task_flag(flags, t, "--penalty", default="none", choices=["none", "l1", "mcp"])
     task_flag(flags, t, "--lam", type=float, default=0.0, help="penalty strength on the final layer")
     task_flag(flags, t, "--mcp-b", type=float, default=3.0)
+    task_flag(flags, t, "--patience", type=int, default=PATIENCE,
+               help=f"early stopping: a stage ends after this many epochs without a lower "
+                    f"validation loss (0: none; default {PATIENCE})")
     task_flag(flags, t, "--lr-patience", type=int, default=10)
     task_flag(flags, t, "--min-lr", type=float, default=MIN_LR)
     task_flag(flags, t, "--seed", type=int, default=0, help="random_state: init, batch order and split")
@@ -136,6 +139,7 @@ def training_settings(a, **extra):
                          batch_size=a.batch_size, lr=a.lr, finetune_lr=getattr(a, "finetune_lr", None),
                          weight_decay=a.weight_decay, penalty=a.penalty, lam=a.lam, mcp_b=a.mcp_b,
                          lr_patience=a.lr_patience, min_lr=a.min_lr, random_state=a.seed,
+                         patience=None if a.patience == 0 else a.patience,
                          device=device_arg(a.device), precision=a.precision, compile=a.compile, **extra)
 
 

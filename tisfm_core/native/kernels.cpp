@@ -107,12 +107,12 @@ int tisfm_vector_width() { return W; }
 // pooled value sum(e v) / sum(e); sc0, sc1, b0, b1 (per strand) and a are indexed by motif; shift
 // is the row maximum of a v if row_max, else max(a, 0). Per-row outputs are indexed by
 // r = m * per_motif + i. Without `f0` (inference) only y = sum(e v) / sum(e) is written, to z.
-// With it (training) the outputs of tisfm_core.fused._pool_rows_train: z, evs, ev2 and the sums
+// With it (training) the outputs of tisfm_core.fused._pool_rows_train: z, evs, evar and the sums
 // per row, and the derivatives f0, f1, whose rows start at ft + m * f_m + i * f_i.
 void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t per_motif,
                      int64_t p, int64_t s_m, int64_t s_i, const float* sc0, const float* sc1,
                      const float* b0, const float* b1, const float* a, int row_max, float* z,
-                     float* evs, float* ev2, float* f0_sum, float* f1_sum, float* fs0_sum,
+                     float* evs, float* evar, float* f0_sum, float* f1_sum, float* fs0_sum,
                      float* fs1_sum, float* f0, float* f1, int64_t f_m, int64_t f_i, int threads) {
     const int64_t rows = motifs * per_motif;
     const int64_t pp = padded(p);
@@ -129,7 +129,7 @@ void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t p
             const vf c0 = splat(sc0[m]), c1 = splat(sc1[m]), d0 = splat(b0[m]), d1 = splat(b1[m]);
             const float am = a[m];
             const vf av = splat(am);
-            vf shift = splat(std::max(am, 0.0f)), zs = splat(0), es = splat(0), e2 = splat(0);
+            vf shift = splat(std::max(am, 0.0f)), zs = splat(0), es = splat(0);
             // softmax weights of the activations at j (arguments a v - shift <= 0), and the sums
             auto weigh = [&](int64_t j, vf u0, vf u1) {
                 vf w0 = vexp<false>(u0 * av - shift), w1 = vexp<false>(u1 * av - shift);
@@ -137,9 +137,7 @@ void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t p
                 store(e0 + j, w0);
                 store(e1 + j, w1);
                 zs += w0 + w1;
-                vf ev0 = w0 * u0, ev1 = w1 * u1;
-                es += ev0 + ev1;
-                e2 += ev0 * u0 + ev1 * u1;
+                es += w0 * u0 + w1 * u1;
             };
             if (row_max) {   // the shift needs all activations first: two passes
                 vf top = splat(-FLT_MAX);
@@ -167,15 +165,16 @@ void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t p
             }
             z[r] = zr;
             evs[r] = er;
-            ev2[r] = hsum(e2);
             const float iz = 1.0f / zr;
-            const vf c = splat((1.0f - am * er * iz) * iz), q = splat(am * iz);
-            vf g0 = splat(0), g1 = splat(0), h0 = splat(0), h1 = splat(0);
+            const vf c = splat((1.0f - am * er * iz) * iz), q = splat(am * iz), y = splat(er * iz);
+            vf g0 = splat(0), g1 = splat(0), h0 = splat(0), h1 = splat(0), var = splat(0);
             float *y0 = f0 + m * f_m + i * f_i, *y1 = f1 + m * f_m + i * f_i;
             for (int64_t j = 0; j < pp; j += W) {
-                vf u0 = load(v0 + j), u1 = load(v1 + j);
-                vf f_0 = load(e0 + j) * u0 * (one - u0) * (c + q * u0);
-                vf f_1 = load(e1 + j) * u1 * (one - u1) * (c + q * u1);
+                vf u0 = load(v0 + j), u1 = load(v1 + j), w0 = load(e0 + j), w1 = load(e1 + j);
+                vf f_0 = w0 * u0 * (one - u0) * (c + q * u0);
+                vf f_1 = w1 * u1 * (one - u1) * (c + q * u1);
+                vf d0 = u0 - y, d1 = u1 - y;
+                var += w0 * d0 * d0 + w1 * d1 * d1;
                 g0 += f_0;
                 g1 += f_1;
                 h0 += f_0 * load(x0 + j);
@@ -192,6 +191,7 @@ void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t p
             f1_sum[r] = hsum(g1);
             fs0_sum[r] = hsum(h0);
             fs1_sum[r] = hsum(h1);
+            evar[r] = hsum(var);
         }
     }
 }
