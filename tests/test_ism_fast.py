@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from conftest import REPO, random_motifs
+from tisfm_core import native
 from tisfm_core.aitac import AITAC
 from tisfm_core.attribution import _ism_fill, estimate_ism_seconds, ism, ism_method, tism
 from tisfm_core.errors import TisfmError
 from tisfm_core.model import TISFM, VARIANTS, TISFMConfig
-from tisfm_core.mutagenesis import _width_groups
+from tisfm_core.mutagenesis import _TisfmPlan, _width_groups
 from tisfm_core.sequences import one_hot
 
 L = 60
@@ -46,6 +47,21 @@ def _tisfm(variant="base", *, pool=None, n_outputs=4, random_state=0, **config):
     return model.eval()
 
 
+@pytest.fixture(params=["native", "torch"])
+def kernels(request, monkeypatch):
+    """The incremental tiSFM engine on the native CPU kernel, then on its torch code."""
+    if request.param == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    elif native.library() is None:
+        pytest.skip("the native kernels cannot be built here")
+    return request.param
+
+
+def _plan_is(model, kernels):
+    plan = _TisfmPlan(model, np.arange(model.config.n_outputs), torch.device("cpu"))
+    assert plan.native == (kernels == "native")
+
+
 def _sequences(n=3, length=L, random_state=1):
     idx = np.random.default_rng(random_state).integers(0, 4, size=(n, length)).astype(np.uint8)
     idx[0, [0, 7, length - 1]] = 4      # N at both ends and inside
@@ -73,14 +89,15 @@ def _assert_equal_to_naive(model, idx, atol=1e-5, **kw):
     ("base", dict(era="paper")),                                          # left-aligned kernels
     ("interaction", dict(positional=False, n_pad_channels=0)),
 ])
-def test_incremental_tisfm_equals_naive(variant, config):
+def test_incremental_tisfm_equals_naive(variant, config, kernels):
     model = _tisfm(variant, **config)
     assert ism_method(model) == "incremental"
+    _plan_is(model, kernels)
     _assert_equal_to_naive(model, _sequences())
 
 
 @pytest.mark.parametrize("pool", [0.0, -4.0, 6.0, 40.0, -60.0])
-def test_incremental_equals_naive_for_pooling_weights_fp32(pool):
+def test_incremental_equals_naive_for_pooling_weights_fp32(pool, kernels):
     _assert_equal_to_naive(_tisfm("interaction", pool=pool), _sequences(2))
 
 
@@ -90,7 +107,7 @@ def test_incremental_equals_naive_for_large_pooling_weights_fp64(pool):
     _assert_equal_to_naive(_tisfm("interaction", pool=pool).double(), _sequences(2))
 
 
-def test_outputs_subsets_and_small_batches():
+def test_outputs_subsets_and_small_batches(kernels):
     model = _tisfm("interaction", n_outputs=5)
     idx = _sequences(2)
     full = _assert_equal_to_naive(model, idx)
@@ -181,7 +198,7 @@ def _shipped(name):
 
 
 @pytest.mark.parametrize("name", ["ablations/base", "ablations/interaction", "ablations/aitac"])
-def test_shipped_models_incremental_equals_naive(name):
+def test_shipped_models_incremental_equals_naive(name, kernels):
     # both ends (partial windows, N) and the middle of a 300-bp sequence: 60 of its 300 positions,
     # so that the naive loop stays short
     model = _shipped(name).eval()
@@ -227,3 +244,15 @@ def test_cli_method_option(tmp_path, capsys):
     np.testing.assert_allclose(saved["incremental"], saved["naive"], rtol=0, atol=1e-5)
     with pytest.raises(SystemExit):
         parser.parse_args(["ism", str(run), "--sequences", str(fasta), "--out", "x.npz", "--method", "fast"])
+
+
+def test_large_calibrated_changes_keep_the_torch_path():
+    # the native kernel forms sigmoid(z + dz) from exp(-z) exp(-dz); beyond |dz| = 40 the torch
+    # code runs instead, and is exact there too
+    model = _tisfm("base")
+    with torch.no_grad():
+        model.scale.mul_(25.0)
+        model.bias.mul_(25.0)
+    plan = _TisfmPlan(model, np.arange(model.config.n_outputs), torch.device("cpu"))
+    assert not plan.native
+    _assert_equal_to_naive(model, _sequences(2))

@@ -122,6 +122,46 @@ def test_the_block_and_the_attention_take_the_native_path(monkeypatch):
     assert len(calls) == 3
 
 
+@needs_native
+@pytest.mark.parametrize("max_pool", [False, True])
+def test_ism_tables_are_the_sums_and_maxima_before_and_after(max_pool):
+    g = torch.Generator().manual_seed(3)
+    t0, t1 = torch.rand(5, 23, generator=g, dtype=torch.float64), torch.rand(5, 23, generator=g, dtype=torch.float64)
+    offset, q = 7, 45
+    out = native.ism_tables(t0, None if max_pool else t1, offset, q, max_pool)
+    assert out.shape == (5, 2 if max_pool else 4, q)
+    for k in range(q):   # padded position k holds score k - offset
+        lo = min(max(k - offset, 0), 23)
+        for t, row in ((t0, 0), (t1, 2))[:1 if max_pool else 2]:
+            before, after = t[:, :lo], t[:, lo:]
+            if max_pool:
+                none = torch.full((5,), -torch.inf, dtype=torch.float64)
+                want = (before.amax(1) if lo else none, after.amax(1) if lo < 23 else none)
+            else:
+                want = (before.sum(1), after.sum(1))
+            torch.testing.assert_close(out[:, row, k], want[0], rtol=1e-14, atol=0)
+            torch.testing.assert_close(out[:, row + 1, k], want[1], rtol=1e-14, atol=0)
+
+
+@needs_native
+def test_ism_pool_refuses_reads_beyond_its_padding():
+    channels, q, kw = 4, 30, 5
+    args = dict(ez=torch.ones(channels, q), mask=torch.ones(q),
+                tables=torch.zeros(channels, 4, q, dtype=torch.float64),
+                edz=torch.ones(channels, 4, 3, kw), start=torch.full((channels,), 2),
+                width=torch.full((channels,), kw), a=torch.ones(channels),
+                feats=torch.arange(2), refs=torch.zeros(40, dtype=torch.int32), max_pool=False)
+    w = native.vector_width()
+    fits = q - w - 2 - kw + 1    # the last i1 whose vector reads stay inside q
+    assert native.ism_pool(**args, i0=0, i1=fits).shape == (fits, 3, 2)
+    with pytest.raises(ValueError, match="out of range"):
+        native.ism_pool(**args, i0=0, i1=fits + 1)
+    with pytest.raises(ValueError, match="out of range"):
+        native.ism_pool(**{**args, "feats": torch.tensor([2])}, i0=0, i1=4)
+    with pytest.raises(ValueError, match="float32"):
+        native.ism_pool(**{**args, "ez": torch.ones(channels, q, dtype=torch.float64)}, i0=0, i1=4)
+
+
 def test_without_a_compiler_the_kernels_warn_once_and_torch_runs(monkeypatch):
     monkeypatch.setattr(native, "_state", {})
     monkeypatch.setattr(native, "_compiler", lambda: None)

@@ -1,8 +1,9 @@
-"""Hand-vectorised CPU kernels for the two element-wise hot spots of a training step.
+"""Hand-vectorised CPU kernels for the element-wise hot spots of training and exact ISM.
 
 ``kernels.cpp`` holds the motif block's row kernel (sigmoid, softmax pooling and the derivative
-of :func:`tisfm_core.fused._pool_rows_train`) and the input attention's forward and backward
-passes for two channels per head. Written once with compiler vector extensions, it is compiled
+of :func:`tisfm_core.fused._pool_rows_train`), the input attention's forward and backward
+passes for two channels per head, and the window pooling of the incremental exact ISM of tiSFM
+without attention (:mod:`tisfm_core.mutagenesis`). Written once with compiler vector extensions, it is compiled
 on first use with the system C++ compiler for torch's CPU capability (AVX-512, AVX2, or the
 baseline), so that an ``ATEN_CPU_CAPABILITY`` cap applies to it as to torch, and cached per user.
 Its exp is a short polynomial with no special cases (1.4 ulp, about a third of the instructions
@@ -44,6 +45,9 @@ BUILD_TIMEOUT_S = 180
 _lock = threading.Lock()
 _state = {}          # "lib": the CDLL, or None, once tried
 _F = ctypes.POINTER(ctypes.c_float)
+_D = ctypes.POINTER(ctypes.c_double)
+_L = ctypes.POINTER(ctypes.c_int64)
+_I = ctypes.POINTER(ctypes.c_int32)
 
 
 def cache_dir():
@@ -105,6 +109,9 @@ def _build():
                                     + [i64, i64, i32])
     lib.tisfm_attention_forward.argtypes = [_F, _F, _F, i64, i64, i32, _F, _F, i32]
     lib.tisfm_attention_backward.argtypes = [_F, _F, _F, _F, _F, i64, i64, i32, _F, _F, _F, i32]
+    lib.tisfm_ism_tables.argtypes = [_D, _D, i64, i64, i64, i64, i32, _D, i32]
+    lib.tisfm_ism_pool.argtypes = [_F, _F, _D, _F, _L, _L, _F, _L, i64, i64, i64, _I, i64, i64,
+                                   i32, _D, i32]
     lib.tisfm_vector_width.restype = ctypes.c_int
     return lib, None
 
@@ -141,8 +148,16 @@ def usable(*tensors):
         library() is not None
 
 
+_POINTERS = {torch.float32: _F, torch.float64: _D, torch.int64: _L, torch.int32: _I}
+
+
 def _ptr(t):
-    return ctypes.cast(t.data_ptr(), _F) if t is not None else None
+    return ctypes.cast(t.data_ptr(), _POINTERS[t.dtype]) if t is not None else None
+
+
+def vector_width():
+    """Floats per vector of the compiled kernels (the padding :func:`ism_pool` needs)."""
+    return library().tisfm_vector_width()
 
 
 def _rows_view(t, name):
@@ -216,3 +231,81 @@ def attention_backward(a, b, v, lse, grad_out, transpose):
     lib.tisfm_attention_backward(_ptr(a), _ptr(b), _ptr(v), _ptr(lse), _ptr(go), n * h, length,
                                  int(transpose), _ptr(ga), _ptr(gb), _ptr(gv), torch.get_num_threads())
     return ga, gb, gv
+
+
+def _check(t, dtype, shape, name):
+    if t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu" or tuple(t.shape) != shape:
+        raise ValueError(f"{name} must be a contiguous {dtype} CPU tensor of shape {shape}, "
+                         f"got {t.dtype} {tuple(t.shape)}")
+
+
+def ism_tables(t0, t1, offset, q, max_pool):
+    """Before/after tables of exact ISM (see ``tisfm_ism_tables`` in kernels.cpp).
+
+    Parameters
+    ----------
+    t0, t1 : torch.Tensor, shape (C, P), float64
+        ``exp(a v)`` and ``exp(a v) v`` (softmax pooling; ``t1`` unused and may be None for max
+        pooling, where ``t0`` is ``v``).
+    offset, q : int
+        Padded coordinate of score 0, and entries per table.
+
+    Returns
+    -------
+    torch.Tensor, shape (C, 4, q) (softmax pooling) or (C, 2, q) (max pooling), float64
+    """
+    channels, p = t0.shape
+    _check(t0, torch.float64, (channels, p), "t0")
+    if not max_pool:
+        _check(t1, torch.float64, (channels, p), "t1")
+    out = t0.new_empty(channels, 2 if max_pool else 4, q)
+    library().tisfm_ism_tables(_ptr(t0), _ptr(t0 if max_pool else t1), channels, p, offset, q,
+                               int(max_pool), _ptr(out), torch.get_num_threads())
+    return out
+
+
+def ism_pool(ez, mask, tables, edz, start, width, a, feats, refs, i0, i1, max_pool):
+    """Pooled features (i1 - i0, 3, F) in fp64 of the 3 substitutions of positions i0 .. i1 - 1.
+
+    Parameters
+    ----------
+    ez : torch.Tensor, shape (C, Q), float32
+        ``exp(-z)`` of the reference calibrated scores z in padded coordinates, 1 elsewhere.
+    mask : torch.Tensor, shape (Q,), float32
+        1 where a padded position holds a score, else 0.
+    tables : torch.Tensor, from :func:`ism_tables`
+    edz : torch.Tensor, shape (C, 4, 3, K), float32
+        ``exp(-dz)`` of the calibrated change of window entry j for reference base b and
+        alternative k.
+    start, width : torch.Tensor, shape (C,), int64
+        A substitution at i changes channel c at padded positions ``i + start[c] + j``,
+        ``j < width[c]``; the caller pads so that every read lies inside ``Q`` (reads reach
+        ``i1 + W - 2 + start + width``, W = :func:`vector_width`).
+    a : torch.Tensor, shape (C,), float32
+        Pooling weight per channel (|a| <= 80).
+    feats : torch.Tensor, shape (F,), int64
+        Features to pool (channels ``2 f`` and ``2 f + 1``).
+    refs : torch.Tensor, shape (>= i1 + W,), int32
+        Reference base 0-3 of each position.
+    """
+    channels, q = ez.shape
+    kw = edz.shape[-1]
+    _check(ez, torch.float32, (channels, q), "ez")
+    _check(mask, torch.float32, (q,), "mask")
+    _check(tables, torch.float64, (channels, 2 if max_pool else 4, q), "tables")
+    _check(edz, torch.float32, (channels, 4, 3, kw), "edz")
+    for t, name in ((start, "start"), (width, "width")):
+        _check(t, torch.int64, (channels,), name)
+    _check(a, torch.float32, (channels,), "a")
+    _check(feats, torch.int64, (len(feats),), "feats")
+    _check(refs, torch.int32, (len(refs),), "refs")
+    w = vector_width()
+    reach = i1 + w - 2 + int((start + width).max()) if channels else 0
+    if len(refs) < i1 + w or reach >= q or int(start.min()) + i0 < 0 or int(width.max()) > kw \
+            or (len(feats) and (int(feats.min()) < 0 or 2 * int(feats.max()) + 1 >= channels)):
+        raise ValueError("ism_pool: padding, windows or features out of range")
+    out = ez.new_empty(i1 - i0, 3, len(feats), dtype=torch.float64)
+    library().tisfm_ism_pool(_ptr(ez), _ptr(mask), _ptr(tables), _ptr(edz), _ptr(start),
+                             _ptr(width), _ptr(a), _ptr(feats), len(feats), q, kw, _ptr(refs), i0,
+                             i1, int(max_pool), _ptr(out), torch.get_num_threads())
+    return out

@@ -23,6 +23,7 @@ constexpr int W = 4;
 #endif
 typedef float vf __attribute__((vector_size(4 * W)));
 typedef uint32_t vu __attribute__((vector_size(4 * W)));
+typedef int32_t vi __attribute__((vector_size(4 * W)));
 
 static inline vf splat(float x) { return vf{} + x; }
 static inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
@@ -36,7 +37,7 @@ static inline int64_t padded(int64_t n) { return (n + W - 1) / W * W; }
 // exp(x) for x <= 88, with exp(-87) = 1.6e-38 standing for anything smaller: Cody-Waite
 // reduction to |r| <= ln2 / 2, a degree-5 polynomial fitted for relative error (1.6e-7 at most in
 // fp32, 1.4 ulp) and 2^n written into the exponent bits. About a third of the instructions of a
-// general-purpose vector exp. `upper` = false skips the upper clamp for arguments known <= 0.
+// general-purpose vector exp. `upper` = false skips the upper clamp for arguments known < 88.
 template <bool upper = true>
 static inline vf vexp(vf x) {
     x = vmax(x, splat(-87.0f));
@@ -328,6 +329,116 @@ void tisfm_attention_backward(const float* a, const float* b, const float* v, co
             if (transpose) {
                 std::memcpy(gv + o, dv0, L * sizeof(float));
                 std::memcpy(gv + o + L, dv1, L * sizeof(float));
+            }
+        }
+    }
+}
+
+// Per-channel tables of exact ISM for tiSFM without input attention, in padded coordinates
+// (score position p at p + offset, `q` entries per table). Softmax pooling (max_pool = 0), from
+// t0 = exp(a v) and t1 = t0 v of shape (channels, p): before[q'] = sum of t over p + offset < q'
+// and after[q'] = sum over p + offset >= q', as tables 0, 1 (t0) and 2, 3 (t1) of out (channels,
+// 4, q). Max pooling, from t0 = v: the running maxima before and after (-inf where none), tables
+// 0 and 1 of out (channels, 2, q). Sums of positive terms in fp64: no cancellation.
+void tisfm_ism_tables(const double* t0, const double* t1, int64_t channels, int64_t p,
+                      int64_t offset, int64_t q, int max_pool, double* out, int threads) {
+    const int tables = max_pool ? 2 : 4;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < channels; ++c) {
+        for (int t = 0; t < (max_pool ? 1 : 2); ++t) {
+            const double* x = (t ? t1 : t0) + c * p;
+            double* before = out + (c * tables + 2 * t) * q;
+            double* after = before + q;
+            const double none = max_pool ? -INFINITY : 0.0;
+            double run = none;
+            for (int64_t k = 0; k < q; ++k) {   // before[k]: positions p' < k - offset
+                before[k] = run;
+                const int64_t j = k - offset;
+                if (j >= 0 && j < p) run = max_pool ? std::max(run, x[j]) : run + x[j];
+            }
+            run = none;
+            for (int64_t k = q - 1; k >= 0; --k) {   // after[k]: positions p' >= k - offset
+                const int64_t j = k - offset;
+                if (j >= 0 && j < p) run = max_pool ? std::max(run, x[j]) : run + x[j];
+                after[k] = run;
+            }
+        }
+    }
+}
+
+// Pooled features of the 3 substitutions of positions i0 .. i1 - 1 (exact ISM of tiSFM without
+// input attention; see tisfm_core.mutagenesis). Channel c's calibrated scores change at padded
+// positions i + start[c] + j, j < width[c], from z to z + dz[c, ref_i, k, j], so that its sigmoid
+// becomes 1 / (1 + exp(-z) exp(-dz)): ez (channels, q) holds exp(-z) (1 in the padding) and edz
+// (channels, 4, 3, kw) exp(-dz), which leaves one exponential per window entry (that of the
+// softmax weight) instead of two. mask (q) is 1 where a padded position holds a score. Per variant
+// and channel the window is pooled in fp32 and added in fp64 to the table entries outside it
+// (tisfm_ism_tables); feature f pools channels 2 feats[f] and 2 feats[f] + 1. Lanes are
+// positions, so every load is contiguous: refs (at least i1 + W entries) are the reference bases
+// 0-3. Writes out (i1 - i0, 3, n_feats) in fp64.
+void tisfm_ism_pool(const float* ez, const float* mask, const double* tables, const float* edz,
+                    const int64_t* start, const int64_t* width, const float* a, const int64_t* feats,
+                    int64_t n_feats, int64_t q, int64_t kw, const int32_t* refs, int64_t i0,
+                    int64_t i1, int max_pool, double* out, int threads) {
+    const int n_tables = max_pool ? 2 : 4;
+    const int64_t n = i1 - i0, np = padded(n);
+#pragma omp parallel num_threads(threads)
+    {
+        // per strand the window sums of every position: [strand][weights, weighted values][n]
+        std::vector<float> buf(4 * np);
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t f = 0; f < n_feats; ++f) {
+            for (int k = 0; k < 3; ++k) {
+                for (int64_t s = 0; s < 2; ++s) {
+                    const int64_t c = 2 * feats[f] + s, w = width[c];
+                    const float *x = ez + c * q + i0 + start[c], *m = mask + i0 + start[c];
+                    const float* d = edz + (c * 12 + k) * kw;   // reference 0; reference b at + 3 b kw
+                    float *sd = buf.data() + 2 * s * np, *sn = sd + np;
+                    std::fill(sd, sd + np, max_pool ? -INFINITY : 0.0f);
+                    std::fill(sn, sn + np, 0.0f);
+                    const vf av = splat(a[c]);
+                    // positions innermost: long loops of independent vectors
+                    for (int64_t j = 0; j < w; ++j) {
+                        const vf d0 = splat(d[j]), d1 = splat(d[3 * kw + j]), d2 = splat(d[6 * kw + j]),
+                                 d3 = splat(d[9 * kw + j]);
+                        for (int64_t b = 0; b < np; b += W) {
+                            vi r;
+                            std::memcpy(&r, refs + i0 + b, sizeof r);
+                            const vf dd = r == 3 ? d3 : (r == 2 ? d2 : (r == 1 ? d1 : d0));
+                            // the bound keeps the reciprocal's Newton step finite where exp overflows
+                            const vf v = vrecip(vmin(splat(1.0f) + load(x + b + j) * dd, splat(1e30f)));
+                            const vf mj = load(m + b + j);
+                            if (max_pool) {
+                                store(sd + b, vmax(load(sd + b), mj > 0 ? v : splat(-INFINITY)));
+                            } else {   // |a| <= 80: exp(a v) needs no shift
+                                const vf e = vexp<false>(v * av) * mj;
+                                store(sd + b, load(sd + b) + e);
+                                store(sn + b, load(sn + b) + e * v);
+                            }
+                        }
+                    }
+                }
+                // fp64: the window sums of both strands plus the tables' sums before and after
+                const int64_t c0 = 2 * feats[f], c1 = c0 + 1;
+                const double *t0 = tables + c0 * n_tables * q + i0 + start[c0],
+                             *t1 = tables + c1 * n_tables * q + i0 + start[c1];
+                const int64_t a0 = width[c0], a1 = width[c1];
+                const float *sd0 = buf.data(), *sn0 = sd0 + np, *sd1 = sn0 + np, *sn1 = sd1 + np;
+                double* y = out + k * n_feats + f;
+                for (int64_t l = 0; l < n; ++l) {
+                    double v;
+                    if (max_pool) {
+                        v = std::max(std::max<double>(sd0[l], std::max(t0[l], t0[q + a0 + l])),
+                                     std::max<double>(sd1[l], std::max(t1[l], t1[q + a1 + l])));
+                    } else {
+                        const double den = (double)sd0[l] + t0[l] + t0[q + a0 + l] + sd1[l] + t1[l] +
+                                           t1[q + a1 + l];
+                        const double num = (double)sn0[l] + t0[2 * q + l] + t0[3 * q + a0 + l] + sn1[l] +
+                                           t1[2 * q + l] + t1[3 * q + a1 + l];
+                        v = num / den;
+                    }
+                    y[l * 3 * n_feats] = v;
+                }
             }
         }
     }
