@@ -262,20 +262,25 @@ class _TisfmPlan:
         self.mask[width:width + n_pos] = 1
         self.feats = torch.from_numpy(feats.astype(np.int64))
         self.a32 = self.a.float().contiguous()
+        # buffers reused from sequence to sequence (a sequence's state is dropped before the next)
+        self.buffers = dict(
+            tables=torch.empty(self.n_ch, 4 if self.programmable else 2, self.q, dtype=torch.float64),
+            ez=torch.ones(self.n_ch, self.q, dtype=torch.float32),
+            refs=torch.zeros(self.length + native.vector_width(), dtype=torch.int32))
 
     def _native_reference(self, seq, z, v):
         """Per-sequence state of the native kernel: exp(-scores) padded, outside tables, bases."""
+        tables, ez, refs = (self.buffers[k] for k in ("tables", "ez", "refs"))
         if self.programmable:
             e = torch.exp(v * self.a[:, None])
-            tables = native.ism_tables(e, e * v, self.width, self.q, False)
-            y = (e * v).sum(1).view(-1, 2).sum(-1) / e.sum(1).view(-1, 2).sum(-1)
+            ev = e * v
+            native.ism_tables(e, ev, self.width, self.q, False, out=tables)
+            y = ev.sum(1).view(-1, 2).sum(-1) / e.sum(1).view(-1, 2).sum(-1)
         else:
-            tables = native.ism_tables(v.contiguous(), None, self.width, self.q, True)
+            native.ism_tables(v, None, self.width, self.q, True, out=tables)
             y = v.amax(1).view(-1, 2).amax(-1)
         # exp(-z) in fp32 range: with |dz| <= 40, sigmoid(z + dz) moves by < 5e-21 for |z| > 87
-        ez = torch.ones(self.n_ch, self.q, dtype=torch.float32)
-        ez[:, self.width:self.width + self.n_pos] = torch.exp(-z.clamp(-87.0, 87.0))
-        refs = torch.zeros(self.length + native.vector_width(), dtype=torch.int32)
+        torch.exp(-z.clamp(-87.0, 87.0), out=ez[:, self.width:self.width + self.n_pos])
         refs[:self.length] = seq.clamp(max=3)
         return y, (ez, tables, refs)
 
@@ -374,6 +379,8 @@ def tisfm_chunks(model, idx, outs, span, batch_size, device):
     plan = _TisfmPlan(model, outs, device)
     elements = sum(g["width"] * g["n"] for g in plan.groups) or 1
     per_chunk = max(1, min(batch_size // 3, _WINDOW_ELEMENTS // (3 * elements)))
+    if plan.native:   # its cost per call is in (feature, alternative) loops: one call per sequence
+        per_chunk = span[1] - span[0]
     return _plan_chunks(plan, idx, span, per_chunk, device)
 
 

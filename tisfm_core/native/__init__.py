@@ -239,7 +239,7 @@ def _check(t, dtype, shape, name):
                          f"got {t.dtype} {tuple(t.shape)}")
 
 
-def ism_tables(t0, t1, offset, q, max_pool):
+def ism_tables(t0, t1, offset, q, max_pool, out=None):
     """Before/after tables of exact ISM (see ``tisfm_ism_tables`` in kernels.cpp).
 
     Parameters
@@ -249,6 +249,9 @@ def ism_tables(t0, t1, offset, q, max_pool):
         pooling, where ``t0`` is ``v``).
     offset, q : int
         Padded coordinate of score 0, and entries per table.
+    out : torch.Tensor, optional
+        Where to write them (a caller's buffer reused across sequences saves the page faults of
+        a fresh allocation of several MB each time).
 
     Returns
     -------
@@ -258,13 +261,16 @@ def ism_tables(t0, t1, offset, q, max_pool):
     _check(t0, torch.float64, (channels, p), "t0")
     if not max_pool:
         _check(t1, torch.float64, (channels, p), "t1")
-    out = t0.new_empty(channels, 2 if max_pool else 4, q)
+    shape = (channels, 2 if max_pool else 4, q)
+    if out is None:
+        out = t0.new_empty(shape)
+    _check(out, torch.float64, shape, "out")
     library().tisfm_ism_tables(_ptr(t0), _ptr(t0 if max_pool else t1), channels, p, offset, q,
                                int(max_pool), _ptr(out), torch.get_num_threads())
     return out
 
 
-def ism_pool(ez, mask, tables, edz, start, width, a, feats, refs, i0, i1, max_pool):
+def ism_pool(ez, mask, tables, edz, start, width, a, feats, refs, i0, i1, max_pool, out=None):
     """Pooled features (i1 - i0, 3, F) in fp64 of the 3 substitutions of positions i0 .. i1 - 1.
 
     Parameters
@@ -287,6 +293,8 @@ def ism_pool(ez, mask, tables, edz, start, width, a, feats, refs, i0, i1, max_po
         Features to pool (channels ``2 f`` and ``2 f + 1``).
     refs : torch.Tensor, shape (>= i1 + W,), int32
         Reference base 0-3 of each position.
+    out : torch.Tensor, shape (i1 - i0, 3, F), float64, optional
+        Where to write the result.
     """
     channels, q = ez.shape
     kw = edz.shape[-1]
@@ -304,7 +312,10 @@ def ism_pool(ez, mask, tables, edz, start, width, a, feats, refs, i0, i1, max_po
     if len(refs) < i1 + w or reach >= q or int(start.min()) + i0 < 0 or int(width.max()) > kw \
             or (len(feats) and (int(feats.min()) < 0 or 2 * int(feats.max()) + 1 >= channels)):
         raise ValueError("ism_pool: padding, windows or features out of range")
-    out = ez.new_empty(i1 - i0, 3, len(feats), dtype=torch.float64)
+    shape = (i1 - i0, 3, len(feats))
+    if out is None:
+        out = ez.new_empty(shape, dtype=torch.float64)
+    _check(out, torch.float64, shape, "out")
     library().tisfm_ism_pool(_ptr(ez), _ptr(mask), _ptr(tables), _ptr(edz), _ptr(start),
                              _ptr(width), _ptr(a), _ptr(feats), len(feats), q, kw, _ptr(refs), i0,
                              i1, int(max_pool), _ptr(out), torch.get_num_threads())

@@ -343,25 +343,27 @@ void tisfm_attention_backward(const float* a, const float* b, const float* v, co
 void tisfm_ism_tables(const double* t0, const double* t1, int64_t channels, int64_t p,
                       int64_t offset, int64_t q, int max_pool, double* out, int threads) {
     const int tables = max_pool ? 2 : 4;
+    const double none = max_pool ? -INFINITY : 0.0;
+    const int64_t lo = std::min(std::max<int64_t>(offset, 0), q), hi = std::min(offset + p, q);
+    auto step = [max_pool](double run, double x) { return max_pool ? std::max(run, x) : run + x; };
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t c = 0; c < channels; ++c) {
         for (int t = 0; t < (max_pool ? 1 : 2); ++t) {
-            const double* x = (t ? t1 : t0) + c * p;
+            const double* x = (t ? t1 : t0) + c * p - offset;   // x[k]: the score at padded k
             double* before = out + (c * tables + 2 * t) * q;
             double* after = before + q;
-            const double none = max_pool ? -INFINITY : 0.0;
-            double run = none;
-            for (int64_t k = 0; k < q; ++k) {   // before[k]: positions p' < k - offset
-                before[k] = run;
-                const int64_t j = k - offset;
-                if (j >= 0 && j < p) run = max_pool ? std::max(run, x[j]) : run + x[j];
+            // the two running values are independent chains: one loop from each end
+            double run_b = none, run_a = none;
+            std::fill(before, before + lo, none);
+            std::fill(after + hi, after + q, none);
+            for (int64_t k = lo, m = hi - 1; k < hi; ++k, --m) {
+                before[k] = run_b;
+                run_b = step(run_b, x[k]);
+                run_a = step(run_a, x[m]);
+                after[m] = run_a;
             }
-            run = none;
-            for (int64_t k = q - 1; k >= 0; --k) {   // after[k]: positions p' >= k - offset
-                const int64_t j = k - offset;
-                if (j >= 0 && j < p) run = max_pool ? std::max(run, x[j]) : run + x[j];
-                after[k] = run;
-            }
+            std::fill(before + hi, before + q, run_b);
+            std::fill(after, after + lo, run_a);
         }
     }
 }
