@@ -104,11 +104,41 @@ def test_attention_matches_the_materialised_softmax(length, transpose):
 
 
 @needs_native
+@pytest.mark.parametrize("length, n", [(40, 1), (64, 3), (300, 5)])
+@pytest.mark.parametrize("train", [False, True])
+def test_conv_pool_rows_equal_pool_rows_on_the_convolution(length, n, train):
+    """Scores formed inside the kernel, per motif over its own columns (narrow, shifted, empty
+    motifs), give what the row kernel gives on torch's convolution."""
+    g = torch.Generator().manual_seed(4)
+    motifs, width = 6, 9
+    kernels = torch.randn(2 * motifs, 4, width, generator=g)
+    kernels[0:2, :, 4:] = 0          # narrow, left-aligned
+    kernels[2:4, :, :3] = 0          # shifted right
+    kernels[4:6, :, 2:7] = 0         # a gap inside: the span is still 0 .. 8
+    kernels[6:8] = 0                 # no columns (a padding motif)
+    x = torch.randn(n, 4, length, generator=g)
+    weights = kernels.view(motifs, 2, 4, width).permute(0, 1, 3, 2).reshape(2 * motifs, 4 * width)
+    lo, hi = native.column_spans(weights)
+    assert lo.tolist() == [0, 3, 0, 0, 0, 0] and hi.tolist() == [4, 9, 9, 0, 9, 9]
+    p = length - width + 1
+    s = torch.nn.functional.conv1d(x, kernels).view(n, motifs, 2, p).permute(1, 2, 0, 3).contiguous()
+    _, _, params = pool_inputs(rows_per_motif=n, motifs=motifs, p=p, seed=5)
+    want = native.pool_rows(s[:, 0], s[:, 1], params, False, train)
+    f = torch.empty(n, motifs, 2, p)
+    got = native.conv_pool_rows(x, weights, (lo, hi), params, False, train,
+                                out=(f[:, :, 0].transpose(0, 1), f[:, :, 1].transpose(0, 1)) if train else None)
+    for a, b in zip(got if train else [got], want if train else [want]):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5)
+    if train:
+        torch.testing.assert_close(f[:, :, 0].transpose(0, 1), want[7], rtol=2e-5, atol=1e-6)
+
+
+@needs_native
 def test_the_block_and_the_attention_take_the_native_path(monkeypatch):
     """fp32 on CPU goes native (no per-row parameter copies, no (L, L) matrices from torch);
     fp64 and more than two channels per head keep the torch code."""
     calls = []
-    for name in ("pool_rows", "attention_forward"):
+    for name in ("conv_pool_rows", "attention_forward"):
         real = getattr(native, name)
         monkeypatch.setattr(native, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
     g = torch.Generator().manual_seed(0)
@@ -116,7 +146,7 @@ def test_the_block_and_the_attention_take_the_native_path(monkeypatch):
     kernels, scale, bias, w = torch.randn(6, 4, 5, generator=g), torch.ones(6), torch.zeros(6), torch.ones(3)
     fused.motif_block(x, kernels, scale, bias, w, chunk_size=2)
     fused.attention_core(*(torch.randn(2, 2, 2, 9, generator=g) for _ in range(3)))
-    assert calls == ["pool_rows", "pool_rows", "attention_forward"]
+    assert calls == ["conv_pool_rows", "conv_pool_rows", "attention_forward"]
     fused.motif_block(x.double(), kernels.double(), scale.double(), bias.double(), w.double())
     fused.attention_core(*(torch.randn(2, 2, 3, 9, generator=g) for _ in range(3)))
     assert len(calls) == 3

@@ -375,16 +375,16 @@ class MotifBlock(torch.autograd.Function):
         sc, bi = scale.view(m, 2)[order].t(), bias.view(m, 2)[order].t()      # (2, M)
         a = pool_weight[order]
         kernel = _pool_rows_train if train else _pool_rows
+        spans = native.column_spans(weights[0]) if use_native else None
         parts = []
         for xc in x.split(chunk_size):
             n = xc.shape[0]
-            if use_native:
-                s = _strand_scores(xc, weights, groups)                       # (M, 2, n, P)
-                f = xc.new_empty((n, m, 2, s.shape[3])) if train else None
-                out = native.pool_rows(s[:, 0], s[:, 1], (sc[0], sc[1], bi[0], bi[1], a),
-                                       row_max, train,
-                                       out=(f[:, :, 0].transpose(0, 1), f[:, :, 1].transpose(0, 1))
-                                       if train else None)
+            if use_native:   # scores formed inside the kernel, per motif over its own columns
+                f = xc.new_empty((n, m, 2, xc.shape[2] - kernels.shape[2] + 1)) if train else None
+                out = native.conv_pool_rows(xc, weights[0], spans, (sc[0], sc[1], bi[0], bi[1], a),
+                                            row_max, train,
+                                            out=(f[:, :, 0].transpose(0, 1), f[:, :, 1].transpose(0, 1))
+                                            if train else None)
                 parts.append([t.reshape(m, n, *t.shape[1:]) for t in out[:7]] + [f] if train
                              else [out.reshape(m, n)])
                 continue

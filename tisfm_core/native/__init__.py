@@ -107,6 +107,8 @@ def _build():
     i64, i32 = ctypes.c_int64, ctypes.c_int
     lib.tisfm_pool_rows.argtypes = ([_F, _F] + [i64] * 5 + [_F] * 5 + [i32] + [_F] * 9
                                     + [i64, i64, i32])
+    lib.tisfm_conv_pool_rows.argtypes = ([_F, i64, i64, _F, i64, i64, _I, _I] + [_F] * 5 + [i32]
+                                         + [_F] * 9 + [i64, i64, i32])
     lib.tisfm_attention_forward.argtypes = [_F, _F, _F, i64, i64, i32, _F, _F, i32]
     lib.tisfm_attention_backward.argtypes = [_F, _F, _F, _F, _F, i64, i64, i32, _F, _F, _F, i32]
     lib.tisfm_ism_tables.argtypes = [_D, _D, i64, i64, i64, i64, i32, _D, i32]
@@ -187,28 +189,87 @@ def pool_rows(s0, s1, params, row_max, train, out=None):
     As the torch kernels, rows ``r = m * n + i``: pooled values (M n,), or the nine training
     outputs with ``f0, f1`` as (M, n, P).
     """
-    lib = library()
     strides = _rows_view(s0, "s0")
     motifs, per_motif, p = s0.shape
     if _rows_view(s1, "s1") != strides:
         raise ValueError("s0 and s1 must share their strides")
-    params = [t.detach().float().contiguous() for t in params]
+    outs, f_strides = _row_outputs(s0, motifs, per_motif, p, train, out)
+    params = _row_params(params)
+    library().tisfm_pool_rows(_ptr(s0), _ptr(s1), motifs, per_motif, p, *strides,
+                              *map(_ptr, params), int(row_max), *map(_ptr, outs), *f_strides,
+                              torch.get_num_threads())
+    return _row_results(outs, train)
+
+
+def _row_params(params):
+    """Contiguous fp32 copies: the caller keeps them alive across the call."""
+    return [t.detach().float().contiguous() for t in params]
+
+
+def _row_outputs(like, motifs, per_motif, p, train, out):
+    """The row kernels' outputs: pooled values, or the seven row sums and f0, f1 (M, n, P)."""
     rows = motifs * per_motif
-    new = lambda *shape: s0.new_empty(shape)   # noqa: E731
-    if train:
-        f0, f1 = out if out is not None else (new(motifs, per_motif, p), new(motifs, per_motif, p))
-        f_strides = _rows_view(f0, "f0")
-        if _rows_view(f1, "f1") != f_strides:
-            raise ValueError("f0 and f1 must share their strides")
-        outs = [new(rows) for _ in range(7)] + [f0, f1]
-    else:
-        outs, f_strides = [new(rows)] + [None] * 8, (0, 0)
-    lib.tisfm_pool_rows(_ptr(s0), _ptr(s1), motifs, per_motif, p, *strides, *map(_ptr, params),
-                        int(row_max), *map(_ptr, outs), *f_strides, torch.get_num_threads())
+    new = lambda *shape: like.new_empty(shape)   # noqa: E731
+    if not train:
+        return [new(rows)] + [None] * 8, (0, 0)
+    f0, f1 = out if out is not None else (new(motifs, per_motif, p), new(motifs, per_motif, p))
+    f_strides = _rows_view(f0, "f0")
+    if _rows_view(f1, "f1") != f_strides:
+        raise ValueError("f0 and f1 must share their strides")
+    return [new(rows) for _ in range(7)] + [f0, f1], f_strides
+
+
+def _row_results(outs, train):
     if not train:
         return outs[0]
     z, evs, *rest = outs
     return (z[:, None], evs[:, None], *rest)
+
+
+def column_spans(weights):
+    """Per motif the kernel columns ``lo .. hi - 1`` outside which both strands are zero.
+
+    ``weights`` (2 M, 4 K) with rows (motif, strand) and columns ``k * 4 + base``; returns two
+    int32 tensors (M,), ``lo = hi = 0`` for a motif without columns.
+    """
+    rows, cols = weights.shape
+    used = (weights.detach().view(rows // 2, 2, cols // 4, 4) != 0).any(3).any(1)   # (M, K)
+    k = torch.arange(cols // 4, dtype=torch.int32)
+    lo = torch.where(used, k, cols // 4).amin(1)
+    hi = torch.where(used, k + 1, 0).amax(1)
+    return torch.minimum(lo, hi).to(torch.int32).contiguous(), hi.to(torch.int32).contiguous()
+
+
+def conv_pool_rows(x, weights, spans, params, row_max, train, out=None):
+    """:func:`pool_rows` on the scores of ``x`` computed inside the kernel (no score tensor).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (n, 4, L), float32
+        The (augmented) input of the motif convolution.
+    weights : torch.Tensor, shape (2 M, 4 K), float32
+        Kernels with rows (motif, strand) and columns ``k * 4 + base``.
+    spans : tuple of two torch.Tensor
+        :func:`column_spans` of ``weights``.
+    params, row_max, train, out
+        As for :func:`pool_rows`, with rows ``r = m * n + i``.
+    """
+    x, weights = x.detach().contiguous(), weights.detach().contiguous()
+    n, bases, length = x.shape
+    rows, cols = weights.shape
+    motifs, width = rows // 2, cols // 4
+    lo, hi = spans
+    if bases != 4 or x.dtype != torch.float32 or weights.dtype != torch.float32 or \
+            cols != 4 * width or length < width or tuple(lo.shape) != (motifs,) or \
+            lo.dtype != torch.int32 or hi.dtype != torch.int32 or tuple(hi.shape) != (motifs,):
+        raise ValueError("conv_pool_rows: x (n, 4, L) and weights (2 M, 4 K) in float32, spans (M,) int32")
+    p = length - width + 1
+    outs, f_strides = _row_outputs(x, motifs, n, p, train, out)
+    params = _row_params(params)
+    library().tisfm_conv_pool_rows(_ptr(x), n, length, _ptr(weights), motifs, width, _ptr(lo),
+                                   _ptr(hi), *map(_ptr, params), int(row_max), *map(_ptr, outs),
+                                   *f_strides, torch.get_num_threads())
+    return _row_results(outs, train)
 
 
 def attention_forward(a, b, v, transpose):

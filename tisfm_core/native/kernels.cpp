@@ -98,9 +98,6 @@ static inline vf tail_mask(int64_t n) {   // 1 in the lanes of the last block th
     return m;
 }
 
-extern "C" {
-
-int tisfm_vector_width() { return W; }
 
 // Softmax pooling of rows (motif m, sequence i), m < motifs, i < per_motif, of both strands'
 // scores: row m, i of strand t starts at st + m * s_m + i * s_i, p positions with unit stride.
@@ -110,23 +107,30 @@ int tisfm_vector_width() { return W; }
 // r = m * per_motif + i. Without `f0` (inference) only y = sum(e v) / sum(e) is written, to z.
 // With it (training) the outputs of tisfm_core.fused._pool_rows_train: z, evs, evar and the sums
 // per row, and the derivatives f0, f1, whose rows start at ft + m * f_m + i * f_i.
-void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t per_motif,
-                     int64_t p, int64_t s_m, int64_t s_i, const float* sc0, const float* sc1,
-                     const float* b0, const float* b1, const float* a, int row_max, float* z,
-                     float* evs, float* evar, float* f0_sum, float* f1_sum, float* fs0_sum,
-                     float* fs1_sum, float* f0, float* f1, int64_t f_m, int64_t f_i, int threads) {
+// The row loop is shared by two entry points that differ in where the scores come from: given
+// (tisfm_pool_rows) or computed here from the input (tisfm_conv_pool_rows).
+template <class Fill>
+static void pool_rows(Fill fill, bool seq_major, int64_t extra, int64_t motifs, int64_t per_motif,
+                      int64_t p, const float* sc0, const float* sc1, const float* b0,
+                      const float* b1, const float* a, int row_max, float* z, float* evs,
+                      float* evar, float* f0_sum, float* f1_sum, float* fs0_sum, float* fs1_sum,
+                      float* f0, float* f1, int64_t f_m, int64_t f_i, int threads) {
     const int64_t rows = motifs * per_motif;
     const int64_t pp = padded(p);
 #pragma omp parallel num_threads(threads)
     {
-        std::vector<float> buf(6 * pp);
+        std::vector<float> buf(6 * pp + extra);
         float *x0 = buf.data(), *x1 = x0 + pp, *v0 = x1 + pp, *v1 = v0 + pp, *e0 = v1 + pp, *e1 = e0 + pp;
+        float* scratch = e1 + pp;   // the fill's own (extra floats)
         const vf last = tail_mask(p), one = splat(1.0f);
+        Fill fill_rows = fill;   // per thread: a fill may keep state (the sequence it holds)
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            const int64_t m = r / per_motif, i = r % per_motif;
-            copy_padded(x0, s0 + m * s_m + i * s_i, p, 0.0f);
-            copy_padded(x1, s1 + m * s_m + i * s_i, p, 0.0f);
+        for (int64_t q = 0; q < rows; ++q) {
+            // sequence-major order keeps one sequence's input in cache across its motifs
+            const int64_t m = seq_major ? q % motifs : q / per_motif;
+            const int64_t i = seq_major ? q / motifs : q % per_motif;
+            const int64_t r = m * per_motif + i;
+            fill_rows(m, i, x0, x1, scratch);   // both strands' scores of the row, padded to pp
             const vf c0 = splat(sc0[m]), c1 = splat(sc1[m]), d0 = splat(b0[m]), d1 = splat(b1[m]);
             const float am = a[m];
             const vf av = splat(am);
@@ -197,6 +201,87 @@ void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t p
     }
 }
 
+
+extern "C" {
+
+int tisfm_vector_width() { return W; }
+
+void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t per_motif,
+                     int64_t p, int64_t s_m, int64_t s_i, const float* sc0, const float* sc1,
+                     const float* b0, const float* b1, const float* a, int row_max, float* z,
+                     float* evs, float* evar, float* f0_sum, float* f1_sum, float* fs0_sum,
+                     float* fs1_sum, float* f0, float* f1, int64_t f_m, int64_t f_i, int threads) {
+    auto fill = [=](int64_t m, int64_t i, float* x0, float* x1, float*) {
+        copy_padded(x0, s0 + m * s_m + i * s_i, p, 0.0f);
+        copy_padded(x1, s1 + m * s_m + i * s_i, p, 0.0f);
+    };
+    pool_rows(fill, false, 0, motifs, per_motif, p, sc0, sc1, b0, b1, a, row_max, z, evs, evar,
+              f0_sum, f1_sum, fs0_sum, fs1_sum, f0, f1, f_m, f_i, threads);
+}
+
+// tisfm_pool_rows on scores computed here: x (n, 4, L) is the input, w (2 motifs, 4 kw) the
+// kernels with rows (motif, strand) and columns k * 4 + base, and motif m's kernels are zero
+// outside columns lo[m] .. hi[m] - 1, so that s_t[p] = sum over those k and the 4 bases of
+// w[2 m + t, 4 k + b] x[b, p + k], p < L - kw + 1. Rows run sequence-major: the sequence, copied
+// once into a padded buffer, stays in L1 while its motifs pass; the scores never leave it.
+void tisfm_conv_pool_rows(const float* x, int64_t n, int64_t L, const float* w, int64_t motifs,
+                          int64_t kw, const int32_t* lo, const int32_t* hi, const float* sc0,
+                          const float* sc1, const float* b0, const float* b1, const float* a,
+                          int row_max, float* z, float* evs, float* evar, float* f0_sum,
+                          float* f1_sum, float* fs0_sum, float* fs1_sum, float* f0, float* f1,
+                          int64_t f_m, int64_t f_i, int threads) {
+    const int64_t p = L - kw + 1, pp = padded(p);
+    const int64_t lx = pp + kw + 4 * W;   // per base: reads reach position pp - 1 + kw - 1
+    struct ConvFill {
+        const float *x, *w;
+        const int32_t *lo, *hi;
+        int64_t L, kw, pp, lx, held = -1;   // held: the sequence in the scratch buffer
+        void operator()(int64_t m, int64_t i, float* x0, float* x1, float* xs) {
+            if (held != i) {   // sequence i: 4 rows of lx, zero beyond L
+                for (int b = 0; b < 4; ++b) {
+                    std::memcpy(xs + b * lx, x + (i * 4 + b) * L, L * sizeof(float));
+                    std::fill(xs + b * lx + L, xs + (b + 1) * lx, 0.0f);
+                }
+                held = i;
+            }
+            const float *w0 = w + (2 * m) * 4 * kw, *w1 = w0 + 4 * kw;
+            const int64_t k0 = lo[m], k1 = hi[m];
+            // four position blocks at once: 8 independent accumulator chains, 2 FMAs per load
+            int64_t j = 0;
+            for (; j + 4 * W <= pp; j += 4 * W) {
+                vf a0[4] = {}, a1[4] = {};
+                for (int64_t k = k0; k < k1; ++k)
+                    for (int b = 0; b < 4; ++b) {
+                        const vf u0 = splat(w0[4 * k + b]), u1 = splat(w1[4 * k + b]);
+                        const float* xb = xs + b * lx + j + k;
+                        for (int u = 0; u < 4; ++u) {
+                            const vf xv = load(xb + u * W);
+                            a0[u] += u0 * xv;
+                            a1[u] += u1 * xv;
+                        }
+                    }
+                for (int u = 0; u < 4; ++u) {
+                    store(x0 + j + u * W, a0[u]);
+                    store(x1 + j + u * W, a1[u]);
+                }
+            }
+            for (; j < pp; j += W) {
+                vf c0 = {}, c1 = {};
+                for (int64_t k = k0; k < k1; ++k)
+                    for (int b = 0; b < 4; ++b) {
+                        const vf xv = load(xs + b * lx + j + k);
+                        c0 += splat(w0[4 * k + b]) * xv;
+                        c1 += splat(w1[4 * k + b]) * xv;
+                    }
+                store(x0 + j, c0);
+                store(x1 + j, c1);
+            }
+        }
+    };
+    const ConvFill fill{x, w, lo, hi, L, kw, pp, lx};
+    pool_rows(fill, true, 4 * lx, motifs, n, p, sc0, sc1, b0, b1, a, row_max, z, evs, evar,
+              f0_sum, f1_sum, fs0_sum, fs1_sum, f0, f1, f_m, f_i, threads);
+}
 // Attention of the `pairs` sequence-head pairs with 2 channels per head: a, b, v (pairs, 2, L).
 // P = softmax over j of s_ij = a_i . b_j; out = v P (out_j = sum_i v_i P_ij) or, transposed,
 // v P^T (out_i = sum_j v_j P_ij). lse_i = log sum_j exp(s_ij) is kept for the backward pass.
