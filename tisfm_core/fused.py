@@ -427,6 +427,7 @@ class MotifBlock(torch.autograd.Function):
             dtype = f[0].dtype
             width = kernels.shape[2]
             weights = _sorted_weights(kernels, order, dtype, pairs=ctx.pairs)
+            spans = native.column_spans(weights[0]) if ctx.pairs else None
             gs = (gy[None] * sc[:, :, None]).to(dtype)                        # dL/ds = gs * f
             grad_x, grad_w, start = [], 0, 0
             per = 1 if ctx.pairs else 2                                       # saved tensors per chunk
@@ -438,7 +439,7 @@ class MotifBlock(torch.autograd.Function):
                 if ctx.pairs:
                     g = gc.permute(2, 1, 0).reshape(n, 2 * m)                 # columns (motif, strand)
                     if need_x:
-                        grad_x.append(_pair_input_gradient(fc[0], g, weights[0], ctx.groups, xc.shape))
+                        grad_x.append(native.input_gradient(fc[0], g, weights[0], spans))
                     if need_k:
                         fs = fc[0].view(n, 2 * m, -1) * g[:, :, None]
                         win = _strand_windows(xc, width, dtype).view(4 * width, n, -1)

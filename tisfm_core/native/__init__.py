@@ -109,6 +109,7 @@ def _build():
                                     + [i64, i64, i32])
     lib.tisfm_conv_pool_rows.argtypes = ([_F, i64, i64, _F, i64, i64, _I, _I] + [_F] * 5 + [i32]
                                          + [_F] * 9 + [i64, i64, i32])
+    lib.tisfm_input_gradient.argtypes = [_F, i64, i64, i64, _F, i64, _I, _I, _F, _F, i32]
     lib.tisfm_attention_forward.argtypes = [_F, _F, _F, i64, i64, i32, _F, _F, i32]
     lib.tisfm_attention_backward.argtypes = [_F, _F, _F, _F, _F, i64, i64, i32, _F, _F, _F, i32]
     lib.tisfm_ism_tables.argtypes = [_D, _D, i64, i64, i64, i64, i32, _D, i32]
@@ -270,6 +271,32 @@ def conv_pool_rows(x, weights, spans, params, row_max, train, out=None):
                                    _ptr(hi), *map(_ptr, params), int(row_max), *map(_ptr, outs),
                                    *f_strides, torch.get_num_threads())
     return _row_results(outs, train)
+
+
+def input_gradient(f, g, weights, spans):
+    """dL/dx (n, 4, L) of :func:`conv_pool_rows` from its derivatives and the output gradient.
+
+    Parameters
+    ----------
+    f : torch.Tensor, shape (n, M, 2, P), float32
+        The derivatives ``dy/ds`` as the training kernel wrote them (sequence-major).
+    g : torch.Tensor, shape (n, 2 M), float32
+        Output gradient times the scale, columns (motif, strand).
+    weights, spans
+        As for :func:`conv_pool_rows`.
+    """
+    f, g, weights = (t.detach().contiguous() for t in (f, g, weights))
+    n, motifs, _, p = f.shape
+    rows, cols = weights.shape
+    width = cols // 4
+    lo, hi = spans
+    if f.dtype != torch.float32 or g.dtype != torch.float32 or weights.dtype != torch.float32 or \
+            rows != 2 * motifs or tuple(g.shape) != (n, rows) or tuple(lo.shape) != (motifs,):
+        raise ValueError("input_gradient: f (n, M, 2, P), g (n, 2 M), weights (2 M, 4 K) in float32")
+    dx = f.new_empty(n, 4, p + width - 1)
+    library().tisfm_input_gradient(_ptr(f), n, motifs, p, _ptr(weights), width, _ptr(lo), _ptr(hi),
+                                   _ptr(g), _ptr(dx), torch.get_num_threads())
+    return dx
 
 
 def attention_forward(a, b, v, transpose):
