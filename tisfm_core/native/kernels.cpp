@@ -25,11 +25,39 @@ typedef float vf __attribute__((vector_size(4 * W)));
 typedef uint32_t vu __attribute__((vector_size(4 * W)));
 typedef int32_t vi __attribute__((vector_size(4 * W)));
 
-static inline vf splat(float x) { return vf{} + x; }
+// A broadcast by intrinsic: `vf{} + x` would add 0 to x first (for the sign of zero) and then
+// shuffle, 2 ALU operations where a broadcast load is none.
+static inline vf splat(float x) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_set1_ps(x);
+#elif defined(__AVX__)
+    return (vf)_mm256_set1_ps(x);
+#else
+    return vf{} + x;
+#endif
+}
 static inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+// One instruction each (the generic forms compile to a compare and a blend); like `a > b ? a : b`
+// they return b where either is NaN.
+static inline vf vmax(vf a, vf b) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+    return a > b ? a : b;
+#endif
+}
+static inline vf vmin(vf a, vf b) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+    return (vf)_mm256_min_ps((__m256)a, (__m256)b);
+#else
+    return a < b ? a : b;
+#endif
+}
 static inline float hsum(vf v) { float s = 0; for (int i = 0; i < W; ++i) s += v[i]; return s; }
 static inline float hmax(vf v) { float m = v[0]; for (int i = 1; i < W; ++i) m = std::max(m, v[i]); return m; }
 static inline int64_t padded(int64_t n) { return (n + W - 1) / W * W; }
@@ -231,7 +259,7 @@ void tisfm_conv_pool_rows(const float* x, int64_t n, int64_t L, const float* w, 
                           float* f1_sum, float* fs0_sum, float* fs1_sum, float* f0, float* f1,
                           int64_t f_m, int64_t f_i, int threads) {
     const int64_t p = L - kw + 1, pp = padded(p);
-    const int64_t lx = pp + kw + 4 * W;   // per base: reads reach position pp - 1 + kw - 1
+    const int64_t lx = pp + kw + W;   // per base: reads reach position pp - 1 + kw - 1
     struct ConvFill {
         const float *x, *w;
         const int32_t *lo, *hi;
@@ -246,21 +274,22 @@ void tisfm_conv_pool_rows(const float* x, int64_t n, int64_t L, const float* w, 
             }
             const float *w0 = w + (2 * m) * 4 * kw, *w1 = w0 + 4 * kw;
             const int64_t k0 = lo[m], k1 = hi[m];
-            // four position blocks at once: 8 independent accumulator chains, 2 FMAs per load
+            // UC position blocks at once: 2 UC independent accumulator chains, 2 FMAs per load
+            constexpr int UC = 4;
             int64_t j = 0;
-            for (; j + 4 * W <= pp; j += 4 * W) {
-                vf a0[4] = {}, a1[4] = {};
+            for (; j + UC * W <= pp; j += UC * W) {
+                vf a0[UC] = {}, a1[UC] = {};
                 for (int64_t k = k0; k < k1; ++k)
                     for (int b = 0; b < 4; ++b) {
                         const vf u0 = splat(w0[4 * k + b]), u1 = splat(w1[4 * k + b]);
                         const float* xb = xs + b * lx + j + k;
-                        for (int u = 0; u < 4; ++u) {
+                        for (int u = 0; u < UC; ++u) {
                             const vf xv = load(xb + u * W);
                             a0[u] += u0 * xv;
                             a1[u] += u1 * xv;
                         }
                     }
-                for (int u = 0; u < 4; ++u) {
+                for (int u = 0; u < UC; ++u) {
                     store(x0 + j + u * W, a0[u]);
                     store(x1 + j + u * W, a1[u]);
                 }
@@ -291,8 +320,9 @@ void tisfm_conv_pool_rows(const float* x, int64_t n, int64_t L, const float* w, 
 void tisfm_input_gradient(const float* f, int64_t n, int64_t motifs, int64_t p, const float* w,
                           int64_t kw, const int32_t* lo, const int32_t* hi, const float* g,
                           float* dx, int threads) {
-    const int64_t L = p + kw - 1, lp = (L + 2 * W - 1) / (2 * W) * (2 * W);
-    const int64_t rl = kw + lp + 2 * W;   // a padded row: f[j - kw] at j
+    constexpr int U = 3;                  // vectors per block of positions
+    const int64_t L = p + kw - 1, lp = (L + U * W - 1) / (U * W) * (U * W);
+    const int64_t rl = kw + lp + U * W;   // a padded row: f[j - kw] at j
     const int64_t tile = 32, rows = 2 * motifs;
 #pragma omp parallel num_threads(threads)
     {
@@ -310,29 +340,25 @@ void tisfm_input_gradient(const float* f, int64_t n, int64_t motifs, int64_t p, 
                     for (int64_t j = 4 * lo[m]; j < 4 * hi[m]; ++j)
                         scaled[(r - r0) * 4 * kw + j] = c * w[r * 4 * kw + j];
                 }
-                for (int64_t q = 0; q < lp; q += 2 * W) {
-                    vf acc[4][2];
-                    for (int b = 0; b < 4; ++b) {
-                        acc[b][0] = load(sums.data() + b * lp + q);
-                        acc[b][1] = load(sums.data() + b * lp + q + W);
-                    }
+                for (int64_t q = 0; q < lp; q += U * W) {
+                    vf acc[4][U];
+                    for (int b = 0; b < 4; ++b)
+                        for (int u = 0; u < U; ++u) acc[b][u] = load(sums.data() + b * lp + q + u * W);
                     for (int64_t r = r0; r < r1; ++r) {
                         const int64_t m = r / 2;
                         const float* row = pad.data() + (r - r0) * rl + kw + q;
                         const float* u = scaled.data() + (r - r0) * 4 * kw;
                         for (int64_t k = lo[m]; k < hi[m]; ++k) {
-                            const vf f0 = load(row - k), f1 = load(row - k + W);
+                            vf fv[U];
+                            for (int v = 0; v < U; ++v) fv[v] = load(row - k + v * W);
                             for (int b = 0; b < 4; ++b) {
                                 const vf ub = splat(u[4 * k + b]);
-                                acc[b][0] += ub * f0;
-                                acc[b][1] += ub * f1;
+                                for (int v = 0; v < U; ++v) acc[b][v] += ub * fv[v];
                             }
                         }
                     }
-                    for (int b = 0; b < 4; ++b) {
-                        store(sums.data() + b * lp + q, acc[b][0]);
-                        store(sums.data() + b * lp + q + W, acc[b][1]);
-                    }
+                    for (int b = 0; b < 4; ++b)
+                        for (int u = 0; u < U; ++u) store(sums.data() + b * lp + q + u * W, acc[b][u]);
                 }
             }
             for (int b = 0; b < 4; ++b)
