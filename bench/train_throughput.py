@@ -130,9 +130,15 @@ def ratios(run):
 
 def conv_description(model):
     """Which convolution kernels ran: precision, groups and the share of a dense product."""
-    order, groups = conv_plan(model.kernels, grouped=grouped_conv(conv_dtype(model.precision),
-                                                                  model.kernels.device))
+    dtype, device = conv_dtype(model.precision), model.kernels.device
     k = model.kernels.shape[2]
+    if dtype == torch.float32 and device.type == "cpu" and native.library() is not None:
+        spans = native.column_spans(model.kernels.detach().view(-1, 2, 4, k).permute(0, 1, 3, 2)
+                                    .reshape(-1, 4 * k).float())
+        work = float((spans[1] - spans[0]).sum()) / (len(spans[0]) * k)
+        return (f"fp32 convolution and its input gradient inside the native kernels, each motif "
+                f"over its own columns ({100 * work:.0f}% of the dense multiply-adds)")
+    order, groups = conv_plan(model.kernels, grouped=grouped_conv(dtype, device))
     work = sum((m1 - m0) * (hi - lo) for m0, m1, lo, hi in groups) / (len(order) * k)
     products = sum(hi > lo for *_, lo, hi in groups)
     return (f"{model.precision} matmul convolution in {products} column group(s) "

@@ -18,18 +18,20 @@ big tensor, once: products of ``f`` with the kernels scaled by the output gradie
 which autograd frees after the backward pass unless ``retain_graph=True`` (one forward, one
 backward per output, as the TISM authors' ``takegrad`` and Captum do).
 
-The convolution is a matrix product over unfolded windows. In fp32 on CPU it skips the zero
-columns of narrow motifs (:func:`conv_plan`: motifs sorted by the kernel columns they use and
-cut into a few groups; 40% of the dense work for cisBP); in bf16 (``precision="bf16"``, oneDNN's
-AMX path) one product covers everything. A row of the element-wise kernel is one motif's two
-strands in one sequence. In fp32 on CPU it is :mod:`tisfm_core.native`'s row kernel: the two
-strands of a motif are consecutive rows of one product, scores (motif, strand, sequence,
-position), and ``f`` is written sequence-major, (sequence, motif, strand, position), so that the
-input gradient is one batch of per-sequence products per group over contiguous rows. Elsewhere
-(bf16, CUDA, fp64, no C++ compiler) scores are laid out (strand, motif, sequence, position) and
-with ``compiled=True`` ``torch.compile`` turns the torch kernel into a single loop over rows that
-keeps a row in a local buffer, reading each score once and writing each derivative once.
-Compilation takes seconds per model shape, so training turns it on and inference does not.
+In fp32 on CPU the whole forward row, convolution included, is :mod:`tisfm_core.native`'s:
+for one sequence and one motif it forms both strands' scores from the input over the kernel
+columns that motif uses (36% of the dense multiply-adds for cisBP), then sigmoid, pooling and
+``f``; the sequence stays in L1 while its motifs pass, so no score tensor exists. ``f`` is written
+sequence-major, (sequence, motif, strand, position), and the native input gradient reads it in
+tiles per sequence (the transposed convolution, again per motif over its own columns).
+Elsewhere (bf16, CUDA, fp64, no C++ compiler) the convolution is a matrix product over unfolded
+windows: in fp32 and fp64 it skips the zero columns of narrow motifs (:func:`conv_plan`: motifs
+sorted by the kernel columns they use and cut into a few groups; 40% of the dense work), in bf16
+(``precision="bf16"``, oneDNN's AMX path) one product covers everything; scores are laid out
+(strand, motif, sequence, position) and with ``compiled=True`` ``torch.compile`` turns the torch
+kernel into a single loop over rows that keeps a row in a local buffer, reading each score once
+and writing each derivative once. Compilation takes seconds per model shape, so training turns
+it on and inference does not.
 
 **Input attention** (:class:`AttentionCore`): ``out = v @ softmax(a^T b)``. With two channels per
 head in fp32 on CPU (tiSFM's attention) the native kernels build each row of the (L, L) matrix in
@@ -161,22 +163,17 @@ def _strand_windows(x, width, dtype):
 
 
 def _strand_scores(x, weights, groups):
-    """Scores of the sorted motifs of ``x`` (n, 4, L), one product per group (and strand) over the
-    group's columns, written in place: (2, M, n, P) for :func:`_sorted_weights` (2, M, 4 K), or
-    (M, 2, n, P), both strands of a motif side by side, for its ``pairs`` layout."""
+    """Scores (2, M, n, P) of the sorted motifs of ``x`` (n, 4, L) for :func:`_sorted_weights`
+    (2, M, 4 K): one product per group and strand over the group's columns, written in place."""
     win = _strand_windows(x, weights.shape[2] // 4, weights.dtype)
-    strands, rows = weights.shape[:2]
-    k = 2 // strands                                      # product rows per motif
-    s = win.new_empty((strands, rows, win.shape[1]))
+    s = win.new_empty((2, weights.shape[1], win.shape[1]))
     for m0, m1, lo, hi in groups:
-        for t in range(strands):
+        for t in range(2):
             if hi > lo:
-                torch.mm(weights[t, k * m0:k * m1, 4 * lo:4 * hi], win[4 * lo:4 * hi],
-                         out=s[t, k * m0:k * m1])
+                torch.mm(weights[t, m0:m1, 4 * lo:4 * hi], win[4 * lo:4 * hi], out=s[t, m0:m1])
             else:   # motifs without columns: the padding channels
-                s[t, k * m0:k * m1] = 0
-    shape = (2, rows) if k == 1 else (rows // 2, 2)
-    return s.view(*shape, x.shape[0], -1)
+                s[t, m0:m1] = 0
+    return s.view(2, weights.shape[1], x.shape[0], -1)
 
 
 def _scaled(f, gc):
@@ -226,24 +223,6 @@ def _columns_to_input(cols, spans, length):
     for k in range(min(lo for lo, _ in spans), max(hi for _, hi in spans)) if spans else ():
         grad[:, :, k:k + p] += cols[k]   # column k of a window is position p + k
     return grad
-
-
-def _pair_input_gradient(f, g, weights, groups, shape):
-    """:func:`_input_gradient` for the ``pairs`` layout: ``f`` (n, M, 2, P) as the native kernel
-    writes it, ``g`` (n, 2 M) and ``weights`` (2 M, 4 K) with rows (motif, strand). One batch of
-    per-sequence products per group covers both strands, each over contiguous rows of ``f``:
-    half the products of the strand layout, 1.3-1.4x faster (2 threads, AVX2 and AVX-512)."""
-    n, _, length = shape
-    width = weights.shape[1] // 4
-    p = length - width + 1
-    f = f.view(n, -1, p)
-    cols = f.new_zeros((n, 4 * width, p))
-    for m0, m1, lo, hi in groups:
-        if hi > lo:
-            scaled = weights[2 * m0:2 * m1, 4 * lo:4 * hi].t()[None] * g[:, None, 2 * m0:2 * m1]
-            cols[:, 4 * lo:4 * hi].baddbmm_(scaled, f[:, 2 * m0:2 * m1])
-    spans = [(lo, hi) for _, _, lo, hi in groups if hi > lo]
-    return _columns_to_input(cols.view(n, width, 4, p).transpose(0, 1), spans, length)
 
 
 def _rows_softmax(s0, s1, params, row_max):
@@ -368,8 +347,8 @@ class MotifBlock(torch.autograd.Function):
         # (one more reduction, cheap there) is always used
         row_max = x.is_cuda or bool(pool_weight.detach().abs().max() > CONSTANT_SHIFT_LIMIT)
         order, groups = conv_plan(kernels, grouped=grouped_conv(dtype, x.device))
-        # fp32 on CPU: the native row kernel (any chunk shape, parameters indexed per motif) on
-        # scores and derivatives in the pairs layout
+        # fp32 on CPU: the native kernels (convolution inside the row kernel, any chunk shape,
+        # parameters indexed per motif), kernels in the pairs layout
         use_native = dtype == torch.float32 and native.usable(x)
         weights = _sorted_weights(kernels, order, dtype, pairs=use_native)
         sc, bi = scale.view(m, 2)[order].t(), bias.view(m, 2)[order].t()      # (2, M)

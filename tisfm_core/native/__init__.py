@@ -1,9 +1,10 @@
-"""Hand-vectorised CPU kernels for the element-wise hot spots of training and exact ISM.
+"""Hand-vectorised CPU kernels for the hot spots of training and exact ISM.
 
-``kernels.cpp`` holds the motif block's row kernel (sigmoid, softmax pooling and the derivative
-of :func:`tisfm_core.fused._pool_rows_train`), the input attention's forward and backward
-passes for two channels per head, and the window pooling of the incremental exact ISM of tiSFM
-without attention (:mod:`tisfm_core.mutagenesis`). Written once with compiler vector extensions, it is compiled
+``kernels.cpp`` holds the motif block's row kernel (the convolution of one sequence by one
+motif over the kernel columns it uses, then sigmoid, softmax pooling and the derivative of
+:func:`tisfm_core.fused._pool_rows_train`), its input gradient (the transposed convolution), the
+input attention's forward and backward passes for two channels per head, and the window pooling
+of the incremental exact ISM of tiSFM without attention (:mod:`tisfm_core.mutagenesis`). Written once with compiler vector extensions, it is compiled
 on first use with the system C++ compiler for torch's CPU capability (AVX-512, AVX2, or the
 baseline), so that an ``ATEN_CPU_CAPABILITY`` cap applies to it as to torch, and cached per user.
 Its exp is a short polynomial with no special cases (1.4 ulp, about a third of the instructions
