@@ -4,9 +4,9 @@
 motif over the kernel columns it uses, then sigmoid, softmax pooling and the derivative of
 :func:`tisfm_core.fused._pool_rows_train`), its input gradient (the transposed convolution), the
 input attention's forward and backward passes for two channels per head, and the window pooling
-of the incremental exact ISM of tiSFM without attention (:mod:`tisfm_core.mutagenesis`). Written once with compiler vector extensions, it is compiled
-on first use with the system C++ compiler for torch's CPU capability (AVX-512, AVX2, or the
-baseline), so that an ``ATEN_CPU_CAPABILITY`` cap applies to it as to torch, and cached per user.
+of the incremental exact ISM of tiSFM without attention (:mod:`tisfm_core.mutagenesis`).
+Written once with compiler vector extensions, it is compiled on first use with the system C++
+compiler for torch's CPU capability (AVX-512, AVX2, or the baseline), so that an ``ATEN_CPU_CAPABILITY`` cap applies to it as to torch, and cached per user.
 Its exp is a short polynomial with no special cases (1.4 ulp, about a third of the instructions
 of a general-purpose one): training spends most of its element-wise time on the 120 million exps
 of a 256-sequence batch, for which Inductor's generated code called a general-purpose exp.
