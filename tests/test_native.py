@@ -233,7 +233,18 @@ params = (torch.rand(8, generator=g) + 0.5, torch.rand(8, generator=g) + 0.5, to
           torch.randn(8, generator=g), torch.randn(8, generator=g))
 y = native.pool_rows(s0.view(8, 5, -1), s1.view(8, 5, -1), params, False, train=False)
 rows = [t.double().repeat_interleave(5)[:, None] for t in (*params, torch.relu(params[4]))]
-print(native.library().tisfm_vector_width(), float((y - fused._pool_rows(s0.double(), s1.double(), rows, False)).abs().max()))
+err = float((y - fused._pool_rows(s0.double(), s1.double(), rows, False)).abs().max())
+# the convolution inside the kernel, and its input gradient, against torch's
+x, kernels = torch.randn(5, 4, 60, generator=g), torch.randn(16, 4, 7, generator=g)
+w = kernels.view(8, 2, 4, 7).permute(0, 1, 3, 2).reshape(16, 28)
+spans = native.column_spans(w)
+s = torch.nn.functional.conv1d(x, kernels).view(5, 8, 2, -1).permute(1, 2, 0, 3).contiguous()
+got = native.conv_pool_rows(x, w, spans, params, False, train=False)
+err = max(err, float((got - native.pool_rows(s[:, 0], s[:, 1], params, False, train=False)).abs().max()))
+f, gsc = torch.randn(5, 8, 2, 54, generator=g), torch.randn(5, 16, generator=g)
+want = torch.nn.functional.conv_transpose1d((f.view(5, 16, 54) * gsc[:, :, None]), kernels)
+err = max(err, float((native.input_gradient(f, gsc, w, spans) - want).abs().max() / want.abs().max()))
+print(native.library().tisfm_vector_width(), err)
 """
 
 
@@ -241,19 +252,21 @@ print(native.library().tisfm_vector_width(), float((y - fused._pool_rows(s0.doub
 @pytest.mark.slow
 def test_a_capped_cpu_capability_gets_kernels_built_for_it(tmp_path):
     """ATEN_CPU_CAPABILITY=avx2 (the emulation of an AVX2-only CPU) builds 8-wide kernels of its
-    own, cached beside the others, and they give the same numbers."""
+    own, cached beside the others, and ``default`` the 4-wide baseline ones (no AVX): all give the
+    same numbers."""
     if "AVX" not in torch.backends.cpu.get_cpu_capability():
         pytest.skip("not an x86 CPU with AVX2")
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     env["TISFM_KERNEL_CACHE"] = str(tmp_path)
     repo = str(Path(__file__).resolve().parents[1])
     widths = []
-    for extra in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}):
+    for extra in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}, {"ATEN_CPU_CAPABILITY": "default"}):
         out = subprocess.run([sys.executable, "-c", _CAPPED, repo], env={**env, **extra},
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
         width, err = out.stdout.split()
         assert float(err) < 1e-6
         widths.append(int(width))
-    assert widths[1] == 8 and widths[0] >= 8
+    assert widths[1] == 8 and widths[0] >= 8 and widths[2] == 4
     assert len(list(tmp_path.glob("tisfm_kernels_avx2_*.so"))) == 1
+    assert len(list(tmp_path.glob("tisfm_kernels_default_*.so"))) == 1

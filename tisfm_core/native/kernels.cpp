@@ -91,14 +91,16 @@ static inline vf vexp(vf x) {
 // 1 / x for x >= 1: the hardware estimate and one Newton step (relative error about 1e-7), where
 // a division would occupy the divider for a dozen cycles per vector.
 static inline vf vrecip(vf x) {
+#if defined(__AVX512F__) || defined(__AVX__)
 #if defined(__AVX512F__)
-    vf r = (vf)_mm512_rcp14_ps((__m512)x);
-#elif defined(__AVX__)
-    vf r = (vf)_mm256_rcp_ps((__m256)x);
+    const vf r = (vf)_mm512_rcp14_ps((__m512)x);
 #else
-    return splat(1.0f) / x;
+    const vf r = (vf)_mm256_rcp_ps((__m256)x);
 #endif
     return r * (splat(2.0f) - x * r);
+#else
+    return splat(1.0f) / x;   // the baseline build has no estimate instruction
+#endif
 }
 
 static inline vf vsigmoid(vf z) { return vrecip(splat(1.0f) + vexp(-z)); }
