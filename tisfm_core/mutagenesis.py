@@ -26,9 +26,11 @@ array (positions whose reference is N are skipped there).
   ``w / (L - K + 1)`` of the motif block plus the interaction gate and the final layer on the
   pooled (n_features,) vector. On CPU in fp32 the windows go to a native kernel
   (:func:`tisfm_core.native.ism_pool`): each channel its own window width, vector lanes over
-  positions (contiguous loads of the reference scores), sigmoid, softmax weights and the window
-  sums in registers; 5-6x faster than the dozen torch operations per width group, which remain
-  for CUDA, fp64 models and machines without a compiler.
+  positions (contiguous loads), ``sigmoid(z + dz)`` formed as ``1 / (1 + exp(-z) exp(-dz))``
+  from ``exp(-z)`` per sequence and ``exp(-dz)`` per model (one exponential per window entry, that
+  of the softmax weight) and the window sums in registers; 5-6x faster than the dozen torch
+  operations per width group, which remain for CUDA, fp64 models, calibrated changes beyond
+  ``|dz| = 40`` and machines without a compiler.
 * :func:`aitac_chunks`: the fastISM idea (Nair et al. 2022) for the AI-TAC CNN. Each
   convolution's input changes in a window that grows layer by layer; the change of its output is
   the transposed convolution of the change of its input (only the changed positions are
