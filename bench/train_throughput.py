@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tisfm_core.devices import (conv_precision, cpu_description, keep_freed_memory,  # noqa: E402
                                  resolve_device)
 from tisfm_core import native  # noqa: E402
-from tisfm_core.fused import conv_dtype, conv_plan, grouped_conv  # noqa: E402
+from tisfm_core.fused import _sorted_weights, conv_dtype, conv_plan, grouped_conv  # noqa: E402
 from tisfm_core.model import TISFM, TISFMConfig  # noqa: E402
 from tisfm_core.motifs import load_motifs  # noqa: E402
 from tisfm_core.prox import ProxAdam  # noqa: E402
@@ -133,8 +133,8 @@ def conv_description(model):
     dtype, device = conv_dtype(model.precision), model.kernels.device
     k = model.kernels.shape[2]
     if dtype == torch.float32 and device.type == "cpu" and native.library() is not None:
-        spans = native.column_spans(model.kernels.detach().view(-1, 2, 4, k).permute(0, 1, 3, 2)
-                                    .reshape(-1, 4 * k).float())
+        motifs = torch.arange(model.kernels.shape[0] // 2)
+        spans = native.column_spans(_sorted_weights(model.kernels, motifs, torch.float32, pairs=True)[0])
         work = float((spans[1] - spans[0]).sum()) / (len(spans[0]) * k)
         return (f"fp32 convolution and its input gradient inside the native kernels, each motif "
                 f"over its own columns ({100 * work:.0f}% of the dense multiply-adds)")
