@@ -215,6 +215,15 @@ def test_a_failing_build_is_reported_with_its_reason(monkeypatch, tmp_path):
     assert not list(tmp_path.glob("*.so"))                    # nothing half-built left behind
 
 
+def test_a_bad_vector_width_is_refused_by_name(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("TISFM_VECTOR_WIDTH", "32")
+    monkeypatch.setenv("TISFM_KERNEL_CACHE", str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="TISFM_VECTOR_WIDTH must be 4, 8 or 16, not '32'"):
+        assert native.library() is None
+    assert not list(tmp_path.glob("*.so"))
+
+
 def test_tisfm_native_0_turns_them_off(monkeypatch):
     monkeypatch.setattr(native, "_state", {})
     monkeypatch.setenv("TISFM_NATIVE", "0")
@@ -256,17 +265,38 @@ def test_a_capped_cpu_capability_gets_kernels_built_for_it(tmp_path):
     same numbers."""
     if "AVX" not in torch.backends.cpu.get_cpu_capability():
         pytest.skip("not an x86 CPU with AVX2")
-    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "TISFM_VECTOR_WIDTH")}
     env["TISFM_KERNEL_CACHE"] = str(tmp_path)
     repo = str(Path(__file__).resolve().parents[1])
     widths = []
-    for extra in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}, {"ATEN_CPU_CAPABILITY": "default"}):
+    for extra in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}, {"ATEN_CPU_CAPABILITY": "default"},
+                  {"ATEN_CPU_CAPABILITY": "avx2", "TISFM_VECTOR_WIDTH": "16"}):
         out = subprocess.run([sys.executable, "-c", _CAPPED, repo], env={**env, **extra},
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
         width, err = out.stdout.split()
         assert float(err) < 1e-6
         widths.append(int(width))
-    assert widths[1] == 8 and widths[0] >= 8 and widths[2] == 4
-    assert len(list(tmp_path.glob("tisfm_kernels_avx2_*.so"))) == 1
+    assert widths[1] == 8 and widths[0] >= 8 and widths[2] == 4 and widths[3] == 16
+    assert len(list(tmp_path.glob("tisfm_kernels_avx2_w16_*.so"))) == 1
+    assert len(list(tmp_path.glob("tisfm_kernels_avx2_*.so"))) == 2
     assert len(list(tmp_path.glob("tisfm_kernels_default_*.so"))) == 1
+
+
+@needs_native
+@pytest.mark.slow
+def test_the_16_lane_kernels_pass_the_kernel_tests_on_any_cpu(tmp_path):
+    """The AVX-512 build's loop logic (16 lanes: blocks, tails, padding), built with
+    TISFM_VECTOR_WIDTH=16 for whatever this CPU has, passes the native, fused and exact-ISM tests,
+    so a CPU without AVX-512 checks it too (only the intrinsic wrappers differ on AVX-512)."""
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env.update(TISFM_VECTOR_WIDTH="16", TISFM_KERNEL_CACHE=str(tmp_path))
+    root = Path(__file__).resolve().parents[1]
+    probe = subprocess.run([sys.executable, "-c", "from tisfm_core import native; print(native.vector_width())"],
+                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert probe.returncode == 0 and probe.stdout.split()[-1] == "16", probe.stderr[-2000:]
+    files = [f"tests/{name}" for name in ("test_native.py", "test_fused.py", "test_ism_fast.py")]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
+                          *files], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout

@@ -6,7 +6,10 @@ motif over the kernel columns it uses, then sigmoid, softmax pooling and the der
 input attention's forward and backward passes for two channels per head, and the window pooling
 of the incremental exact ISM of tiSFM without attention (:mod:`tisfm_core.mutagenesis`).
 Written once with compiler vector extensions, it is compiled on first use with the system C++
-compiler for torch's CPU capability (AVX-512, AVX2, or the baseline), so that an ``ATEN_CPU_CAPABILITY`` cap applies to it as to torch, and cached per user.
+compiler for torch's CPU capability (AVX-512, AVX2, or the baseline), so that an
+``ATEN_CPU_CAPABILITY`` cap applies to it as to torch, and cached per user.
+``TISFM_VECTOR_WIDTH`` (4, 8 or 16 floats) overrides the width for testing: 16 on an AVX2 CPU runs
+the AVX-512 build's loop logic, each 16-float operation as two AVX2 ones.
 Its exp is a short polynomial with no special cases (1.4 ulp, about a third of the instructions
 of a general-purpose one): training spends most of its element-wise time on the 120 million exps
 of a 256-sequence batch, for which Inductor's generated code called a general-purpose exp.
@@ -70,6 +73,11 @@ def _build():
         return None, "no C++ compiler found (set CXX)"
     capability = torch.backends.cpu.get_cpu_capability()
     flags = BASE_FLAGS + ISA_FLAGS.get(capability, [])
+    width = os.environ.get("TISFM_VECTOR_WIDTH", "").strip()
+    if width:
+        if width not in ("4", "8", "16"):
+            return None, f"TISFM_VECTOR_WIDTH must be 4, 8 or 16, not {width[:20]!r}"
+        flags = flags + [f"-DTISFM_WIDTH={width}"]
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
                                  timeout=30).stdout
@@ -82,7 +90,7 @@ def _build():
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError:
         folder = Path(tempfile.gettempdir())
-    target = folder / f"tisfm_kernels_{capability.lower()}_{key}.so"
+    target = folder / f"tisfm_kernels_{capability.lower()}{width and '_w' + width}_{key}.so"
     if not target.exists():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
         os.close(fd)

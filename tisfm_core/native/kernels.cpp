@@ -10,17 +10,28 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX512F__) || defined(__AVX__)
+// TISFM_WIDTH (set by TISFM_VECTOR_WIDTH) forces a width: 16 lanes built for AVX2 run the
+// AVX-512 build's loop logic (blocks, tails, padding) on a CPU without AVX-512. Intrinsics are used
+// only where the width matches the instruction set; elsewhere the generic forms.
+#if defined(TISFM_WIDTH)
+#define TISFM_W TISFM_WIDTH
+#elif defined(__AVX512F__)
+#define TISFM_W 16
+#elif defined(__AVX__)
+#define TISFM_W 8
+#else
+#define TISFM_W 4
+#endif
+#if defined(__AVX512F__) && TISFM_W == 16
+#define TISFM_AVX512 1
+#elif defined(__AVX__) && TISFM_W == 8
+#define TISFM_AVX 1
+#endif
+#if defined(TISFM_AVX512) || defined(TISFM_AVX)
 #include <immintrin.h>
 #endif
 
-#if defined(__AVX512F__)
-constexpr int W = 16;
-#elif defined(__AVX__)
-constexpr int W = 8;
-#else
-constexpr int W = 4;
-#endif
+constexpr int W = TISFM_W;
 typedef float vf __attribute__((vector_size(4 * W)));
 typedef uint32_t vu __attribute__((vector_size(4 * W)));
 typedef int32_t vi __attribute__((vector_size(4 * W)));
@@ -28,9 +39,9 @@ typedef int32_t vi __attribute__((vector_size(4 * W)));
 // A broadcast by intrinsic: `vf{} + x` would add 0 to x first (for the sign of zero) and then
 // shuffle, 2 ALU operations where a broadcast load is none.
 static inline vf splat(float x) {
-#if defined(__AVX512F__)
+#if defined(TISFM_AVX512)
     return (vf)_mm512_set1_ps(x);
-#elif defined(__AVX__)
+#elif defined(TISFM_AVX)
     return (vf)_mm256_set1_ps(x);
 #else
     return vf{} + x;
@@ -41,18 +52,18 @@ static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 // One instruction each (the generic forms compile to a compare and a blend); like `a > b ? a : b`
 // they return b where either is NaN.
 static inline vf vmax(vf a, vf b) {
-#if defined(__AVX512F__)
+#if defined(TISFM_AVX512)
     return (vf)_mm512_max_ps((__m512)a, (__m512)b);
-#elif defined(__AVX__)
+#elif defined(TISFM_AVX)
     return (vf)_mm256_max_ps((__m256)a, (__m256)b);
 #else
     return a > b ? a : b;
 #endif
 }
 static inline vf vmin(vf a, vf b) {
-#if defined(__AVX512F__)
+#if defined(TISFM_AVX512)
     return (vf)_mm512_min_ps((__m512)a, (__m512)b);
-#elif defined(__AVX__)
+#elif defined(TISFM_AVX)
     return (vf)_mm256_min_ps((__m256)a, (__m256)b);
 #else
     return a < b ? a : b;
@@ -91,8 +102,8 @@ static inline vf vexp(vf x) {
 // 1 / x for x >= 1: the hardware estimate and one Newton step (relative error about 1e-7), where
 // a division would occupy the divider for a dozen cycles per vector.
 static inline vf vrecip(vf x) {
-#if defined(__AVX512F__) || defined(__AVX__)
-#if defined(__AVX512F__)
+#if defined(TISFM_AVX512) || defined(TISFM_AVX)
+#if defined(TISFM_AVX512)
     const vf r = (vf)_mm512_rcp14_ps((__m512)x);
 #else
     const vf r = (vf)_mm256_rcp_ps((__m256)x);
