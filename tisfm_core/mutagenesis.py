@@ -208,7 +208,7 @@ class _TisfmPlan:
         # by wf[alt, k] - wf[ref, k]; its calibrated change, zero-padded on the k axis
         wf = self.kernels.flip(-1).permute(1, 2, 0)                                 # (4, K, C)
         alternatives = torch.from_numpy(ALTERNATIVES).to(device)
-        dz = F.pad((wf[alternatives] - wf[:, None]) * self.scale, (0, 0, 0, width)).to(work)
+        dz = F.pad((wf[alternatives] - wf[:, None]) * self.scale, (0, 0, 0, width))   # fp64
         used = self.kernels.abs().sum(1).cpu().numpy() > 0                            # (C, K)
         any_used = used.any(1)
         last = np.where(any_used, width - np.argmax(used[:, ::-1], axis=1), 0)       # l_c
@@ -223,8 +223,9 @@ class _TisfmPlan:
         self.head = _TisfmHead(model, outs, self.order, acc)
         self.groups = []
         if self.native:
-            self._native_plan(grouped, wf, alternatives, used, last, device)
+            self._native_plan(grouped, dz, used, last, device)
             return
+        dz = dz.to(work)
         pos = torch.arange(length, device=device)
         for feats in groups:
             w = int(span[feats].max())
@@ -244,7 +245,7 @@ class _TisfmPlan:
                 dz=dz[:, :, width - last_t + j[:, None], cols_t],                      # (4, 3, w, C_g)
                 a=self.a[cols_t].to(work), ones=torch.ones(1, w, dtype=work, device=device)))
 
-    def _native_plan(self, feats, wf, alternatives, used, last, device):
+    def _native_plan(self, feats, dz, used, last, device):
         """Per channel, the window of a substitution in the padded coordinates of the native
         kernel (score p at p + K), exp(-calibrated change) (C, 4, 3, K) and the validity mask."""
         width, n_pos = self.width, self.n_pos
@@ -257,8 +258,7 @@ class _TisfmPlan:
         rows = torch.from_numpy(width - last[:, None] + np.arange(width)).to(device)   # (C, K)
         cols = torch.arange(self.n_ch, device=device)[:, None]
         # exp(-dz) from fp64: the kernel forms sigmoid(z + dz) as 1 / (1 + exp(-z) exp(-dz))
-        dz = ((wf[alternatives] - wf[:, None]) * self.scale).to(self.acc)
-        dz = F.pad(dz, (0, 0, 0, width))[:, :, rows, cols].permute(2, 0, 1, 3)
+        dz = dz[:, :, rows, cols].permute(2, 0, 1, 3)
         self.edz = torch.exp(-dz).float().contiguous()                                   # (C, 4, 3, K)
         self.mask = torch.zeros(self.q, dtype=torch.float32)
         self.mask[width:width + n_pos] = 1
