@@ -135,6 +135,16 @@ static inline void vsigmoid_n(vf* z) {
 }
 static inline vf vsigmoid(vf z) { vsigmoid_n<1>(&z); return z; }
 
+// body(j, V) over 0 .. n - 1 (n a multiple of W) in blocks of V = 2 vectors and, where n / W is
+// odd, one last block of V = 1 (a std::integral_constant): code written for V vectors at a time
+// gives the core 2 V independent chains (see vexp_n).
+template <class Body>
+static inline void in_pairs(int64_t n, Body body) {
+    int64_t j = 0;
+    for (; j + 2 * W <= n; j += 2 * W) body(j, std::integral_constant<int, 2>{});
+    if (j < n) body(j, std::integral_constant<int, 1>{});
+}
+
 // Lanes 0 .. n-1 of a vector at p (n < W: the rest zero), without reading past p + n.
 static inline vf load_part(const float* p, int64_t n) {
     float tmp[W] = {0};
@@ -195,10 +205,13 @@ static void pool_rows(Fill fill, bool seq_major, int64_t extra, int64_t motifs, 
             const float am = a[m];
             const vf av = splat(am);
             vf shift = splat(std::max(am, 0.0f)), zs = splat(0), es = splat(0);
-            // V vectors of both strands from position j at a time (2 V dependency chains; see
-            // vexp_n); the vector at pp - W holds the row's end, masked by `last`
-            auto activations = [&](int64_t j, vf* u, auto vectors) {
+            // V vectors of both strands from position j at a time (2 V dependency chains); the
+            // vector at pp - W holds the row's end, masked by `last`. Two passes, activations
+            // then weights, even where the shift is known: shorter loops overlap better (1.15x).
+            vf top = splat(-FLT_MAX);   // the row maximum of a v (row_max)
+            in_pairs(pp, [&](int64_t j, auto vectors) {
                 constexpr int V = decltype(vectors)::value;
+                vf u[2 * V];
                 for (int k = 0; k < V; ++k) {
                     u[k] = load(x0 + j + k * W) * c0 + d0;
                     u[V + k] = load(x1 + j + k * W) * c1 + d1;
@@ -207,12 +220,20 @@ static void pool_rows(Fill fill, bool seq_major, int64_t extra, int64_t motifs, 
                 for (int k = 0; k < V; ++k) {
                     store(v0 + j + k * W, u[k]);
                     store(v1 + j + k * W, u[V + k]);
+                    if (!row_max) continue;
+                    const vf t = vmax(u[k] * av, u[V + k] * av);
+                    top = vmax(top, j + (k + 1) * W < pp ? t : (last > 0 ? t : splat(-FLT_MAX)));
                 }
-            };
+            });
+            if (row_max) shift = splat(hmax(top));
             // softmax weights of the activations (arguments a v - shift <= 0), and the sums
-            auto weigh = [&](int64_t j, const vf* u, auto vectors) {
+            in_pairs(pp, [&](int64_t j, auto vectors) {
                 constexpr int V = decltype(vectors)::value;
-                vf e[2 * V];
+                vf u[2 * V], e[2 * V];
+                for (int k = 0; k < V; ++k) {
+                    u[k] = load(v0 + j + k * W);
+                    u[V + k] = load(v1 + j + k * W);
+                }
                 for (int k = 0; k < 2 * V; ++k) e[k] = u[k] * av - shift;
                 vexp_n<2 * V, false>(e);
                 if (j + V * W >= pp) { e[V - 1] *= last; e[2 * V - 1] *= last; }
@@ -224,38 +245,7 @@ static void pool_rows(Fill fill, bool seq_major, int64_t extra, int64_t motifs, 
                     zs += e[k];
                     es += e[k] * u[k];
                 }
-            };
-            // two passes, activations then weights, even where the shift is known: shorter
-            // loops whose chains overlap better (1.15x over one pass)
-            const std::integral_constant<int, 1> one_vector;
-            const std::integral_constant<int, 2> two_vectors;
-            vf top = splat(-FLT_MAX);   // the row maximum of a v (row_max)
-            auto highest = [&](int64_t j, const vf* u, auto vectors) {
-                constexpr int V = decltype(vectors)::value;
-                for (int k = 0; k < V; ++k) {
-                    const vf t = vmax(u[k] * av, u[V + k] * av);
-                    top = vmax(top, j + (k + 1) * W < pp ? t : (last > 0 ? t : splat(-FLT_MAX)));
-                }
-            };
-            int64_t j = 0;   // pp is a multiple of W: at most one single vector after the pairs
-            for (vf u[4]; j + 2 * W <= pp; j += 2 * W) {
-                activations(j, u, two_vectors);
-                if (row_max) highest(j, u, two_vectors);
-            }
-            if (j < pp) {
-                vf u[2];
-                activations(j, u, one_vector);
-                if (row_max) highest(j, u, one_vector);
-            }
-            if (row_max) shift = splat(hmax(top));
-            for (j = 0; j + 2 * W <= pp; j += 2 * W) {
-                const vf u[4] = {load(v0 + j), load(v0 + j + W), load(v1 + j), load(v1 + j + W)};
-                weigh(j, u, two_vectors);
-            }
-            if (j < pp) {
-                const vf u[2] = {load(v0 + j), load(v1 + j)};
-                weigh(j, u, one_vector);
-            }
+            });
             const float zr = hsum(zs), er = hsum(es);
             if (!f0) {   // inference: the pooled value only
                 z[r] = er / zr;
