@@ -105,10 +105,12 @@ def test_attention_matches_the_materialised_softmax(length, transpose):
 
 @needs_native
 @pytest.mark.parametrize("length, n", [(40, 1), (64, 3), (300, 5)])
-@pytest.mark.parametrize("train", [False, True])
-def test_conv_pool_rows_equal_pool_rows_on_the_convolution(length, n, train):
+@pytest.mark.parametrize("train, room", [(False, 0), (True, 0), (True, 16), (True, 21)])
+def test_conv_pool_rows_equal_pool_rows_on_the_convolution(length, n, train, room):
     """Scores formed inside the kernel, per motif over its own columns (narrow, shifted, empty
-    motifs), give what the row kernel gives on torch's convolution."""
+    motifs), give what the row kernel gives on torch's convolution; derivative rows padded to a
+    multiple of 16 floats (written whole, streamed) or to an odd room (row by row) hold the same
+    derivatives, and the input gradient reads them in place."""
     g = torch.Generator().manual_seed(4)
     motifs, width = 6, 9
     kernels = torch.randn(2 * motifs, 4, width, generator=g)
@@ -124,13 +126,27 @@ def test_conv_pool_rows_equal_pool_rows_on_the_convolution(length, n, train):
     s = torch.nn.functional.conv1d(x, kernels).view(n, motifs, 2, p).permute(1, 2, 0, 3).contiguous()
     _, _, params = pool_inputs(rows_per_motif=n, motifs=motifs, p=p, seed=5)
     want = native.pool_rows(s[:, 0], s[:, 1], params, False, train)
-    f = torch.empty(n, motifs, 2, p)
-    got = native.conv_pool_rows(x, weights, (lo, hi), params, False, train,
-                                out=(f[:, :, 0].transpose(0, 1), f[:, :, 1].transpose(0, 1)) if train else None)
+    r = {0: p, 16: -(-p // 16) * 16, 21: p + 21}[room]
+    f = torch.full((n, motifs, 2, r), 7.0)
+    got = native.conv_pool_rows(x, weights, (lo, hi), params, False, train, out=f if train else None)
     for a, b in zip(got if train else [got], want if train else [want]):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5)
     if train:
-        torch.testing.assert_close(f[:, :, 0].transpose(0, 1), want[7], rtol=2e-5, atol=1e-6)
+        for t in (0, 1):
+            torch.testing.assert_close(f[:, :, t, :p].transpose(0, 1), want[7 + t], rtol=2e-5, atol=1e-6)
+        g = torch.randn(n, 2 * motifs, generator=g)
+        torch.testing.assert_close(native.input_gradient(f[..., :p], g, weights, (lo, hi)),
+                                   native.input_gradient(f[..., :p].contiguous(), g, weights, (lo, hi)))
+
+
+@needs_native
+def test_conv_pool_rows_refuses_an_out_that_does_not_fit():
+    x, weights = torch.randn(2, 4, 20), torch.randn(6, 4 * 5)
+    spans = native.column_spans(weights)
+    params = tuple(torch.ones(3) for _ in range(5))
+    for bad in (torch.empty(2, 3, 2, 15), torch.empty(2, 3, 2, 40)[..., :20], torch.empty(2, 3, 2, 16).double()):
+        with pytest.raises(ValueError, match="out must be a contiguous float32"):
+            native.conv_pool_rows(x, weights, spans, params, False, True, out=bad)
 
 
 @needs_native

@@ -333,6 +333,11 @@ def _unsort_channels(t, order):
     return out.view(-1)
 
 
+#: The native kernels' derivative rows are padded to a multiple of this many floats (64 bytes:
+#: whole AVX-512 vectors), so that they can be written whole, bypassing the caches.
+ROW_FLOATS = 16
+
+
 class MotifBlock(torch.autograd.Function):
     """Pooled motif activations (N, M) of an augmented input (N, 4, L); see the module docstring."""
 
@@ -359,12 +364,12 @@ class MotifBlock(torch.autograd.Function):
         for xc in x.split(chunk_size):
             n = xc.shape[0]
             if use_native:   # scores formed inside the kernel, per motif over its own columns
-                f = xc.new_empty((n, m, 2, xc.shape[2] - kernels.shape[2] + 1)) if train else None
+                p = xc.shape[2] - kernels.shape[2] + 1
+                # rows padded to whole vectors: the kernel streams them to memory
+                f = xc.new_empty((n, m, 2, -(-p // ROW_FLOATS) * ROW_FLOATS)) if train else None
                 out = native.conv_pool_rows(xc, weights[0], spans, (sc[0], sc[1], bi[0], bi[1], a),
-                                            row_max, train,
-                                            out=(f[:, :, 0].transpose(0, 1), f[:, :, 1].transpose(0, 1))
-                                            if train else None)
-                parts.append([t.reshape(m, n, *t.shape[1:]) for t in out[:7]] + [f] if train
+                                            row_max, train, out=f)
+                parts.append([t.reshape(m, n, *t.shape[1:]) for t in out[:7]] + [f[..., :p]] if train
                              else [out.reshape(m, n)])
                 continue
             if compiled:   # one chunk shape for the compiled kernels

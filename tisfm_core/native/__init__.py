@@ -117,8 +117,8 @@ def _build():
     lib.tisfm_pool_rows.argtypes = ([_F, _F] + [i64] * 5 + [_F] * 5 + [i32] + [_F] * 9
                                     + [i64, i64, i32])
     lib.tisfm_conv_pool_rows.argtypes = ([_F, i64, i64, _F, i64, i64, _I, _I] + [_F] * 5 + [i32]
-                                         + [_F] * 9 + [i64, i64, i32])
-    lib.tisfm_input_gradient.argtypes = [_F, i64, i64, i64, _F, i64, _I, _I, _F, _F, i32]
+                                         + [_F] * 9 + [i64, i64, i64, i32])
+    lib.tisfm_input_gradient.argtypes = [_F, i64, i64, i64, i64, _F, i64, _I, _I, _F, _F, i32]
     lib.tisfm_attention_forward.argtypes = [_F, _F, _F, i64, i64, i32, _F, _F, i32]
     lib.tisfm_attention_backward.argtypes = [_F, _F, _F, _F, _F, i64, i64, i32, _F, _F, _F, i32]
     lib.tisfm_ism_tables.argtypes = [_D, _D, i64, i64, i64, i64, i32, _D, i32]
@@ -261,8 +261,13 @@ def conv_pool_rows(x, weights, spans, params, row_max, train, out=None):
         Kernels with rows (motif, strand) and columns ``k * 4 + base``.
     spans : tuple of two torch.Tensor
         :func:`column_spans` of ``weights``.
-    params, row_max, train, out
+    params, row_max, train
         As for :func:`pool_rows`, with rows ``r = m * n + i``.
+    out : torch.Tensor, shape (n, M, 2, R), float32, optional
+        Where the derivatives go when training (allocated with R = P if absent): row (i, m, t)
+        holds ``f_t`` of motif m and sequence i in its first P floats. With R at least the
+        kernels' padded row (P rounded up to the vector width, as R = P rounded up to 16 is) the
+        kernel writes the rows whole with stores that bypass the caches.
     """
     x, weights = x.detach().contiguous(), weights.detach().contiguous()
     n, bases, length = x.shape
@@ -274,11 +279,19 @@ def conv_pool_rows(x, weights, spans, params, row_max, train, out=None):
             lo.dtype != torch.int32 or hi.dtype != torch.int32 or tuple(hi.shape) != (motifs,):
         raise ValueError("conv_pool_rows: x (n, 4, L) and weights (2 M, 4 K) in float32, spans (M,) int32")
     p = length - width + 1
+    room = p
+    if train:
+        f = x.new_empty((n, motifs, 2, p)) if out is None else out
+        if f.dtype != torch.float32 or f.dim() != 4 or tuple(f.shape[:3]) != (n, motifs, 2) or \
+                f.shape[3] < p or not f.is_contiguous():
+            raise ValueError(f"conv_pool_rows: out must be a contiguous float32 ({n}, {motifs}, 2, R >= {p})")
+        room = f.shape[3]
+        out = (f[:, :, 0, :p].transpose(0, 1), f[:, :, 1, :p].transpose(0, 1))
     outs, f_strides = _row_outputs(x, motifs, n, p, train, out)
     params = _row_params(params)
     library().tisfm_conv_pool_rows(_ptr(x), n, length, _ptr(weights), motifs, width, _ptr(lo),
                                    _ptr(hi), *map(_ptr, params), int(row_max), *map(_ptr, outs),
-                                   *f_strides, torch.get_num_threads())
+                                   *f_strides, room, torch.get_num_threads())
     return _row_results(outs, train)
 
 
@@ -288,14 +301,19 @@ def input_gradient(f, g, weights, spans):
     Parameters
     ----------
     f : torch.Tensor, shape (n, M, 2, P), float32
-        The derivatives ``dy/ds`` as the training kernel wrote them (sequence-major).
+        The derivatives ``dy/ds`` as the training kernel wrote them (sequence-major): contiguous,
+        or the first P floats of the rows of a contiguous (n, M, 2, R) ``out``.
     g : torch.Tensor, shape (n, 2 M), float32
         Output gradient times the scale, columns (motif, strand).
     weights, spans
         As for :func:`conv_pool_rows`.
     """
-    f, g, weights = (t.detach().contiguous() for t in (f, g, weights))
+    g, weights = (t.detach().contiguous() for t in (g, weights))
+    f = f.detach()
     n, motifs, _, p = f.shape
+    room = f.stride(2)
+    if f.stride(3) != 1 or room < p or f.stride(1) != 2 * room or f.stride(0) != 2 * motifs * room:
+        f, room = f.contiguous(), p
     rows, cols = weights.shape
     width = cols // 4
     lo, hi = spans
@@ -303,8 +321,8 @@ def input_gradient(f, g, weights, spans):
             rows != 2 * motifs or tuple(g.shape) != (n, rows) or tuple(lo.shape) != (motifs,):
         raise ValueError("input_gradient: f (n, M, 2, P), g (n, 2 M), weights (2 M, 4 K) in float32")
     dx = f.new_empty(n, 4, p + width - 1)
-    library().tisfm_input_gradient(_ptr(f), n, motifs, p, _ptr(weights), width, _ptr(lo), _ptr(hi),
-                                   _ptr(g), _ptr(dx), torch.get_num_threads())
+    library().tisfm_input_gradient(_ptr(f), n, motifs, p, room, _ptr(weights), width, _ptr(lo),
+                                   _ptr(hi), _ptr(g), _ptr(dx), torch.get_num_threads())
     return dx
 
 

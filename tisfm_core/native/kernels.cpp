@@ -50,6 +50,22 @@ static inline vf splat(float x) {
 }
 static inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+// A store that bypasses the caches (p aligned to a vector), for data read back much later: no
+// read of the line first. Fenced by fence_streams() before the data is read.
+static inline void stream(float* p, vf v) {
+#if defined(TISFM_AVX512)
+    _mm512_stream_ps(p, (__m512)v);
+#elif defined(TISFM_AVX)
+    _mm256_stream_ps(p, (__m256)v);
+#else
+    store(p, v);
+#endif
+}
+static inline void fence_streams() {
+#if defined(TISFM_AVX512) || defined(TISFM_AVX)
+    _mm_sfence();
+#endif
+}
 // One instruction each (the generic forms compile to a compare and a blend); like `a > b ? a : b`
 // they return b where either is NaN.
 static inline vf vmax(vf a, vf b) {
@@ -176,7 +192,10 @@ static inline vf tail_mask(int64_t n) {   // 1 in the lanes of the last block th
 // is the row maximum of a v if row_max, else max(a, 0). Per-row outputs are indexed by
 // r = m * per_motif + i. Without `f0` (inference) only y = sum(e v) / sum(e) is written, to z.
 // With it (training) the outputs of tisfm_core.fused._pool_rows_train: z, evs, evar and the sums
-// per row, and the derivatives f0, f1, whose rows start at ft + m * f_m + i * f_i.
+// per row, and the derivatives f0, f1, whose rows start at ft + m * f_m + i * f_i and have room
+// for f_room floats: with room for pp, aligned rows are written whole by streaming stores (the
+// derivatives are read in the backward pass, after the rest of the model: written through the
+// caches, each line would be read from memory first).
 // The row loop is shared by two entry points that differ in where the scores come from: given
 // (tisfm_pool_rows) or computed here from the input (tisfm_conv_pool_rows).
 template <class Fill>
@@ -184,7 +203,7 @@ static void pool_rows(Fill fill, bool seq_major, int64_t extra, int64_t motifs, 
                       int64_t p, const float* sc0, const float* sc1, const float* b0,
                       const float* b1, const float* a, int row_max, float* z, float* evs,
                       float* evar, float* f0_sum, float* f1_sum, float* fs0_sum, float* fs1_sum,
-                      float* f0, float* f1, int64_t f_m, int64_t f_i, int threads) {
+                      float* f0, float* f1, int64_t f_m, int64_t f_i, int64_t f_room, int threads) {
     const int64_t rows = motifs * per_motif;
     const int64_t pp = padded(p);
 #pragma omp parallel num_threads(threads)
@@ -257,6 +276,8 @@ static void pool_rows(Fill fill, bool seq_major, int64_t extra, int64_t motifs, 
             const vf c = splat((1.0f - am * er * iz) * iz), q = splat(am * iz), y = splat(er * iz);
             vf g0 = splat(0), g1 = splat(0), h0 = splat(0), h1 = splat(0), var0 = splat(0), var1 = splat(0);
             float *y0 = f0 + m * f_m + i * f_i, *y1 = f1 + m * f_m + i * f_i;
+            const bool whole = f_room >= pp && (uintptr_t)y0 % sizeof(vf) == 0 &&
+                               (uintptr_t)y1 % sizeof(vf) == 0;
             for (int64_t j = 0; j < pp; j += W) {
                 vf u0 = load(v0 + j), u1 = load(v1 + j), w0 = load(e0 + j), w1 = load(e1 + j);
                 vf f_0 = w0 * u0 * (one - u0) * (c + q * u0);
@@ -268,7 +289,10 @@ static void pool_rows(Fill fill, bool seq_major, int64_t extra, int64_t motifs, 
                 g1 += f_1;
                 h0 += f_0 * load(x0 + j);
                 h1 += f_1 * load(x1 + j);
-                if (j + W < pp) {
+                if (whole) {
+                    stream(y0 + j, f_0);
+                    stream(y1 + j, f_1);
+                } else if (j + W < pp) {
                     store(y0 + j, f_0);
                     store(y1 + j, f_1);
                 } else {
@@ -282,6 +306,7 @@ static void pool_rows(Fill fill, bool seq_major, int64_t extra, int64_t motifs, 
             fs1_sum[r] = hsum(h1);
             evar[r] = hsum(var0 + var1);
         }
+        fence_streams();
     }
 }
 
@@ -300,7 +325,7 @@ void tisfm_pool_rows(const float* s0, const float* s1, int64_t motifs, int64_t p
         copy_padded(x1, s1 + m * s_m + i * s_i, p, 0.0f);
     };
     pool_rows(fill, false, 0, motifs, per_motif, p, sc0, sc1, b0, b1, a, row_max, z, evs, evar,
-              f0_sum, f1_sum, fs0_sum, fs1_sum, f0, f1, f_m, f_i, threads);
+              f0_sum, f1_sum, fs0_sum, fs1_sum, f0, f1, f_m, f_i, p, threads);
 }
 
 // tisfm_pool_rows on scores computed here: x (n, 4, L) is the input, w (2 motifs, 4 kw) the
@@ -313,7 +338,7 @@ void tisfm_conv_pool_rows(const float* x, int64_t n, int64_t L, const float* w, 
                           const float* sc1, const float* b0, const float* b1, const float* a,
                           int row_max, float* z, float* evs, float* evar, float* f0_sum,
                           float* f1_sum, float* fs0_sum, float* fs1_sum, float* f0, float* f1,
-                          int64_t f_m, int64_t f_i, int threads) {
+                          int64_t f_m, int64_t f_i, int64_t f_room, int threads) {
     const int64_t p = L - kw + 1, pp = padded(p);
     const int64_t lx = pp + kw + W;   // per base: reads reach position pp - 1 + kw - 1
     struct ConvFill {
@@ -365,17 +390,17 @@ void tisfm_conv_pool_rows(const float* x, int64_t n, int64_t L, const float* w, 
     };
     const ConvFill fill{x, w, lo, hi, L, kw, pp, lx};
     pool_rows(fill, true, 4 * lx, motifs, n, p, sc0, sc1, b0, b1, a, row_max, z, evs, evar,
-              f0_sum, f1_sum, fs0_sum, fs1_sum, f0, f1, f_m, f_i, threads);
+              f0_sum, f1_sum, fs0_sum, fs1_sum, f0, f1, f_m, f_i, f_room, threads);
 }
 // Input gradient of the motif convolution, the transposed convolution of tisfm_conv_pool_rows:
 // dx[i, b, q] = sum over rows r = 2 m + t and k in lo[m] .. hi[m] - 1 of
 // g[i, r] w[r, 4 k + b] f[i, r, q - k], f (n, 2 motifs, p) (zero outside 0 .. p - 1), g (n, 2
-// motifs), dx (n, 4, p + kw - 1). Per sequence, rows go in tiles copied into zero-padded rows (no
+// motifs), dx (n, 4, p + kw - 1); the rows of f start every fr >= p floats. Per sequence, rows go in tiles copied into zero-padded rows (no
 // edge cases, and the tile stays in L1/L2 while every block of 2 W positions passes over it);
 // a block keeps its 4 bases x 2 vectors of sums in registers: 8 FMAs per 2 loads.
-void tisfm_input_gradient(const float* f, int64_t n, int64_t motifs, int64_t p, const float* w,
-                          int64_t kw, const int32_t* lo, const int32_t* hi, const float* g,
-                          float* dx, int threads) {
+void tisfm_input_gradient(const float* f, int64_t n, int64_t motifs, int64_t p, int64_t fr,
+                          const float* w, int64_t kw, const int32_t* lo, const int32_t* hi,
+                          const float* g, float* dx, int threads) {
     constexpr int U = 3;                  // vectors per block of positions
     const int64_t L = p + kw - 1, lp = (L + U * W - 1) / (U * W) * (U * W);
     const int64_t rl = kw + lp + U * W;   // a padded row: f[j - kw] at j
@@ -391,7 +416,7 @@ void tisfm_input_gradient(const float* f, int64_t n, int64_t motifs, int64_t p, 
                 for (int64_t r = r0; r < r1; ++r) {
                     const int64_t m = r / 2;
                     if (hi[m] <= lo[m]) continue;
-                    std::memcpy(pad.data() + (r - r0) * rl + kw, f + (i * rows + r) * p, p * sizeof(float));
+                    std::memcpy(pad.data() + (r - r0) * rl + kw, f + (i * rows + r) * fr, p * sizeof(float));
                     const float c = g[i * rows + r];
                     for (int64_t j = 4 * lo[m]; j < 4 * hi[m]; ++j)
                         scaled[(r - r0) * 4 * kw + j] = c * w[r * 4 * kw + j];
