@@ -149,7 +149,6 @@ static inline void vsigmoid_n(vf* z) {
     for (int u = 0; u < N; ++u) z[u] = splat(1.0f) + z[u];
     vrecip_n<N>(z);
 }
-static inline vf vsigmoid(vf z) { vsigmoid_n<1>(&z); return z; }
 
 // body(j, V) over 0 .. n - 1 (n a multiple of W) in blocks of V = 2 vectors and, where n / W is
 // odd, one last block of V = 1 (a std::integral_constant): code written for V vectors at a time
