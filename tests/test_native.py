@@ -222,22 +222,18 @@ def test_without_a_compiler_the_kernels_warn_once_and_torch_runs(monkeypatch):
     torch.testing.assert_close(fused.attention_core(a, b, v), materialised(a, b, v, False))
 
 
-def test_a_failing_build_is_reported_with_its_reason(monkeypatch, tmp_path):
+@pytest.mark.parametrize("variable, value, reason", [
+    ("CXX", "false", "native CPU kernels are unavailable"),                  # a failing build
+    ("TISFM_VECTOR_WIDTH", "32", "TISFM_VECTOR_WIDTH must be 4, 8 or 16, not '32'"),
+])
+def test_a_build_that_cannot_be_made_is_reported_with_its_reason(monkeypatch, tmp_path, variable,
+                                                                 value, reason):
     monkeypatch.setattr(native, "_state", {})
-    monkeypatch.setenv("CXX", "false")
+    monkeypatch.setenv(variable, value)
     monkeypatch.setenv("TISFM_KERNEL_CACHE", str(tmp_path))
-    with pytest.warns(RuntimeWarning, match="native CPU kernels are unavailable"):
+    with pytest.warns(RuntimeWarning, match=reason):
         assert native.library() is None
     assert not list(tmp_path.glob("*.so"))                    # nothing half-built left behind
-
-
-def test_a_bad_vector_width_is_refused_by_name(monkeypatch, tmp_path):
-    monkeypatch.setattr(native, "_state", {})
-    monkeypatch.setenv("TISFM_VECTOR_WIDTH", "32")
-    monkeypatch.setenv("TISFM_KERNEL_CACHE", str(tmp_path))
-    with pytest.warns(RuntimeWarning, match="TISFM_VECTOR_WIDTH must be 4, 8 or 16, not '32'"):
-        assert native.library() is None
-    assert not list(tmp_path.glob("*.so"))
 
 
 def test_tisfm_native_0_turns_them_off(monkeypatch):
